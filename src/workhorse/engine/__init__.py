@@ -1,0 +1,26 @@
+"""The llama.cpp runtime: models, batched evaluation, prefix snapshots, sampling, generation."""
+
+from workhorse.engine.engine import Engine, EngineConfig, EngineStats, EvalRequest, EvalResult
+from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch, generate
+from workhorse.engine.model import LlamaModel
+from workhorse.engine.prefix_cache import PrefixCacheStats
+from workhorse.engine.sampling import Sampler, SamplingParams, TokenConstraint
+from workhorse.engine.worker import EngineWorker
+
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "EngineStats",
+    "EngineWorker",
+    "EvalRequest",
+    "EvalResult",
+    "GenerateRequest",
+    "GenerateResult",
+    "GenerationBatch",
+    "LlamaModel",
+    "PrefixCacheStats",
+    "Sampler",
+    "SamplingParams",
+    "TokenConstraint",
+    "generate",
+]

@@ -1,0 +1,494 @@
+"""One llama.cpp context over one model: multi-sequence batches, logits and hidden states at
+chosen positions, pooled embeddings, and resident prefix snapshots.
+
+Not thread-safe: exactly one thread owns an `Engine` (see `worker.py` for the thread-safe front).
+
+How the KV cache is used. The context has `n_slots` request sequences and `prefix_slots`
+snapshot sequences sharing one unified KV cache. A request with a cacheable prefix gets the
+snapshot copied into its slot (`llama_memory_seq_cp` shares the cells, it copies no bytes) and
+only its own tokens are evaluated. Every request's slot is emptied when it finishes, so the cache
+holds nothing but snapshots between calls.
+
+How hidden states are read without paying for the vocabulary. A row of logits for a 262k-token
+vocabulary costs more than the rest of a 270M model. The engine registers a graph callback that
+copies the final-norm tensor (`result_norm`, one row per output token) as it is computed and, for
+batches that asked for no logits, clears the COMPUTE flag of every node after it so the CPU
+backend skips the output projection.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from workhorse.engine.ggml_tensor import (
+    GGML_TENSOR_FLAG_COMPUTE,
+    GGML_TYPE_F32,
+    SKIPPED_BY_WORKHORSE,
+    GgmlTensor,
+)
+from workhorse.engine.model import LlamaModel, _llama
+from workhorse.engine.prefix_cache import PrefixCache, PrefixCacheStats, prefix_key
+from workhorse.errors import ContextFullError, DecodeError, EngineError
+
+Pooling = Literal["none", "mean", "last"]
+HIDDEN_TENSOR_NAME = b"result_norm"
+_GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_threads: int = 2
+    n_slots: int = 16
+    prefix_slots: int = 16
+    prefix_cache_bytes: int | None = None  # default: the KV bytes of half the context
+    max_outputs_per_decode: int = 64  # bounds the logits buffer (n_vocab floats per output)
+    kv_type: Literal["f16", "f32", "q8_0"] = "f16"
+    flash_attention: Literal["auto", "on", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.n_slots < 1 or self.prefix_slots < 0:
+            raise ValueError("n_slots must be ≥ 1 and prefix_slots ≥ 0")
+        if self.n_slots + self.prefix_slots > 256:
+            raise ValueError("llama.cpp supports at most 256 sequences: n_slots + prefix_slots ≤ 256")
+        if self.n_batch < 1 or self.n_ctx < self.n_batch:
+            raise ValueError("need 1 ≤ n_batch ≤ n_ctx")
+
+
+@dataclass
+class EvalRequest:
+    """Evaluate `tokens`; return logits and/or hidden states at the given positions.
+
+    Positions index into `tokens` (negative counts from the end) and must lie after the cached
+    prefix. `pooling` pools the hidden states of the tokens after the prefix (the item's own
+    tokens): "mean" over them, "last" the final one.
+    """
+
+    tokens: Sequence[int]
+    prefix_len: int = 0
+    logits_at: Sequence[int] = ()
+    hidden_at: Sequence[int] = ()
+    pooling: Pooling = "none"
+
+
+@dataclass
+class EvalResult:
+    logits: np.ndarray | None = None  # (len(logits_at), n_vocab) float32
+    hidden: np.ndarray | None = None  # (len(hidden_at), n_embd) float32
+    pooled: np.ndarray | None = None  # (n_embd,) float32
+    n_tokens: int = 0
+    n_cached: int = 0
+
+
+@dataclass
+class EngineStats:
+    decode_calls: int = 0
+    tokens_evaluated: int = 0
+    tokens_from_cache: int = 0
+    decode_seconds: float = 0.0
+
+
+@dataclass
+class OutputSpec:
+    """Where one output row of a decode goes."""
+
+    request: int
+    position: int
+    logits: bool
+    hidden: bool
+
+
+@dataclass
+class _Pending:
+    """A request being fed to the context."""
+
+    index: int
+    slot: int
+    tokens: Sequence[int]
+    start: int  # first position to evaluate (after the cached prefix)
+    outputs: dict[int, tuple[bool, bool]] = field(default_factory=dict)  # position → (logits, hidden)
+
+
+class Engine:
+    def __init__(self, model: LlamaModel, config: EngineConfig | None = None) -> None:
+        self.model = model
+        self.config = config or EngineConfig()
+        self._llama_cpp = _llama()
+        self.stats = EngineStats()
+        self._capture_hidden = False
+        self._skip_vocab = False
+        self._after_hidden = False
+        self._hidden_rows: list[np.ndarray] = []
+        self._eval_callback = self._make_eval_callback()
+        self._ctx = self._create_context()
+        self._memory = self._llama_cpp.llama_get_memory(self._ctx)
+        self.n_ctx: int = self._llama_cpp.llama_n_ctx(self._ctx)
+        self._batch = self._llama_cpp.llama_batch_init(self.config.n_batch, 0, 1)
+        prefix_ids = range(self.config.n_slots, self.config.n_slots + self.config.prefix_slots)
+        self._kv_bytes_per_token: float | None = None
+        self._free_slots: list[int] = list(range(self.config.n_slots - 1, -1, -1))
+        self.prefix_cache = PrefixCache(prefix_ids, capacity_bytes=self.config.prefix_cache_bytes or 0)
+
+    # -- setup ----------------------------------------------------------------------------
+    def _create_context(self):
+        llama_cpp = self._llama_cpp
+        cfg = self.config
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = cfg.n_ctx
+        params.n_batch = cfg.n_batch
+        params.n_ubatch = cfg.n_batch  # one ubatch per decode keeps output rows in batch order
+        params.n_seq_max = cfg.n_slots + cfg.prefix_slots
+        params.n_threads = cfg.n_threads
+        params.n_threads_batch = cfg.n_threads
+        params.embeddings = False
+        params.kv_unified = True  # snapshots are shared by reference across sequences
+        params.swa_full = True  # sliding-window layers keep whole prefixes so snapshots stay valid
+        params.no_perf = True
+        params.type_k = params.type_v = _GGML_TYPES[cfg.kv_type]
+        params.flash_attn_type = {"auto": -1, "off": 0, "on": 1}[cfg.flash_attention]
+
+        params.cb_eval = self._eval_callback
+        params.cb_eval_user_data = None
+        ctx = llama_cpp.llama_init_from_model(self.model.ptr, params)
+        if not ctx:
+            raise EngineError(
+                f"llama.cpp could not create a context for {self.model.name} (n_ctx={cfg.n_ctx})",
+                "lower n_ctx or n_slots; the KV cache may not fit in memory",
+            )
+        return ctx
+
+    def _make_eval_callback(self):
+        """The scheduler calls this twice per node: ask=True (do you want this tensor?) and, for
+        tensors we asked for, ask=False once it is computed."""
+        llama_cpp = _llama()
+
+        def callback(tensor_ptr: int, ask: bool, _user_data) -> bool:
+            tensor = GgmlTensor.from_address(tensor_ptr)
+            if ask:
+                if self._after_hidden:
+                    # Nodes after the final norm: the vocabulary projection and its post-processing.
+                    flags = tensor.flags
+                    if self._skip_vocab:
+                        if flags & GGML_TENSOR_FLAG_COMPUTE:
+                            tensor.flags = (flags & ~GGML_TENSOR_FLAG_COMPUTE) | SKIPPED_BY_WORKHORSE
+                    elif flags & SKIPPED_BY_WORKHORSE:
+                        # Only nodes we switched off are switched back on: some nodes are
+                        # meant to stay uncomputed.
+                        tensor.flags = (flags | GGML_TENSOR_FLAG_COMPUTE) & ~SKIPPED_BY_WORKHORSE
+                    return False
+                if tensor.name == HIDDEN_TENSOR_NAME:
+                    self._after_hidden = True
+                    return self._capture_hidden
+                return False
+            if self._capture_hidden and tensor.name == HIDDEN_TENSOR_NAME:
+                if tensor.type != GGML_TYPE_F32:
+                    raise EngineError("hidden-state tensor is not float32")
+                n_embd, n_rows = int(tensor.ne[0]), int(tensor.ne[1])
+                row_stride = int(tensor.nb[1]) // 4
+                flat = np.ctypeslib.as_array(
+                    ctypes.cast(tensor.data, ctypes.POINTER(ctypes.c_float)), shape=(n_rows * row_stride,)
+                )
+                self._hidden_rows.append(flat.reshape(n_rows, row_stride)[:, :n_embd].copy())
+            return True
+
+        return llama_cpp.ggml_backend_sched_eval_callback(callback)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._llama_cpp.llama_batch_free(self._batch)
+            self._llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- sequence slots -------------------------------------------------------------------
+    def acquire_slot(self) -> int | None:
+        """A free request sequence with an empty KV, or None when all are busy."""
+        if not self._free_slots:
+            return None
+        slot = self._free_slots.pop()
+        self.seq_rm(slot)
+        return slot
+
+    def release_slot(self, slot: int) -> None:
+        """Free the slot's KV cells and return it to the pool."""
+        self.seq_rm(slot)
+        self._free_slots.append(slot)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free_slots)
+
+    def tokens_in_use(self) -> int:
+        """KV cells held by busy slots and prefix snapshots (shared cells counted once per holder)."""
+        busy = set(range(self.config.n_slots)) - set(self._free_slots)
+        held = sum(self.seq_pos_max(s) + 1 for s in busy)
+        return held + sum(e.n_tokens for e in self.prefix_cache.entries())
+
+    # -- KV cache -------------------------------------------------------------------------
+    def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> None:
+        self._llama_cpp.llama_memory_seq_rm(self._memory, seq_id, p0, p1)
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        self._llama_cpp.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+
+    def seq_pos_max(self, seq_id: int) -> int:
+        """Highest position held for `seq_id`, -1 when the sequence is empty."""
+        return self._llama_cpp.llama_memory_seq_pos_max(self._memory, seq_id)
+
+    def state_bytes(self) -> int:
+        """Bytes of the context state, which grows with the KV cells in use."""
+        return self._llama_cpp.llama_state_get_size(self._ctx)
+
+    def kv_bytes_per_token(self) -> float:
+        """KV bytes one token occupies, measured from llama.cpp's own sequence state size."""
+        if self._kv_bytes_per_token is None:
+            probe = self.acquire_slot()
+            if probe is None:
+                raise EngineError("no free sequence slot to measure the KV size")
+            n = 8
+            self.decode([(self.model.bos if self.model.bos >= 0 else 0, p, probe, False) for p in range(n)], [])
+            size_n = self._llama_cpp.llama_state_seq_get_size(self._ctx, probe)
+            self.seq_rm(probe)
+            self.decode([(self.model.bos if self.model.bos >= 0 else 0, 0, probe, False)], [])
+            size_1 = self._llama_cpp.llama_state_seq_get_size(self._ctx, probe)
+            self.release_slot(probe)
+            self._kv_bytes_per_token = (size_n - size_1) / (n - 1)
+        return self._kv_bytes_per_token
+
+    def kv_cache_bytes(self) -> int:
+        return int(self.kv_bytes_per_token() * self.n_ctx)
+
+    def prefix_stats(self) -> PrefixCacheStats:
+        return self.prefix_cache.stats()
+
+    def clear_prefixes(self) -> None:
+        for entry in self.prefix_cache.clear():
+            self.seq_rm(entry.seq_id)
+
+    def attach_prefix(self, prefix: Sequence[int], slot: int) -> int:
+        """Put the KV of `prefix` into `slot`. Returns the number of tokens served from a snapshot
+        (0 when the prefix cannot be cached; the caller then evaluates it as ordinary tokens)."""
+        if self.config.prefix_slots == 0 or not prefix:
+            return 0
+        if self.prefix_cache.capacity_bytes == 0:
+            self.prefix_cache.capacity_bytes = int(self.kv_bytes_per_token() * (self.n_ctx // 2))
+        key = prefix_key(prefix)
+        entry = self.prefix_cache.lookup(key)
+        if entry is None:
+            n_bytes = int(self.kv_bytes_per_token() * len(prefix))
+            seq_id, evicted = self.prefix_cache.admit(key, len(prefix), n_bytes)
+            for old in evicted:
+                self.seq_rm(old.seq_id)
+            if seq_id is None:
+                return 0
+            self.decode([(tok, pos, seq_id, False) for pos, tok in enumerate(prefix)], [])
+        else:
+            seq_id = entry.seq_id
+            self.stats.tokens_from_cache += len(prefix)
+        self.seq_cp(seq_id, slot)
+        return len(prefix)
+
+    # -- decoding -------------------------------------------------------------------------
+    def decode(
+        self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec]
+    ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Decode (token, position, seq_id, wants_output) entries, split at n_batch tokens and
+        max_outputs_per_decode outputs. Returns (logits row, hidden row) per output, each None
+        where it was not asked for."""
+        rows: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        n_batch = self.config.n_batch
+        max_out = self.config.max_outputs_per_decode
+        start = 0
+        while start < len(entries):
+            end, n_out = start, 0
+            while end < len(entries) and end - start < n_batch:
+                if entries[end][3]:
+                    if n_out == max_out:
+                        break
+                    n_out += 1
+                end += 1
+            rows.extend(self._decode_chunk(entries[start:end], outputs[len(rows) : len(rows) + n_out]))
+            start = end
+        return rows
+
+    def _decode_chunk(
+        self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec]
+    ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        llama_cpp = self._llama_cpp
+        batch = self._batch
+        for i, (token, pos, seq_id, wants_output) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq_id
+            batch.logits[i] = wants_output
+        batch.n_tokens = len(entries)
+        self._capture_hidden = any(o.hidden for o in outputs)
+        self._skip_vocab = not any(o.logits for o in outputs)
+        self._after_hidden = False
+        self._hidden_rows = []
+        started = time.perf_counter()
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        self.stats.decode_seconds += time.perf_counter() - started
+        self.stats.decode_calls += 1
+        self.stats.tokens_evaluated += len(entries)
+        if status == 1:
+            raise ContextFullError(
+                f"no room in the KV cache for {len(entries)} more tokens (n_ctx={self.n_ctx})",
+                "raise n_ctx, send fewer or shorter items at once, or lower prefix_cache_bytes",
+            )
+        if status != 0:
+            raise DecodeError(f"llama_decode failed with status {status}")
+        hidden = None
+        if self._capture_hidden:
+            if not self._hidden_rows:
+                raise EngineError(
+                    f"{self.model.architecture} graph has no '{HIDDEN_TENSOR_NAME.decode()}' tensor",
+                    "hidden states are not available for this architecture",
+                )
+            # The final norm has one row per output token of the batch, in batch order.
+            hidden = np.concatenate(self._hidden_rows)
+            self._hidden_rows = []
+            if hidden.shape[0] != len(outputs):
+                raise EngineError(f"expected {len(outputs)} hidden rows, got {hidden.shape[0]}")
+        self._capture_hidden = False
+        rows: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        out_index = 0
+        for i, entry in enumerate(entries):
+            if not entry[3]:
+                continue
+            out = outputs[out_index]
+            logit_row = None
+            if out.logits:
+                ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+                logit_row = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
+            hidden_row = hidden[out_index] if (hidden is not None and out.hidden) else None
+            rows.append((logit_row, hidden_row))
+            out_index += 1
+        return rows
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:
+        """Evaluate many sequences; requests share decodes and cached prefixes."""
+        results: list[EvalResult | None] = [None] * len(requests)
+        for req in requests:
+            self._check_request(req)
+        for wave in self._waves(requests):
+            self._evaluate_wave(requests, wave, results)
+        return results  # type: ignore[return-value]
+
+    def _check_request(self, req: EvalRequest) -> None:
+        n = len(req.tokens)
+        if n == 0:
+            raise EngineError("empty token sequence", "send at least one token")
+        if n > self.n_ctx:
+            raise ContextFullError(
+                f"{n} tokens do not fit the context of {self.n_ctx}",
+                "shorten the input or raise n_ctx",
+            )
+        if not 0 <= req.prefix_len < n:
+            raise EngineError(
+                f"prefix_len {req.prefix_len} must be in [0, {n})", "leave at least one token after the prefix"
+            )
+
+    def _waves(self, requests: Sequence[EvalRequest]) -> list[list[int]]:
+        """Group requests so each group fits in the free slots and the free KV cells."""
+        budget = self.n_ctx - self.tokens_in_use() - self.config.n_batch
+        max_wave = self.free_slots
+        if max_wave == 0:
+            raise EngineError("all sequence slots are busy", "wait for running generations to finish")
+        waves: list[list[int]] = [[]]
+        used = 0
+        for i, req in enumerate(requests):
+            need = len(req.tokens) + req.prefix_len  # a new prefix snapshot may take cells too
+            wave = waves[-1]
+            if wave and (len(wave) == max_wave or used + need > budget):
+                waves.append([])
+                used = 0
+            waves[-1].append(i)
+            used += need
+        return [w for w in waves if w]
+
+    def _evaluate_wave(self, requests: Sequence[EvalRequest], wave: list[int], results: list) -> None:
+        pending: list[_Pending] = []
+        slots: list[int] = []
+        try:
+            for index in wave:
+                req = requests[index]
+                slot = self.acquire_slot()
+                assert slot is not None  # waves are sized to the free slots
+                slots.append(slot)
+                cached = self.attach_prefix(req.tokens[: req.prefix_len], slot) if req.prefix_len else 0
+                pending.append(self._plan(index, slot, req, cached))
+            entries: list[tuple[int, int, int, bool]] = []
+            outputs: list[OutputSpec] = []
+            for p in pending:
+                for pos in range(p.start, len(p.tokens)):
+                    wants = p.outputs.get(pos)
+                    entries.append((p.tokens[pos], pos, p.slot, wants is not None))
+                    if wants is not None:
+                        outputs.append(OutputSpec(p.index, pos, *wants))
+            rows = self.decode(entries, outputs)
+            self._collect(requests, pending, outputs, rows, results)
+        finally:
+            for slot in slots:
+                self.release_slot(slot)
+
+    def _plan(self, index: int, slot: int, req: EvalRequest, cached: int) -> _Pending:
+        n = len(req.tokens)
+        p = _Pending(index=index, slot=slot, tokens=req.tokens, start=cached)
+
+        def absolute(pos: int) -> int:
+            absolute_pos = pos + n if pos < 0 else pos
+            if not cached <= absolute_pos < n:
+                raise EngineError(
+                    f"position {pos} is outside the evaluated tokens [{cached}, {n})",
+                    "ask for outputs after the cached prefix",
+                )
+            return absolute_pos
+
+        for pos in req.logits_at:
+            a = absolute(pos)
+            p.outputs[a] = (True, p.outputs.get(a, (False, False))[1])
+        hidden_positions = [absolute(pos) for pos in req.hidden_at]
+        first_own = req.prefix_len  # pooling covers the item's own tokens
+        if req.pooling == "mean":
+            hidden_positions += list(range(first_own, n))
+        elif req.pooling == "last":
+            hidden_positions.append(n - 1)
+        for a in hidden_positions:
+            if a < cached:
+                raise EngineError(f"position {a} lies in the cached prefix", "pool over tokens after the prefix")
+            p.outputs[a] = (p.outputs.get(a, (False, False))[0], True)
+        return p
+
+    def _collect(self, requests, pending, outputs, rows, results) -> None:
+        by_request: dict[int, dict[int, tuple[np.ndarray | None, np.ndarray | None]]] = {}
+        for out, row in zip(outputs, rows):
+            by_request.setdefault(out.request, {})[out.position] = row
+        for p in pending:
+            req = requests[p.index]
+            got = by_request.get(p.index, {})
+            n = len(req.tokens)
+            res = EvalResult(n_tokens=n, n_cached=p.start)
+            if req.logits_at:
+                res.logits = np.stack([got[pos + n if pos < 0 else pos][0] for pos in req.logits_at])
+            if req.hidden_at:
+                res.hidden = np.stack([got[pos + n if pos < 0 else pos][1] for pos in req.hidden_at])
+            if req.pooling == "mean":
+                res.pooled = np.mean([got[pos][1] for pos in range(req.prefix_len, n)], axis=0, dtype=np.float32)
+            elif req.pooling == "last":
+                res.pooled = got[n - 1][1]
+            results[p.index] = res

@@ -1,0 +1,85 @@
+"""Choosing the next token: greedy, temperature, top-p, a seed, and a hook for constraints.
+
+Sampling runs in numpy on the logits row the engine returns. A `TokenConstraint` (the tasks'
+grammar/JSON-schema matcher) masks the row before sampling and is told which token was chosen,
+so constrained decoding plugs in without the engine knowing about grammars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class TokenConstraint(Protocol):
+    """What constrained decoding needs from a grammar matcher."""
+
+    def allowed_tokens(self) -> np.ndarray | None:
+        """A boolean mask over the vocabulary of tokens allowed next (None: no restriction)."""
+
+    def advance(self, token: int) -> None:
+        """The sampler chose `token`; move the matcher past it."""
+
+    def is_finished(self) -> bool:
+        """True when the constrained output is complete and generation must stop."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 → greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    max_tokens: int = 64
+    stop_tokens: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be ≥ 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be ≥ 1")
+
+
+class Sampler:
+    """Per-sequence sampler; owns its random generator so a seed makes one sequence reproducible
+    regardless of what else is in the batch."""
+
+    def __init__(self, params: SamplingParams, constraint: TokenConstraint | None = None) -> None:
+        self.params = params
+        self.constraint = constraint
+        self._rng = np.random.default_rng(params.seed)
+
+    def sample(self, logits: np.ndarray) -> int:
+        row = logits.astype(np.float64, copy=True)
+        if self.constraint is not None:
+            mask = self.constraint.allowed_tokens()
+            if mask is not None:
+                if not mask.any():
+                    raise RuntimeError("the constraint allows no token")
+                row[~mask[: row.shape[0]]] = -np.inf
+        if self.params.temperature == 0.0:
+            token = int(np.argmax(row))
+        else:
+            token = self._sample_temperature(row)
+        if self.constraint is not None:
+            self.constraint.advance(token)
+        return token
+
+    def _sample_temperature(self, row: np.ndarray) -> int:
+        row = row / self.params.temperature
+        row -= row.max()
+        probs = np.exp(row)
+        probs /= probs.sum()
+        if self.params.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            # Keep the smallest set whose mass reaches top_p (always at least one token).
+            keep = order[: int(np.searchsorted(cumulative, self.params.top_p) + 1)]
+            kept = np.zeros_like(probs)
+            kept[keep] = probs[keep]
+            probs = kept / kept.sum()
+        return int(self._rng.choice(probs.shape[0], p=probs))

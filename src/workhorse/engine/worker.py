@@ -1,0 +1,215 @@
+"""The thread-safe front of an engine: one thread owns the llama context, callers queue work.
+
+Work from many callers is merged: evaluation requests queued at the same time run in one
+batched `evaluate`, and generation requests join the running generation batch between decode
+steps (continuous batching across callers).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from workhorse.engine.engine import Engine, EngineConfig, EvalRequest, EvalResult
+from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch
+from workhorse.engine.model import LlamaModel
+from workhorse.errors import EngineError
+
+T = TypeVar("T")
+
+
+@dataclass
+class _EvalJob:
+    requests: Sequence[EvalRequest]
+    future: Future
+
+
+@dataclass
+class _GenJob:
+    requests: Sequence[GenerateRequest]
+    future: Future
+    results: dict[int, GenerateResult] = field(default_factory=dict)
+
+
+@dataclass
+class _CallJob:
+    fn: Callable[[Engine], Any]
+    future: Future
+
+
+_STOP = object()
+
+
+class EngineWorker:
+    """Loads a model and owns its engine on a dedicated thread."""
+
+    def __init__(self, model_path: str | Path, config: EngineConfig | None = None, *, name: str | None = None) -> None:
+        self.model = LlamaModel(model_path, name=name)
+        self.config = config or EngineConfig()
+        self._queue: queue.Queue = queue.Queue()
+        self._ready: Future = Future()
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self.model.name}", daemon=True)
+        self._thread.start()
+        self._ready.result()  # re-raises a context creation failure in the caller
+
+    # -- public API (any thread) ------------------------------------------------------------
+    def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:
+        return self.submit_evaluate(requests).result()
+
+    def submit_evaluate(self, requests: Sequence[EvalRequest]) -> Future:
+        future: Future = Future()
+        self._put(_EvalJob(list(requests), future))
+        return future
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return self.submit_generate(requests).result()
+
+    def submit_generate(self, requests: Sequence[GenerateRequest]) -> Future:
+        future: Future = Future()
+        if not requests:
+            future.set_result([])
+            return future
+        self._put(_GenJob(list(requests), future))
+        return future
+
+    def call(self, fn: Callable[[Engine], T]) -> T:
+        """Run `fn(engine)` on the engine thread (for stats and KV inspection)."""
+        future: Future = Future()
+        self._put(_CallJob(fn, future))
+        return future.result()
+
+    def tokenize(self, text: str, **kwargs: Any) -> list[int]:
+        return self.model.tokenize(text, **kwargs)  # llama.cpp tokenization is thread-safe
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def __enter__(self) -> EngineWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _put(self, job: object) -> None:
+        if not self._thread.is_alive():
+            raise EngineError(f"the engine for {self.model.name} is closed", "create a new EngineWorker")
+        self._queue.put(job)
+
+    # -- engine thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            engine = Engine(self.model, self.config)
+        except BaseException as error:  # noqa: BLE001 - handed to the constructor's caller
+            self._ready.set_exception(error)
+            return
+        self._ready.set_result(None)
+        batch = GenerationBatch(engine)
+        waiting: list[tuple[_GenJob, int]] = []  # (job, request index) not yet admitted
+        owners: dict[int, tuple[_GenJob, int]] = {}  # batch key → (job, request index)
+        try:
+            while True:
+                jobs = self._take_jobs(block=not batch.running and not waiting)
+                if _STOP in jobs:
+                    break
+                self._run_calls_and_evals(engine, jobs)
+                for job in jobs:
+                    if isinstance(job, _GenJob):
+                        waiting.extend((job, i) for i in range(len(job.requests)))
+                waiting = self._admit(batch, waiting, owners)
+                if batch.running:
+                    self._step(batch, owners)
+        finally:
+            batch.cancel_all()
+            for job, _ in waiting:
+                if not job.future.done():
+                    job.future.set_exception(EngineError("the engine was closed"))
+            engine.close()
+
+    def _take_jobs(self, *, block: bool) -> list:
+        jobs = []
+        if block:
+            jobs.append(self._queue.get())
+        while True:
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                return jobs
+
+    def _run_calls_and_evals(self, engine: Engine, jobs: list) -> None:
+        for job in jobs:
+            if isinstance(job, _CallJob):
+                _settle(job.future, lambda job=job: job.fn(engine))
+        evals = [job for job in jobs if isinstance(job, _EvalJob)]
+        if not evals:
+            return
+        merged = [request for job in evals for request in job.requests]
+        try:
+            results = engine.evaluate(merged)
+        except Exception:
+            # One bad request must not fail its neighbours: retry each job alone.
+            for job in evals:
+                _settle(job.future, lambda job=job: engine.evaluate(job.requests))
+            return
+        start = 0
+        for job in evals:
+            job.future.set_result(results[start : start + len(job.requests)])
+            start += len(job.requests)
+
+    def _admit(self, batch: GenerationBatch, waiting: list, owners: dict) -> list:
+        still_waiting = []
+        for job, index in waiting:
+            if job.future.done():
+                continue
+            request = job.requests[index]
+            try:
+                batch.check(request)
+            except Exception as error:
+                job.future.set_exception(error)
+                continue
+            if still_waiting or not batch.can_admit(request):
+                still_waiting.append((job, index))
+                continue
+            try:
+                owners[batch.add(request)] = (job, index)
+            except Exception as error:
+                job.future.set_exception(error)
+        if still_waiting and not batch.running:
+            # Nothing running and the head still does not fit: it never will.
+            job, index = still_waiting.pop(0)
+            job.future.set_exception(
+                EngineError(
+                    f"request {index} needs more KV cache than the context has",
+                    "lower max_tokens, shorten the prompt or raise n_ctx",
+                )
+            )
+        return still_waiting
+
+    def _step(self, batch: GenerationBatch, owners: dict) -> None:
+        try:
+            finished = batch.step()
+        except Exception as error:
+            for key, (job, _) in list(owners.items()):
+                if not job.future.done():
+                    job.future.set_exception(error)
+                batch.cancel(key)
+            owners.clear()
+            return
+        for key, result in finished.items():
+            job, index = owners.pop(key)
+            job.results[index] = result
+            if len(job.results) == len(job.requests) and not job.future.done():
+                job.future.set_result([job.results[i] for i in range(len(job.requests))])
+
+
+def _settle(future: Future, fn: Callable[[], Any]) -> None:
+    try:
+        future.set_result(fn())
+    except Exception as error:
+        future.set_exception(error)

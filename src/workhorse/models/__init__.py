@@ -1,0 +1,36 @@
+"""Named GGUF models and where their bytes come from; see `registry` for the built-ins.
+
+`assemble` is deliberately not re-exported: the name would shadow the submodule of that name.
+"""
+
+from workhorse.models.hub import HubFile
+from workhorse.models.registry import (
+    BUILTIN_MODELS,
+    DEFAULT_FEATURES_MODEL,
+    DEFAULT_GENERATION_MODEL,
+    ModelSpec,
+    ModelStatus,
+    PackageChunks,
+    ResolvedModel,
+    offline_models,
+    pip_command,
+    pull,
+    resolve,
+    status,
+)
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "DEFAULT_FEATURES_MODEL",
+    "DEFAULT_GENERATION_MODEL",
+    "HubFile",
+    "ModelSpec",
+    "ModelStatus",
+    "PackageChunks",
+    "ResolvedModel",
+    "offline_models",
+    "pip_command",
+    "pull",
+    "resolve",
+    "status",
+]

@@ -1,0 +1,19 @@
+"""Where workhorse keeps its files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def workhorse_home() -> Path:
+    """`WORKHORSE_HOME`, else `~/.cache/workhorse`; created on first use."""
+    home = Path(os.environ.get("WORKHORSE_HOME") or Path.home() / ".cache" / "workhorse")
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def models_dir() -> Path:
+    path = workhorse_home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

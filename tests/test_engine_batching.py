@@ -1,0 +1,147 @@
+"""Batched, prefixed and lone evaluation of a sequence must agree.
+
+Tolerance: the tiny model is all float32 and the exact tests keep the KV cache in float32 with
+flash attention off, so the only differences are summation order inside llama.cpp's kernels
+(different batch shapes, different KV cells): 1e-4 absolute on logits and hidden states of
+magnitude O(1–10). With the defaults (float16 KV, flash attention, which rounds Q·K to float16)
+the same comparisons differ by up to ~5e-3; `test_defaults_agree_within_float16_rounding`
+holds those to 2e-2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workhorse.engine import Engine, EngineConfig, EvalRequest
+from workhorse.errors import ContextFullError, EngineError
+
+ATOL = 1e-4
+
+TEXTS = [
+    "the refund for my card",
+    "hello",
+    "I want to change the password of my account now",
+    "a",
+    "where is my money, the transfer was made two days ago and it is still not there",
+    "login error on the server",
+    "what time is it",
+    "the king and the ship",
+    "x y z",
+    "find the answer to the problem with the test record",
+    "open",
+    "my card was declined at the store",
+    "how do I add a user",
+    "the river and the mountain and the sea",
+    "stop",
+    "the quick brown fox jumps over the lazy dog",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    engine = Engine(tiny_model, EngineConfig(n_ctx=2048, n_batch=128, n_slots=16, prefix_slots=4, kv_type="f32", flash_attention="off"))
+    yield engine
+    engine.close()
+
+
+def _request(tokens, prefix_len=0):
+    return EvalRequest(tokens, prefix_len=prefix_len, logits_at=[-1, -2] if len(tokens) - prefix_len > 1 else [-1],
+                       hidden_at=[-1], pooling="mean")
+
+
+def test_lone_versus_batch_of_16_mixed_lengths(engine, tiny_model):
+    sequences = [tiny_model.tokenize(t) for t in TEXTS]
+    assert len({len(s) for s in sequences}) > 8  # really mixed lengths
+    alone = [engine.evaluate([_request(s)])[0] for s in sequences]
+    together = engine.evaluate([_request(s) for s in sequences])
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
+        np.testing.assert_allclose(a.hidden, b.hidden, atol=ATOL)
+        np.testing.assert_allclose(a.pooled, b.pooled, atol=ATOL)
+
+
+def test_batch_larger_than_n_batch_is_split_and_still_agrees(engine, tiny_model):
+    long = tiny_model.tokenize(" ".join(TEXTS))  # > n_batch=128 tokens with the others
+    sequences = [long] + [tiny_model.tokenize(t) for t in TEXTS[:6]]
+    assert sum(map(len, sequences)) > 128
+    alone = [engine.evaluate([_request(s)])[0] for s in sequences]
+    together = engine.evaluate([_request(s) for s in sequences])
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
+        np.testing.assert_allclose(a.hidden, b.hidden, atol=ATOL)
+
+
+def test_reused_prefix_gives_the_same_outputs(engine, tiny_model):
+    prefix = tiny_model.tokenize("you are a support router. the labels are refund, card, login, other. ")
+    items = [tiny_model.tokenize(t, add_special=False) for t in TEXTS]
+    plain = engine.evaluate([EvalRequest(prefix + it, logits_at=[-1], hidden_at=[-1]) for it in items])
+    hits_before = engine.prefix_stats().hits
+    cached = engine.evaluate([EvalRequest(prefix + it, prefix_len=len(prefix), logits_at=[-1], hidden_at=[-1]) for it in items])
+    for a, b in zip(plain, cached):
+        np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
+        np.testing.assert_allclose(a.hidden, b.hidden, atol=ATOL)
+    assert all(r.n_cached == len(prefix) for r in cached)
+    # One miss evaluates the prefix, the other 15 requests hit the snapshot.
+    assert engine.prefix_stats().hits - hits_before >= len(items) - 1
+
+
+def test_hidden_only_batches_leave_logits_intact(engine, tiny_model):
+    tokens = tiny_model.tokenize("my card was declined at the store")
+    first = engine.evaluate([EvalRequest(tokens, logits_at=[-1])])[0].logits
+    hidden_only = engine.evaluate([EvalRequest(tokens, hidden_at=[-1])])[0].hidden
+    both = engine.evaluate([EvalRequest(tokens, logits_at=[-1], hidden_at=[-1])])[0]
+    again = engine.evaluate([EvalRequest(tokens, logits_at=[-1])])[0].logits
+    np.testing.assert_allclose(first, again, atol=ATOL)
+    np.testing.assert_allclose(first, both.logits, atol=ATOL)
+    np.testing.assert_allclose(hidden_only, both.hidden, atol=ATOL)
+    # The hidden state really is the pre-projection state: projecting it reproduces the logits.
+    assert np.isfinite(hidden_only).all() and np.abs(hidden_only).sum() > 0
+
+
+def test_last_pooling_is_the_last_hidden_state(engine, tiny_model):
+    tokens = tiny_model.tokenize("the river and the sea")
+    r = engine.evaluate([EvalRequest(tokens, hidden_at=[-1], pooling="last")])[0]
+    np.testing.assert_array_equal(r.pooled, r.hidden[0])
+
+
+def test_kv_cells_are_freed_after_every_request(engine, tiny_model):
+    prefix = tiny_model.tokenize("instructions that every request shares. ")
+    engine.evaluate([EvalRequest(prefix + [5], prefix_len=len(prefix), logits_at=[-1])])
+    baseline = engine.state_bytes()
+    sequences = [tiny_model.tokenize(t, add_special=False) for t in TEXTS]
+    for i in range(1000):
+        item = sequences[i % len(sequences)]
+        if i % 2:
+            engine.evaluate([EvalRequest(prefix + item, prefix_len=len(prefix), logits_at=[-1])])
+        else:
+            engine.evaluate([EvalRequest(item, hidden_at=[-1], pooling="mean")])
+    assert engine.state_bytes() == baseline
+    assert all(engine.seq_pos_max(slot) == -1 for slot in range(engine.config.n_slots))
+    assert engine.free_slots == engine.config.n_slots
+
+
+def test_errors_name_the_problem(engine, tiny_model):
+    with pytest.raises(EngineError, match="empty"):
+        engine.evaluate([EvalRequest([])])
+    with pytest.raises(ContextFullError, match="do not fit"):
+        engine.evaluate([EvalRequest([5] * (engine.n_ctx + 1), logits_at=[-1])])
+    prefix = tiny_model.tokenize("some prefix here")
+    with pytest.raises(EngineError, match="outside"):
+        engine.evaluate([EvalRequest(prefix + [7, 8], prefix_len=len(prefix), logits_at=[0])])
+    # A failed request returns its slot.
+    assert engine.free_slots == engine.config.n_slots
+
+
+def test_defaults_agree_within_float16_rounding(tiny_model):
+    engine = Engine(tiny_model, EngineConfig(n_ctx=1024, n_batch=128, n_slots=16, prefix_slots=2))
+    try:
+        sequences = [tiny_model.tokenize(t) for t in TEXTS]
+        alone = [engine.evaluate([_request(s)])[0] for s in sequences]
+        together = engine.evaluate([_request(s) for s in sequences])
+        for a, b in zip(alone, together):
+            np.testing.assert_allclose(a.logits, b.logits, atol=2e-2)
+            np.testing.assert_allclose(a.pooled, b.pooled, atol=2e-2)
+            assert a.logits[0].argmax() == b.logits[0].argmax()
+    finally:
+        engine.close()

@@ -1,0 +1,53 @@
+"""The thread-safe front: many caller threads, one engine thread, merged batches."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from workhorse.engine import EngineConfig, EngineWorker, EvalRequest, GenerateRequest, SamplingParams
+from workhorse.errors import ContextFullError
+
+CONFIG = EngineConfig(n_ctx=2048, n_batch=128, n_slots=8, prefix_slots=2, kv_type="f32", flash_attention="off")
+TEXTS = ["the refund", "my card", "login error", "hello there", "the king and the ship", "what time is it"] * 4
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_gguf):
+    with EngineWorker(tiny_gguf, CONFIG, name="tiny") as worker:
+        yield worker
+
+
+def test_concurrent_callers_get_their_own_answers(worker):
+    requests = [EvalRequest(worker.tokenize(t), logits_at=[-1], pooling="mean") for t in TEXTS]
+    sequential = [worker.evaluate([r])[0] for r in requests]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda r: worker.evaluate([r])[0], requests))
+    for a, b in zip(sequential, concurrent):
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
+        np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-4)
+    assert worker.call(lambda engine: engine.free_slots) == CONFIG.n_slots
+
+
+def test_concurrent_generation_joins_one_batch(worker):
+    prompts = [worker.tokenize(t) for t in TEXTS[:12]]
+    params = SamplingParams(max_tokens=8)
+    sequential = [worker.generate([GenerateRequest(p, params)])[0].tokens for p in prompts]
+    with ThreadPoolExecutor(12) as pool:
+        concurrent = list(pool.map(lambda p: worker.generate([GenerateRequest(p, params)])[0].tokens, prompts))
+    assert concurrent == sequential
+
+
+def test_an_error_reaches_only_its_caller(worker):
+    good = EvalRequest(worker.tokenize("hello"), logits_at=[-1])
+    bad = EvalRequest([5] * (CONFIG.n_ctx + 10), logits_at=[-1])
+    futures = [worker.submit_evaluate([good]), worker.submit_evaluate([bad]), worker.submit_evaluate([good])]
+    assert futures[0].result()[0].logits.shape == (1, worker.model.n_vocab)
+    with pytest.raises(ContextFullError):
+        futures[1].result()
+    assert futures[2].result()[0].logits.shape == (1, worker.model.n_vocab)
+    too_long = GenerateRequest([5] * 100, SamplingParams(max_tokens=CONFIG.n_ctx))
+    with pytest.raises(ContextFullError):
+        worker.generate([too_long])
