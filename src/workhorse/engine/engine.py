@@ -49,9 +49,15 @@ class EngineConfig:
     n_slots: int = 16
     prefix_slots: int = 16
     prefix_cache_bytes: int | None = None  # default: the KV bytes of half the context
-    max_outputs_per_decode: int = 64  # bounds the logits buffer (n_vocab floats per output)
+    # Output rows per llama_decode. llama.cpp keeps n_vocab floats per output row in its compute
+    # and output buffers (1 MiB each for a 262k vocabulary) even for rows we only read hidden
+    # states from, so this bounds memory; mean pooling, which needs every token as an output,
+    # is split into decodes of at most this many tokens.
+    max_outputs_per_decode: int = 64
     kv_type: Literal["f16", "f32", "q8_0"] = "f16"
-    flash_attention: Literal["auto", "on", "off"] = "auto"
+    # Off by default: with a task prefix in the KV cache, plain attention is ~10 % faster than
+    # llama.cpp's CPU flash attention, and its results do not depend on which cells hold a sequence.
+    flash_attention: Literal["auto", "on", "off"] = "off"
 
     def __post_init__(self) -> None:
         if self.n_slots < 1 or self.prefix_slots < 0:
@@ -145,6 +151,7 @@ class Engine:
         params.n_batch = cfg.n_batch
         params.n_ubatch = cfg.n_batch  # one ubatch per decode keeps output rows in batch order
         params.n_seq_max = cfg.n_slots + cfg.prefix_slots
+        params.n_outputs_max = cfg.max_outputs_per_decode
         params.n_threads = cfg.n_threads
         params.n_threads_batch = cfg.n_threads
         params.embeddings = False

@@ -134,7 +134,7 @@ class GenerationBatch:
 
     def _finish_reason(self, run: _Running, token: int) -> FinishReason | None:
         params = run.request.params
-        if token in params.stop_tokens or self.engine.model.is_eog(token):
+        if token in params.stop_tokens or (not params.ignore_eos and self.engine.model.is_eog(token)):
             return "stop"
         if run.sampler.constraint is not None and run.sampler.constraint.is_finished():
             return "constraint"

@@ -34,6 +34,7 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int = 64
     stop_tokens: frozenset[int] = field(default_factory=frozenset)
+    ignore_eos: bool = False  # keep going past end-of-generation tokens (benchmarks)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
