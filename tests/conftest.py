@@ -23,3 +23,29 @@ def tiny_model(tiny_gguf: Path):
     from workhorse.engine import LlamaModel
 
     return LlamaModel(tiny_gguf, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def real_model_path(tmp_path_factory: pytest.TempPathFactory):
+    """Assemble a built-in model once per test session (from its installed PyPI packages)."""
+    import os
+
+    from workhorse.models import resolve
+
+    home = tmp_path_factory.mktemp("real-models")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            saved = os.environ.get("WORKHORSE_HOME")
+            os.environ["WORKHORSE_HOME"] = str(home)
+            try:
+                cache[name] = resolve(name).path
+            finally:
+                if saved is None:
+                    os.environ.pop("WORKHORSE_HOME", None)
+                else:
+                    os.environ["WORKHORSE_HOME"] = saved
+        return cache[name]
+
+    return get

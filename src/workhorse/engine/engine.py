@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,7 +47,7 @@ class EngineConfig:
     n_batch: int = 512
     n_threads: int = 2
     n_slots: int = 16
-    prefix_slots: int = 16
+    prefix_slots: int = 8
     prefix_cache_bytes: int | None = None  # default: the KV bytes of half the context
     # Output rows per llama_decode. llama.cpp keeps n_vocab floats per output row in its compute
     # and output buffers (1 MiB each for a 262k vocabulary) even for rows we only read hidden
@@ -150,6 +150,8 @@ class Engine:
         params.n_ctx = cfg.n_ctx
         params.n_batch = cfg.n_batch
         params.n_ubatch = cfg.n_batch  # one ubatch per decode keeps output rows in batch order
+        # llama.cpp reserves a vocabulary-sized logits row per sequence (1 MiB each for a 262k
+        # vocabulary), so slots are not free: keep n_slots + prefix_slots to what is used.
         params.n_seq_max = cfg.n_slots + cfg.prefix_slots
         params.n_outputs_max = cfg.max_outputs_per_decode
         params.n_threads = cfg.n_threads
@@ -309,12 +311,21 @@ class Engine:
 
     # -- decoding -------------------------------------------------------------------------
     def decode(
-        self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec]
+        self,
+        entries: Sequence[tuple[int, int, int, bool]],
+        outputs: Sequence[OutputSpec],
+        consume: Callable[[int, np.ndarray | None, np.ndarray | None], object] | None = None,
     ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
         """Decode (token, position, seq_id, wants_output) entries, split at n_batch tokens and
         max_outputs_per_decode outputs. Returns (logits row, hidden row) per output, each None
-        where it was not asked for."""
+        where it was not asked for.
+
+        With `consume`, each output is handed over as `consume(output_index, logits, hidden)`
+        right after its decode instead, the logits being a view of llama.cpp's buffer that is
+        valid only during the call; sampling this way saves copying a vocabulary-sized row
+        per sequence per step. The returned list is then empty."""
         rows: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        n_done = 0
         n_batch = self.config.n_batch
         max_out = self.config.max_outputs_per_decode
         start = 0
@@ -326,12 +337,18 @@ class Engine:
                         break
                     n_out += 1
                 end += 1
-            rows.extend(self._decode_chunk(entries[start:end], outputs[len(rows) : len(rows) + n_out]))
+            chunk = self._decode_chunk(entries[start:end], outputs[n_done : n_done + n_out], copy=consume is None)
+            if consume is None:
+                rows.extend(chunk)
+            else:
+                for i, (logits, hidden) in enumerate(chunk):
+                    consume(n_done + i, logits, hidden)
+            n_done += n_out
             start = end
         return rows
 
     def _decode_chunk(
-        self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec]
+        self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec], *, copy: bool = True
     ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
         llama_cpp = self._llama_cpp
         batch = self._batch
@@ -380,7 +397,9 @@ class Engine:
             logit_row = None
             if out.logits:
                 ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
-                logit_row = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
+                logit_row = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+                if copy:
+                    logit_row = logit_row.copy()
             hidden_row = hidden[out_index] if (hidden is not None and out.hidden) else None
             rows.append((logit_row, hidden_row))
             out_index += 1

@@ -110,24 +110,26 @@ class GenerationBatch:
             order.append(run)
         if not entries:
             return {}
-        rows = self.engine.decode(entries, outputs)
         finished: dict[int, GenerateResult] = {}
-        for run, (logits, _) in zip(order, rows):
+
+        def consume(index: int, logits, _hidden) -> None:
+            run = order[index]
             run.next_pos += len(run.feed)
-            assert logits is not None
             token = run.sampler.sample(logits)
             reason = self._finish_reason(run, token)
-            if reason is None or reason == "length" or reason == "constraint":
+            if reason != "stop":
                 run.generated.append(token)
             if reason is None:
                 run.feed = [token]
-                continue
+                return
             finished[run.key] = GenerateResult(
                 tokens=run.generated,
                 finish_reason=reason,
                 n_prompt=len(run.request.tokens),
                 n_cached=run.n_cached,
             )
+
+        self.engine.decode(entries, outputs, consume)
         for key in finished:
             self.engine.release_slot(self._running.pop(key).slot)
         return finished

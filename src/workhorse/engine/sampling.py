@@ -55,17 +55,18 @@ class Sampler:
         self._rng = np.random.default_rng(params.seed)
 
     def sample(self, logits: np.ndarray) -> int:
-        row = logits.astype(np.float64, copy=True)
+        """Choose a token. `logits` may be a view of llama.cpp's buffer: it is never modified."""
+        row = logits
         if self.constraint is not None:
             mask = self.constraint.allowed_tokens()
             if mask is not None:
                 if not mask.any():
                     raise RuntimeError("the constraint allows no token")
-                row[~mask[: row.shape[0]]] = -np.inf
+                row = np.where(mask[: row.shape[0]], row, -np.inf)
         if self.params.temperature == 0.0:
             token = int(np.argmax(row))
         else:
-            token = self._sample_temperature(row)
+            token = self._sample_temperature(row.astype(np.float64))
         if self.constraint is not None:
             self.constraint.advance(token)
         return token
