@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from workhorse.cli import app, main
-from workhorse.cli.models import gguf_metadata
+from workhorse.models.gguf_header import gguf_metadata
 from workhorse.models import BUILTIN_MODELS, ModelSpec, PackageChunks, resolve, status
 
 runner = CliRunner()

@@ -172,6 +172,41 @@ def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops
     return result
 
 
+def table_rows(report: dict) -> list[tuple[str, list[str]]]:
+    """The report as (measure, one cell per model) rows, for the CLI table and the README."""
+
+    def spread(d: dict, key: str, fmt: str = "{:.0f}") -> str:
+        s = d[f"{key}_spread"]
+        return f"{fmt.format(d[key])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+    def own(d: dict, key: str) -> float:  # the model's own memory, without the interpreter's
+        return d[key] - d["rss_before_load_mb"]
+
+    rows: list[tuple[str, Callable[[dict], str]]] = [
+        ("prompt tok/s, 512 tokens", lambda d: spread(d, "prompt_tps")),
+        ("  floor at the GEMM rate", lambda d: f"{d['prompt_floor_tps']:.0f}"),
+        ("decode tok/s, 1 sequence", lambda d: spread(d, "decode_tps", "{:.1f}")),
+        ("decode tok/s, 16 batched", lambda d: spread(d, "batched_decode_tps")),
+        ("batched decoding speedup", lambda d: f"{d['batched_decode_speedup']:.2f}×"),
+        (
+            "batched decoding GFLOP/s (share of GEMM)",
+            lambda d: f"{d['batched_decode_gflops']:.0f} ({100 * d['batched_decode_fraction_of_gemm']:.0f} %)",
+        ),
+        ("400 cached + 30 new tokens, ms", lambda d: f"{d['prefix_request_ms']:.1f}"),
+        ("30 tokens alone, ms", lambda d: f"{d['suffix_alone_ms']:.1f}"),
+        ("430 tokens uncached, ms", lambda d: f"{d['uncached_430_ms']:.0f}"),
+        ("prefix reuse ratio", lambda d: spread(d, "prefix_reuse_ratio", "{:.2f}")),
+        ("GGUF / KV cache (4096 cells), MiB", lambda d: f"{d['gguf_mb']:.0f} / {d['kv_cache_mb']:.0f}"),
+        ("RSS after load / after runs, MiB", lambda d: f"{own(d, 'rss_after_load_mb'):.0f} / {own(d, 'rss_mb'):.0f}"),
+        (
+            "RSS ÷ (GGUF + KV), after load / after runs",
+            lambda d: f"{own(d, 'rss_after_load_mb') / (d['gguf_mb'] + d['kv_cache_mb']):.2f} / {d['rss_over_gguf_plus_kv']:.2f}",
+        ),
+    ]
+    models = list(report["models"].values())
+    return [(label, [cell(d) for d in models]) for label, cell in rows]
+
+
 def run_in_child(path: str, name: str, *, threads: int, repeats: int, gemm_gflops: float) -> dict:
     """Measure one model in a fresh interpreter so its memory figures are its own."""
     args = json.dumps({"path": path, "name": name, "threads": threads, "repeats": repeats, "gemm_gflops": gemm_gflops})

@@ -73,32 +73,12 @@ def _print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    def spread(d: dict, key: str, fmt: str = "{:.0f}") -> str:
-        s = d.get(f"{key}_spread")
-        text = fmt.format(d[key])
-        return f"{text} ({fmt.format(s['min'])}–{fmt.format(s['max'])})" if s else text
+    from workhorse.bench.engine_bench import table_rows
 
     table = Table(title=f"workhorse bench engine — {report['machine']['cpu']}, GEMM {report['gemm_gflops']:.0f} GFLOP/s")
     table.add_column("measure")
     for name in report["models"]:
         table.add_column(name, justify="right")
-    rows = [
-        ("prompt tok/s (512 tok)", lambda d: spread(d, "prompt_tps")),
-        ("  floor tok/s at GEMM rate", lambda d: f"{d['prompt_floor_tps']:.0f}"),
-        ("decode tok/s, 1 sequence", lambda d: spread(d, "decode_tps", "{:.1f}")),
-        ("decode tok/s, 16 batched", lambda d: spread(d, "batched_decode_tps")),
-        ("batched speedup", lambda d: f"{d['batched_decode_speedup']:.2f}×"),
-        ("batched GFLOP/s (of GEMM)", lambda d: f"{d['batched_decode_gflops']:.1f} ({100 * d['batched_decode_fraction_of_gemm']:.0f} %)"),
-        ("400 cached + 30 new, ms", lambda d: f"{d['prefix_request_ms']:.1f}"),
-        ("30 alone, ms", lambda d: f"{d['suffix_alone_ms']:.1f}"),
-        ("430 uncached, ms", lambda d: f"{d['uncached_430_ms']:.1f}"),
-        ("prefix reuse ratio", lambda d: spread(d, "prefix_reuse_ratio", "{:.2f}")),
-        ("GGUF MiB", lambda d: f"{d['gguf_mb']:.0f}"),
-        ("KV cache MiB (4096 ctx)", lambda d: f"{d['kv_cache_mb']:.0f}"),
-        ("RSS after load MiB", lambda d: f"{d['rss_after_load_mb']:.0f}"),
-        ("RSS after runs MiB", lambda d: f"{d['rss_mb']:.0f}"),
-        ("RSS / (GGUF + KV)", lambda d: f"{d['rss_over_gguf_plus_kv']:.2f}"),
-    ]
-    for label, cell in rows:
-        table.add_row(label, *[cell(d) for d in report["models"].values()])
-    Console().print(table)
+    for label, cells in table_rows(report):
+        table.add_row(label, *cells)
+    Console(width=max(100, Console().width)).print(table)
