@@ -10,9 +10,11 @@ so the CLI and the server can show both without parsing text.
     │   ├── ChecksumMismatchError    assembled or downloaded bytes differ from the published SHA-256
     │   ├── OfflineError             a hub model was asked for without network access
     │   └── ModelLoadError           llama.cpp refused the file
-    └── EngineError
-        ├── ContextFullError         a request does not fit the context or the KV cache
-        └── DecodeError              llama_decode failed
+    ├── EngineError
+    │   ├── ContextFullError         a request does not fit the context or the KV cache
+    │   └── DecodeError              llama_decode failed
+    ├── DatasetNotFoundError         no datasets folder, or a dataset, split or file missing from it
+    └── DatasetFormatError           a row of a data file is malformed (names the file and line)
 """
 
 from __future__ import annotations
@@ -63,4 +65,12 @@ class ContextFullError(EngineError):
 
 
 class DecodeError(EngineError):
+    pass
+
+
+class DatasetNotFoundError(WorkhorseError):
+    pass
+
+
+class DatasetFormatError(WorkhorseError):
     pass

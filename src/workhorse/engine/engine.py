@@ -82,6 +82,7 @@ class EvalRequest:
     logits_at: Sequence[int] = ()
     hidden_at: Sequence[int] = ()
     pooling: Pooling = "none"
+    layers: tuple[int, ...] = ()  # intermediate layers whose outputs to return beside the hidden states
 
 
 @dataclass
@@ -89,6 +90,8 @@ class EvalResult:
     logits: np.ndarray | None = None  # (len(logits_at), n_vocab) float32
     hidden: np.ndarray | None = None  # (len(hidden_at), n_embd) float32
     pooled: np.ndarray | None = None  # (n_embd,) float32
+    layer_hidden: dict[int, np.ndarray] = field(default_factory=dict)  # layer → (len(hidden_at), n_embd)
+    layer_pooled: dict[int, np.ndarray] = field(default_factory=dict)  # layer → (n_embd,)
     n_tokens: int = 0
     n_cached: int = 0
 
@@ -109,6 +112,7 @@ class OutputSpec:
     position: int
     logits: bool
     hidden: bool
+    layers: tuple[int, ...] = ()  # also the outputs of these transformer layers (hidden only)
 
 
 @dataclass
@@ -120,6 +124,17 @@ class _Pending:
     tokens: Sequence[int]
     start: int  # first position to evaluate (after the cached prefix)
     outputs: dict[int, tuple[bool, bool]] = field(default_factory=dict)  # position → (logits, hidden)
+    layers: tuple[int, ...] = ()
+
+
+def _float_rows(tensor: GgmlTensor) -> np.ndarray:
+    """Copy a 2-D float32 tensor (one row per token) out of the compute buffer."""
+    if tensor.type != GGML_TYPE_F32:
+        raise EngineError(f"tensor {tensor.name.decode()} is not float32")
+    n_embd, n_rows = int(tensor.ne[0]), int(tensor.ne[1])
+    row_stride = int(tensor.nb[1]) // 4
+    flat = np.ctypeslib.as_array(ctypes.cast(tensor.data, ctypes.POINTER(ctypes.c_float)), shape=(n_rows * row_stride,))
+    return flat.reshape(n_rows, row_stride)[:, :n_embd].copy()
 
 
 class Engine:
@@ -132,6 +147,8 @@ class Engine:
         self._skip_vocab = False
         self._after_hidden = False
         self._hidden_rows: list[np.ndarray] = []
+        self._layer_names: dict[bytes, int] = {}
+        self._layer_rows: dict[int, np.ndarray] = {}
         self._eval_callback = self._make_eval_callback()
         self._ctx = self._create_context()
         self._memory = self._llama_cpp.llama_get_memory(self._ctx)
@@ -192,19 +209,16 @@ class Engine:
                         # meant to stay uncomputed.
                         tensor.flags = (flags | GGML_TENSOR_FLAG_COMPUTE) & ~SKIPPED_BY_WORKHORSE
                     return False
-                if tensor.name == HIDDEN_TENSOR_NAME:
+                name = tensor.name
+                if name == HIDDEN_TENSOR_NAME:
                     self._after_hidden = True
                     return self._capture_hidden
-                return False
-            if self._capture_hidden and tensor.name == HIDDEN_TENSOR_NAME:
-                if tensor.type != GGML_TYPE_F32:
-                    raise EngineError("hidden-state tensor is not float32")
-                n_embd, n_rows = int(tensor.ne[0]), int(tensor.ne[1])
-                row_stride = int(tensor.nb[1]) // 4
-                flat = np.ctypeslib.as_array(
-                    ctypes.cast(tensor.data, ctypes.POINTER(ctypes.c_float)), shape=(n_rows * row_stride,)
-                )
-                self._hidden_rows.append(flat.reshape(n_rows, row_stride)[:, :n_embd].copy())
+                return name in self._layer_names
+            name = tensor.name
+            if self._capture_hidden and name == HIDDEN_TENSOR_NAME:
+                self._hidden_rows.append(_float_rows(tensor))
+            elif name in self._layer_names:
+                self._layer_rows[self._layer_names[name]] = _float_rows(tensor)
             return True
 
         return llama_cpp.ggml_backend_sched_eval_callback(callback)
@@ -315,16 +329,16 @@ class Engine:
         entries: Sequence[tuple[int, int, int, bool]],
         outputs: Sequence[OutputSpec],
         consume: Callable[[int, np.ndarray | None, np.ndarray | None], object] | None = None,
-    ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    ) -> list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]]:
         """Decode (token, position, seq_id, wants_output) entries, split at n_batch tokens and
-        max_outputs_per_decode outputs. Returns (logits row, hidden row) per output, each None
-        where it was not asked for.
+        max_outputs_per_decode outputs. Returns (logits row, hidden row, {layer: row}) per output,
+        each None where it was not asked for.
 
         With `consume`, each output is handed over as `consume(output_index, logits, hidden)`
         right after its decode instead, the logits being a view of llama.cpp's buffer that is
         valid only during the call; sampling this way saves copying a vocabulary-sized row
         per sequence per step. The returned list is then empty."""
-        rows: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        rows: list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]] = []
         n_done = 0
         n_batch = self.config.n_batch
         max_out = self.config.max_outputs_per_decode
@@ -341,7 +355,7 @@ class Engine:
             if consume is None:
                 rows.extend(chunk)
             else:
-                for i, (logits, hidden) in enumerate(chunk):
+                for i, (logits, hidden, _) in enumerate(chunk):
                     consume(n_done + i, logits, hidden)
             n_done += n_out
             start = end
@@ -349,7 +363,7 @@ class Engine:
 
     def _decode_chunk(
         self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec], *, copy: bool = True
-    ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    ) -> list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]]:
         llama_cpp = self._llama_cpp
         batch = self._batch
         for i, (token, pos, seq_id, wants_output) in enumerate(entries):
@@ -363,6 +377,9 @@ class Engine:
         self._skip_vocab = not any(o.logits for o in outputs)
         self._after_hidden = False
         self._hidden_rows = []
+        layers = sorted({layer for o in outputs if o.hidden for layer in o.layers})
+        self._layer_names = {f"l_out-{layer}".encode(): layer for layer in layers}
+        self._layer_rows = {}
         started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch)
         self.stats.decode_seconds += time.perf_counter() - started
@@ -388,7 +405,13 @@ class Engine:
             if hidden.shape[0] != len(outputs):
                 raise EngineError(f"expected {len(outputs)} hidden rows, got {hidden.shape[0]}")
         self._capture_hidden = False
-        rows: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        if len(self._layer_rows) != len(layers):
+            raise EngineError(
+                f"layers {layers} not all found in the graph (it has {self.model.n_layer} layers; the last one "
+                "only has output rows, use the hidden state for it)"
+            )
+        layer_rows, self._layer_names, self._layer_rows = self._layer_rows, {}, {}
+        rows: list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]] = []
         out_index = 0
         for i, entry in enumerate(entries):
             if not entry[3]:
@@ -401,7 +424,9 @@ class Engine:
                 if copy:
                     logit_row = logit_row.copy()
             hidden_row = hidden[out_index] if (hidden is not None and out.hidden) else None
-            rows.append((logit_row, hidden_row))
+            # Layer outputs hold every token of the batch: index by batch position.
+            layer_row = {layer: layer_rows[layer][i] for layer in out.layers} if out.hidden and out.layers else None
+            rows.append((logit_row, hidden_row, layer_row))
             out_index += 1
         return rows
 
@@ -465,7 +490,7 @@ class Engine:
                     wants = p.outputs.get(pos)
                     entries.append((p.tokens[pos], pos, p.slot, wants is not None))
                     if wants is not None:
-                        outputs.append(OutputSpec(p.index, pos, *wants))
+                        outputs.append(OutputSpec(p.index, pos, *wants, layers=p.layers if wants[1] else ()))
             rows = self.decode(entries, outputs)
             self._collect(requests, pending, outputs, rows, results)
         finally:
@@ -474,7 +499,7 @@ class Engine:
 
     def _plan(self, index: int, slot: int, req: EvalRequest, cached: int) -> _Pending:
         n = len(req.tokens)
-        p = _Pending(index=index, slot=slot, tokens=req.tokens, start=cached)
+        p = _Pending(index=index, slot=slot, tokens=req.tokens, start=cached, layers=tuple(req.layers))
 
         def absolute(pos: int) -> int:
             absolute_pos = pos + n if pos < 0 else pos
@@ -501,7 +526,7 @@ class Engine:
         return p
 
     def _collect(self, requests, pending, outputs, rows, results) -> None:
-        by_request: dict[int, dict[int, tuple[np.ndarray | None, np.ndarray | None]]] = {}
+        by_request: dict[int, dict[int, tuple]] = {}
         for out, row in zip(outputs, rows):
             by_request.setdefault(out.request, {})[out.position] = row
         for p in pending:
@@ -513,8 +538,14 @@ class Engine:
                 res.logits = np.stack([got[pos + n if pos < 0 else pos][0] for pos in req.logits_at])
             if req.hidden_at:
                 res.hidden = np.stack([got[pos + n if pos < 0 else pos][1] for pos in req.hidden_at])
-            if req.pooling == "mean":
-                res.pooled = np.mean([got[pos][1] for pos in range(req.prefix_len, n)], axis=0, dtype=np.float32)
-            elif req.pooling == "last":
-                res.pooled = got[n - 1][1]
+            pooled_positions = {"mean": range(req.prefix_len, n), "last": range(n - 1, n)}.get(req.pooling)
+            if pooled_positions is not None:
+                res.pooled = np.mean([got[pos][1] for pos in pooled_positions], axis=0, dtype=np.float32)
+            for layer in req.layers:
+                if req.hidden_at:
+                    res.layer_hidden[layer] = np.stack([got[pos + n if pos < 0 else pos][2][layer] for pos in req.hidden_at])
+                if pooled_positions is not None:
+                    res.layer_pooled[layer] = np.mean(
+                        [got[pos][2][layer] for pos in pooled_positions], axis=0, dtype=np.float32
+                    )
             results[p.index] = res
