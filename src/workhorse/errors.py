@@ -14,7 +14,11 @@ so the CLI and the server can show both without parsing text.
     │   ├── ContextFullError         a request does not fit the context or the KV cache
     │   └── DecodeError              llama_decode failed
     ├── DatasetNotFoundError         no datasets folder, or a dataset, split or file missing from it
-    └── DatasetFormatError           a row of a data file is malformed (names the file and line)
+    ├── DatasetFormatError           a row of a data file is malformed (names the file and line)
+    └── TaskError
+        ├── TaskSpecError            a task file is invalid (names the file, line and field)
+        ├── TaskNotFoundError        no task by that name or path
+        └── TaskNotTrainedError      a head-mode task has no trained head yet
 """
 
 from __future__ import annotations
@@ -73,4 +77,20 @@ class DatasetNotFoundError(WorkhorseError):
 
 
 class DatasetFormatError(WorkhorseError):
+    pass
+
+
+class TaskError(WorkhorseError):
+    pass
+
+
+class TaskSpecError(TaskError):
+    pass
+
+
+class TaskNotFoundError(TaskError):
+    pass
+
+
+class TaskNotTrainedError(TaskError):
     pass

@@ -34,10 +34,13 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, models
+    from workhorse.cli import bench, eval, fit, models, tasks
 
     app.add_typer(models.app, name="models")
+    app.add_typer(tasks.app, name="tasks")
     app.add_typer(bench.app, name="bench")
+    app.command("fit")(fit.fit)
+    app.command("eval")(eval.eval_command)
 
 
 _register_groups()

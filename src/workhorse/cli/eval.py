@@ -1,0 +1,94 @@
+"""`workhorse eval TASK DATA`: accuracy, calibration and speed of a task on labelled data."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import typer
+
+
+def eval_command(
+    task: str = typer.Argument(..., help="Task name or task file."),
+    data: str = typer.Argument(..., help="A labelled file or a dataset spec like banking77:test."),
+    limit: int = typer.Option(None, help="Use at most this many rows (a seeded, label-stratified sample)."),
+    latency_sample: int = typer.Option(100, help="Items timed one at a time for latency percentiles."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from workhorse.errors import TaskError
+    from workhorse.evals.datasets import load
+    from workhorse.evals.metrics import classification_report, latency_summary
+    from workhorse.tasks.classify import make_classifier
+    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.store import load_task
+
+    spec, directory = load_task(task)
+    if spec.kind != "classify":
+        raise TaskError(f"eval of {spec.kind} tasks is not available yet", "evaluate a classify task")
+    dataset = load(data, limit=limit)
+    engine = open_engine(spec.model, threads=threads)
+    classifier = make_classifier(spec, directory, engine)
+    texts = [ex.text for ex in dataset.examples]
+    predictions = []
+    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), transient=True) as progress:
+        bar = progress.add_task(f"{spec.name} on {dataset.name}:{dataset.split}", total=len(texts))
+        started = time.perf_counter()
+        for i in range(0, len(texts), 64):
+            predictions += classifier.classify(texts[i : i + 64])
+            progress.advance(bar, len(texts[i : i + 64]))
+        wall = time.perf_counter() - started
+        latencies = []
+        for text in texts[:latency_sample]:
+            t0 = time.perf_counter()
+            classifier.classify([text])
+            latencies.append(time.perf_counter() - t0)
+    oos = dataset.oos_label
+    if oos and spec.classify.out_of_scope:
+        # The task's abstention label stands for the dataset's out-of-scope label.
+        mapped = [oos if p.label == spec.classify.out_of_scope.label else p.label for p in predictions]
+    else:
+        mapped = [p.label for p in predictions]
+    report = classification_report(
+        [ex.label for ex in dataset.examples], mapped, [p.confidence for p in predictions], oos_label=oos
+    )
+    report["items_per_s"] = len(texts) / wall
+    report["latency_ms"] = latency_summary(latencies)
+    report["task"] = {"name": spec.name, "version": spec.version, "mode": spec.classify.mode, "model": spec.model}
+    report["data"] = {"spec": data, "rows": len(texts), "note": dataset.note}
+    report["prefix_cache"] = engine.prefix_stats().__dict__ | {"hit_rate": engine.prefix_stats().hit_rate}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=float))
+        return
+    _print(report)
+
+
+def _print(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['task']['name']} v{report['task']['version']} on {report['data']['spec']}", show_header=False)
+    rows = [
+        ("rows", report["n"]),
+        ("accuracy", f"{100 * report['accuracy']:.2f} %"),
+        ("macro-F1", f"{100 * report['macro_f1']:.2f} %"),
+    ]
+    if report.get("in_scope_accuracy") is not None:
+        rows.append(("in-scope accuracy", f"{100 * report['in_scope_accuracy']:.2f} %"))
+    if report.get("oos_recall") is not None:
+        rows.append(("OOS recall", f"{report['oos_recall']:.3f}"))
+    if "selective_accuracy" in report:
+        for coverage, value in report["selective_accuracy"].items():
+            rows.append((f"selective accuracy @ {float(coverage):.0%}", f"{100 * value:.2f} %"))
+        rows.append(("ECE", f"{report['ece']:.4f}"))
+    rows += [
+        ("items/s (batched)", f"{report['items_per_s']:.1f}"),
+        ("latency p50 / p95 / p99 ms", "{p50:.1f} / {p95:.1f} / {p99:.1f}".format(**report["latency_ms"])),
+        ("prefix cache hit rate", f"{100 * report['prefix_cache']['hit_rate']:.1f} %"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    Console().print(table)

@@ -1,0 +1,52 @@
+"""`workhorse fit DATA --task NAME`: train a classification head on labelled data."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def fit(
+    data: str = typer.Argument(..., help="A labelled file (CSV/JSONL with text,label) or a dataset spec like banking77:train."),
+    task: str = typer.Option(..., "--task", "-t", help="Task name; created from the data's labels if it does not exist."),
+    model: str = typer.Option(None, help="Feature model (default: the task's, else gemma3-270m)."),
+    prompt: str = typer.Option(None, help='Feature prompt with one {text}, e.g. \'This banking message: "{text}" means in one word: "\'.'),
+    layers: str = typer.Option(None, help="Comma-separated intermediate layers to add to the features, e.g. 12,15."),
+    limit: int = typer.Option(None, help="Use at most this many rows (a seeded, label-stratified sample)."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Extract features with the task's model and train a calibrated head; saves a new task version."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from workhorse.evals.datasets import load
+    from workhorse.tasks.fit import fit as fit_head
+    from workhorse.tasks.fit import task_for_data
+    from workhorse.tasks.runtime import open_engine
+
+    dataset = load(data, limit=limit)
+    layer_list = [int(x) for x in layers.split(",")] if layers else None
+    spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list)
+    engine = open_engine(spec.model, threads=threads)
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        bar = progress.add_task(f"features ({spec.model})", total=len(dataset.examples))
+        result = fit_head(spec, dataset, engine, progress=lambda n: progress.advance(bar, n))
+    summary = {
+        "task": result.spec.name,
+        "version": result.spec.version,
+        "directory": str(result.directory),
+        "rows": result.report.n_train,
+        "labels": result.report.n_labels,
+        "c": result.report.c,
+        "holdout_accuracy": result.report.holdout_accuracy,
+        "temperature": result.report.temperature,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(
+            f"trained {summary['task']} v{summary['version']}: {summary['rows']} rows, {summary['labels']} labels, "
+            f"held-out accuracy {100 * summary['holdout_accuracy']:.1f} % → {summary['directory']}"
+        )

@@ -1,0 +1,93 @@
+"""`workhorse tasks …`: create, validate and list task specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Task specs: create, validate and list them.", no_args_is_help=True)
+
+_TEMPLATES = {
+    "classify": {
+        "kind": "classify",
+        "model": "gemma3-270m",
+        "instructions": "Answer with the one label that fits the input.",
+        "labels": [{"name": "first_label", "description": "what it means"}, {"name": "second_label"}],
+        "classify": {"mode": "score"},
+    },
+    "extract": {
+        "kind": "extract",
+        "model": "qwen2.5-coder-0.5b",
+        "instructions": "Extract the fields. Copy values exactly; use null when absent.",
+        "schema": {"type": "object", "properties": {"field": {"type": ["string", "null"]}}, "required": ["field"]},
+    },
+    "convert": {
+        "kind": "convert",
+        "model": "qwen2.5-coder-0.5b",
+        "instructions": "Convert the input to the target format.",
+        "target": "json",
+    },
+    "embed": {"kind": "embed", "model": "gemma3-270m", "embed": {"pooling": "mean", "normalize": True}},
+}
+
+
+@app.command("new")
+def new(
+    name: str = typer.Argument(..., help="Task name (lowercase letters, digits, -, _, .)."),
+    kind: str = typer.Option("classify", help="classify, extract, convert or embed."),
+    out: Path = typer.Option(None, help="Where to write the YAML (default: ./NAME.yaml)."),
+    force: bool = typer.Option(False, help="Overwrite an existing file."),
+) -> None:
+    """Write a task file to start from; edit it, then `workhorse tasks validate FILE`."""
+    import yaml
+
+    from workhorse.errors import TaskSpecError
+    from workhorse.tasks.store import parse_task
+
+    if kind not in _TEMPLATES:
+        raise TaskSpecError(f"unknown kind {kind!r}", f"use one of: {', '.join(_TEMPLATES)}")
+    path = out or Path(f"{name}.yaml")
+    if path.exists() and not force:
+        raise TaskSpecError(f"{path} already exists", "choose another --out or pass --force")
+    text = yaml.safe_dump({"name": name, **_TEMPLATES[kind]}, sort_keys=False, allow_unicode=True)
+    parse_task(text, str(path))  # the template itself must be valid
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
+
+@app.command("validate")
+def validate(files: list[Path] = typer.Argument(..., help="Task YAML files.")) -> None:
+    """Check task files; errors name the file, line and field."""
+    from workhorse.tasks.store import load_task
+
+    for file in files:
+        spec, _ = load_task(file)
+        typer.echo(f"{file}: ok ({spec.kind}, {len(spec.labels)} labels, model {spec.model})")
+
+
+@app.command("list")
+def list_tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Tasks in the store (with their versions) and the shipped examples."""
+    from workhorse.tasks.store import EXAMPLES_DIR, list_task_names, load_task, task_versions
+
+    rows = []
+    for name in list_task_names():
+        spec, directory = load_task(name)
+        rows.append({"name": name, "kind": spec.kind, "mode": spec.classify.mode if spec.kind == "classify" else None,
+                     "versions": task_versions(name), "model": spec.model, "source": str(directory)})
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        spec, _ = load_task(path)
+        rows.append({"name": spec.name, "kind": spec.kind, "mode": spec.classify.mode if spec.kind == "classify" else None,
+                     "versions": ["example"], "model": spec.model, "source": str(path)})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "mode", "versions", "model")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], row["mode"] or "", ", ".join(map(str, row["versions"])), row["model"])
+    Console().print(table)

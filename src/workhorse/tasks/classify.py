@@ -1,0 +1,102 @@
+"""Classification runners.
+
+`head` mode: features from one forward pass (see features.py) into a trained linear head.
+`score` mode (no training data): the instructions and the label list form a cached prefix; the
+item follows, then an answer cue, and each label is scored by the model's probability of
+starting its answer with that label's first token, renormalised over the labels (one forward
+pass per item; labels sharing a first token are told apart by their next tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workhorse.engine import EvalRequest
+from workhorse.errors import TaskNotTrainedError
+from workhorse.tasks.features import Evaluator, FeatureExtractor
+from workhorse.tasks.head import LinearHead
+from workhorse.tasks.spec import TaskSpec
+
+HEAD_FILE = "head.npz"
+
+
+@dataclass
+class Prediction:
+    label: str | list[str]
+    confidence: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray) -> Prediction:
+    options = spec.classify
+    order = np.argsort(-probs)
+    distribution = {labels[i]: float(probs[i]) for i in order}
+    top = int(order[0])
+    if options.multi_label:
+        chosen = [labels[i] for i in order if probs[i] >= options.threshold] or [labels[top]]
+        return Prediction(chosen, float(probs[top]), distribution)
+    if options.out_of_scope and probs[top] < options.out_of_scope.threshold:
+        return Prediction(options.out_of_scope.label, float(1 - probs[top]), distribution)
+    return Prediction(labels[top], float(probs[top]), distribution)
+
+
+class HeadClassifier:
+    def __init__(self, spec: TaskSpec, directory: Path, evaluator: Evaluator) -> None:
+        path = directory / HEAD_FILE
+        if not path.is_file():
+            raise TaskNotTrainedError(
+                f"task {spec.name!r} (v{spec.version}) is in head mode but has no trained head",
+                f"train one: workhorse fit DATA --task {spec.name}",
+            )
+        self.spec = spec
+        self.head = LinearHead.load(path)
+        self.features = FeatureExtractor(evaluator, spec.classify.feature_prompt, spec.classify.layers)
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        probs = self.head.predict_proba(self.features.extract(texts))
+        return [_answer(self.spec, self.head.labels, row) for row in probs]
+
+
+class ScoreClassifier:
+    def __init__(self, spec: TaskSpec, evaluator: Evaluator) -> None:
+        self.spec = spec
+        self.evaluator = evaluator
+        model = evaluator.model
+        self.labels = spec.label_names
+        listing = "\n".join(
+            f"- {label.name}" + (f": {label.description}" if label.description else "") for label in spec.labels
+        )
+        shots = "".join(f"Input: {ex.input}\nLabel: {ex.output}\n\n" for ex in spec.examples)
+        header = (spec.instructions or "Classify the input with exactly one label.") + f"\n\nLabels:\n{listing}\n\n{shots}"
+        self._prefix = model.tokenize(header + "Input:")
+        self._cue = model.tokenize("\nLabel:", add_special=False)
+        # The first token of " <label>" decides; ties between labels are rare and split evenly.
+        self._first = np.array([model.tokenize(" " + name, add_special=False)[0] for name in self.labels])
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        model = self.evaluator.model
+        requests = [
+            EvalRequest(
+                self._prefix + model.tokenize(" " + t, add_special=False)[:384] + self._cue,
+                prefix_len=len(self._prefix),
+                logits_at=[-1],
+            )
+            for t in texts
+        ]
+        predictions = []
+        for result in self.evaluator.evaluate(requests):
+            assert result.logits is not None
+            scores = result.logits[0][self._first].astype(np.float64)
+            probs = np.exp(scores - scores.max())
+            predictions.append(_answer(self.spec, self.labels, probs / probs.sum()))
+        return predictions
+
+
+def make_classifier(spec: TaskSpec, directory: Path, evaluator: Evaluator) -> HeadClassifier | ScoreClassifier:
+    if spec.classify.mode == "head":
+        return HeadClassifier(spec, directory, evaluator)
+    return ScoreClassifier(spec, evaluator)

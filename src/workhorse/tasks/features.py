@@ -1,0 +1,62 @@
+"""Features for classification heads: one forward pass over the item inside a fixed prompt.
+
+The prompt's text before `{text}` is a cached prefix, so each item costs its own tokens plus the
+few after `{text}`. The feature vector is the final-norm hidden state of the last token (what
+the model is about to say), optionally joined by the same token's state in intermediate layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from workhorse.engine import EvalRequest, EvalResult, LlamaModel
+
+MAX_ITEM_TOKENS = 384
+
+
+class Evaluator(Protocol):
+    """An Engine or an EngineWorker."""
+
+    model: LlamaModel
+
+    def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]: ...
+
+
+class FeatureExtractor:
+    def __init__(self, evaluator: Evaluator, prompt: str, layers: Sequence[int] = ()) -> None:
+        self.evaluator = evaluator
+        self.layers = tuple(layers)
+        model = evaluator.model
+        before, after = prompt.split("{text}")
+        self._prefix = model.tokenize(before)
+        self._suffix = model.tokenize(after, add_special=False) if after else []
+        self.dim = model.n_embd * (1 + len(self.layers))
+
+    def request(self, text: str) -> EvalRequest:
+        item = self.evaluator.model.tokenize(text, add_special=False)[:MAX_ITEM_TOKENS]
+        tokens = self._prefix + item + self._suffix
+        if len(tokens) == len(self._prefix):  # an empty item still needs one token to read
+            tokens = tokens + self.evaluator.model.tokenize(" ", add_special=False)
+        return EvalRequest(tokens, prefix_len=len(self._prefix), hidden_at=[-1], layers=self.layers)
+
+    def extract(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """(len(texts), dim) float32 features, computed `batch_size` items per engine call."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            results = self.evaluator.evaluate([self.request(t) for t in chunk])
+            for i, result in enumerate(results):
+                out[start + i] = self.vector(result)
+            if progress:
+                progress(len(chunk))
+        return out
+
+    def vector(self, result: EvalResult) -> np.ndarray:
+        assert result.hidden is not None
+        parts = [result.hidden[0]] + [result.layer_hidden[layer][0] for layer in self.layers]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]

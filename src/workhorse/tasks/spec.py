@@ -1,0 +1,109 @@
+"""Task specs: what a user writes in a task YAML file, validated by pydantic.
+
+A task is declarative: its kind, the model that does the work, the instructions and the
+labels, schema or target format, and examples. Trained parts (a classification head) are stored
+beside the spec under the same version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TaskKind = Literal["classify", "extract", "convert", "embed"]
+
+DEFAULT_FEATURE_PROMPT = 'This message: "{text}" means in one word: "'
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelSpec(_Strict):
+    name: str = Field(min_length=1, description="The label as it appears in answers.")
+    description: str = Field("", description="What the label means; shown to the model in score mode.")
+    examples: list[str] = Field(default_factory=list, description="Example inputs with this label.")
+
+
+class Example(_Strict):
+    input: str
+    output: Any = Field(description="The expected answer: a label, a JSON object, or a string.")
+
+
+class OutOfScope(_Strict):
+    label: str = Field("oos", description="The answer given when the task abstains.")
+    threshold: float = Field(0.0, ge=0, le=1, description="Abstain when the top probability is below this.")
+
+
+class ClassifyOptions(_Strict):
+    mode: Literal["head", "score"] = Field(
+        "score", description="`score`: zero-shot label scoring; `head`: a trained head on the model's features."
+    )
+    feature_prompt: str = Field(
+        DEFAULT_FEATURE_PROMPT,
+        description="Wraps each item for feature extraction; `{text}` marks the item. Its fixed part is a cached prefix.",
+    )
+    layers: list[int] = Field(
+        default_factory=list, description="Intermediate layers whose last-token states are added to the features."
+    )
+    multi_label: bool = Field(False, description="Return every label whose probability reaches `threshold`.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Per-label threshold for multi-label answers.")
+    out_of_scope: OutOfScope | None = Field(None, description="Abstain with a fixed label below a confidence.")
+
+    @field_validator("feature_prompt")
+    @classmethod
+    def _has_one_slot(cls, value: str) -> str:
+        if value.count("{text}") != 1:
+            raise ValueError("must contain `{text}` exactly once")
+        return value
+
+
+class EmbedOptions(_Strict):
+    pooling: Literal["mean", "last"] = "mean"
+    dimensions: int | None = Field(None, ge=1, description="Truncate vectors to this many dimensions.")
+    normalize: bool = True
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Lowercase letters, digits, `-`, `_`, `.`.")
+    kind: TaskKind
+    version: int = Field(1, ge=1)
+    model: str = Field("gemma3-270m", description="A built-in model name, a .gguf path or hf:OWNER/REPO/FILE.gguf.")
+    description: str = ""
+    language: str = "en"
+    instructions: str = ""
+    labels: list[LabelSpec] = Field(default_factory=list)
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema of the answer (extract).")
+    target: str | None = Field(None, description="Target format of a convert task: json, csv, yaml or value.")
+    examples: list[Example] = Field(default_factory=list)
+    classify: ClassifyOptions = Field(default_factory=ClassifyOptions)
+    embed: EmbedOptions = Field(default_factory=EmbedOptions)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> TaskSpec:
+        if self.kind == "classify":
+            if len(self.labels) < 2:
+                raise ValueError("a classify task needs at least two labels")
+            names = [label.name for label in self.labels]
+            if len(set(names)) != len(names):
+                raise ValueError("label names must be unique")
+        if self.kind == "extract" and not self.schema_:
+            raise ValueError("an extract task needs a `schema` (JSON Schema of the answer)")
+        if self.kind == "convert" and not (self.target or self.schema_):
+            raise ValueError("a convert task needs a `target` format or a `schema`")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True) | {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "model": self.model,
+        }

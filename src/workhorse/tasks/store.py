@@ -1,0 +1,123 @@
+"""Reading task files (with errors that point at the line) and the task store.
+
+Tasks live under `$WORKHORSE_HOME/tasks/<name>/v<version>/`: `task.yaml` and any trained parts
+(`head.npz`). The shipped examples in `workhorse/tasks/examples/` are found by name too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from workhorse.errors import TaskNotFoundError, TaskSpecError
+from workhorse.paths import workhorse_home
+from workhorse.tasks.spec import TaskSpec
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+
+
+def tasks_dir() -> Path:
+    path = workhorse_home() / "tasks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def parse_task(text: str, source: str = "<task>") -> TaskSpec:
+    """Validate YAML text as a task; errors name the file, line and field."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise TaskSpecError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise TaskSpecError(f"{source}: a task file must be a YAML mapping", "start from `workhorse tasks new`")
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            loc = problem["loc"]
+            line = _line_of(root, loc)
+            field = ".".join(str(part) for part in loc) or "(task)"
+            lines.append(f"{source}:{line}: {field}: {problem['msg']}" if line else f"{source}: {field}: {problem['msg']}")
+        raise TaskSpecError("invalid task\n  " + "\n  ".join(lines), "see `workhorse tasks new --help` for a template") from None
+
+
+def _line_of(node: Any, loc: tuple) -> int | None:
+    """1-based line of the YAML node at a pydantic error location (the nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((value for key, value in node.value if key.value == part), None)
+            if match is None:
+                return line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_task(name_or_path: str | Path, *, version: int | None = None) -> tuple[TaskSpec, Path]:
+    """A task by file path or by name (latest version unless given). Returns (spec, its directory)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise TaskNotFoundError(f"task file not found: {path}", "check the path")
+        return parse_task(path.read_text(encoding="utf-8"), str(path)), path.parent
+    name = str(name_or_path)
+    versions = task_versions(name)
+    if versions:
+        chosen = version or versions[-1]
+        if chosen not in versions:
+            raise TaskNotFoundError(f"task {name!r} has no version {chosen}", f"versions: {versions}")
+        directory = tasks_dir() / name / f"v{chosen}"
+        return parse_task((directory / "task.yaml").read_text(encoding="utf-8"), str(directory / "task.yaml")), directory
+    example = EXAMPLES_DIR / f"{name}.yaml"
+    if example.is_file():
+        return parse_task(example.read_text(encoding="utf-8"), str(example)), example.parent
+    known = sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))})
+    raise TaskNotFoundError(
+        f"unknown task {name!r}; known tasks: {', '.join(known) or 'none'}",
+        "create one with `workhorse tasks new NAME` or `workhorse fit DATA --task NAME`",
+    )
+
+
+def task_versions(name: str) -> list[int]:
+    directory = tasks_dir() / name
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name[1:]) for p in directory.glob("v*") if p.name[1:].isdigit() and (p / "task.yaml").is_file())
+
+
+def list_task_names() -> list[str]:
+    return sorted(p.name for p in tasks_dir().iterdir() if p.is_dir() and task_versions(p.name))
+
+
+def version_dir(spec: TaskSpec) -> Path:
+    directory = tasks_dir() / spec.name / f"v{spec.version}"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def save_task(spec: TaskSpec) -> Path:
+    """Write `spec` as version `spec.version` of its task; returns the version directory. The
+    version becomes visible when its task.yaml lands, so write trained parts before this."""
+    directory = version_dir(spec)
+    text = yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False, allow_unicode=True)
+    tmp = directory / ".task.yaml.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(directory / "task.yaml")
+    return directory
+
+
+def next_version(name: str) -> int:
+    versions = task_versions(name)
+    return versions[-1] + 1 if versions else 1

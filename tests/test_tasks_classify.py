@@ -1,0 +1,116 @@
+"""Classification: the head trainer on synthetic features, and fit → eval end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from workhorse.cli import app
+from workhorse.engine import Engine, EngineConfig
+from workhorse.evals.datasets import load_file
+from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
+from workhorse.tasks.fit import fit, task_for_data
+from workhorse.tasks.head import LinearHead, train_head
+from workhorse.tasks.store import load_task
+from workhorse.errors import TaskNotTrainedError
+
+PHRASES = {
+    "refund": ["refund my money", "I want a refund", "give the money back", "refund the order"],
+    "login": ["login error", "cannot login to the server", "the password is wrong", "login page error"],
+    "card": ["my card is lost", "the card was declined", "a new card please", "card not working"],
+}
+
+
+def _synthetic(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    centres = {"a": np.full(8, 2.0), "b": np.full(8, -2.0), "c": np.r_[np.full(4, 2.0), np.full(4, -2.0)]}
+    labels = [str(x) for x in rng.choice(list(centres), size=n)]
+    return np.stack([centres[label] + rng.normal(0, 1.5, 8) for label in labels]).astype(np.float32), labels
+
+
+def test_head_learns_and_is_calibrated(tmp_path: Path):
+    x, y = _synthetic(600, 0)
+    head, report = train_head(x, y)
+    x_test, y_test = _synthetic(400, 1)
+    probs = head.predict_proba(x_test)
+    predicted = [head.labels[i] for i in probs.argmax(axis=1)]
+    accuracy = np.mean([p == t for p, t in zip(predicted, y_test)])
+    assert accuracy > 0.9 and report.holdout_accuracy > 0.85
+    # Calibrated: mean confidence is close to accuracy.
+    assert abs(probs.max(axis=1).mean() - accuracy) < 0.05
+    head.save(tmp_path / "head.npz")
+    again = LinearHead.load(tmp_path / "head.npz")
+    np.testing.assert_allclose(again.predict_proba(x_test), probs, rtol=1e-6)
+
+
+def _write_data(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    with path.open("w") as f:
+        for _ in range(n):
+            label = str(rng.choice(list(PHRASES)))
+            f.write(json.dumps({"text": str(rng.choice(PHRASES[label])) + " " + str(rng.choice(["now", "today", "please"])), "label": label}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    engine = Engine(tiny_model, EngineConfig(n_ctx=2048, n_batch=256, n_slots=16, prefix_slots=2))
+    yield engine
+    engine.close()
+
+
+def test_fit_then_classify_on_the_tiny_model(engine, tiny_gguf, tmp_path):
+    data = load_file(_write_data(tmp_path / "train.jsonl", 90, 0))
+    spec = task_for_data("tiny-intents", data, model=str(tiny_gguf), prompt=None, layers=[0])
+    result = fit(spec, data, engine)
+    assert result.spec.version == 1 and (result.directory / "head.npz").is_file()
+    loaded, directory = load_task("tiny-intents")
+    assert loaded.classify.mode == "head" and loaded.label_names == ["card", "login", "refund"]
+    classifier = make_classifier(loaded, directory, engine)
+    assert isinstance(classifier, HeadClassifier)
+    test = load_file(_write_data(tmp_path / "test.jsonl", 30, 1))
+    predictions = classifier.classify([ex.text for ex in test.examples])
+    accuracy = np.mean([p.label == ex.label for p, ex in zip(predictions, test.examples)])
+    assert accuracy >= 0.9  # random weights, but the phrases are distinct token patterns
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
+    # Refitting makes version 2 and keeps the options.
+    assert fit(task_for_data("tiny-intents", data, model=None, prompt=None, layers=None), data, engine).spec.version == 2
+
+
+def test_head_mode_without_a_head_says_how_to_train(engine):
+    spec, directory = load_task("support-intents")
+    spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"mode": "head"})})
+    with pytest.raises(TaskNotTrainedError, match="workhorse fit"):
+        make_classifier(spec, directory, engine)
+
+
+def test_score_mode_gives_a_distribution_and_abstains(engine):
+    spec, directory = load_task("support-intents")
+    classifier = make_classifier(spec, directory, engine)
+    assert isinstance(classifier, ScoreClassifier)
+    hits_before = engine.prefix_stats().hits
+    predictions = classifier.classify(["I was charged twice", "where is my parcel", "hello"])
+    for p in predictions:
+        assert set(p.probabilities) == set(spec.label_names)
+        assert abs(sum(p.probabilities.values()) - 1) < 1e-6
+        top = max(p.probabilities.values())
+        assert p.label == ("other" if top < 0.2 else max(p.probabilities, key=p.probabilities.get))
+    # The instructions and label list were evaluated once and reused.
+    assert engine.prefix_stats().hits - hits_before >= 2
+
+
+def test_cli_fit_and_eval_json(tiny_gguf, tmp_path):
+    runner = CliRunner()
+    train = _write_data(tmp_path / "train.jsonl", 60, 2)
+    result = runner.invoke(app, ["fit", str(train), "--task", "cli-intents", "--model", str(tiny_gguf), "--json"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["eval", "cli-intents", str(_write_data(tmp_path / "t.jsonl", 20, 3)), "--json", "--latency-sample", "5"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    for key in ("accuracy", "macro_f1", "selective_accuracy", "ece", "items_per_s"):
+        assert key in report
+    assert {"p50", "p95", "p99"} <= report["latency_ms"].keys()
