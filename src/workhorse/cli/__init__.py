@@ -34,11 +34,12 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, eval, fit, models, tasks
+    from workhorse.cli import bench, eval, fit, models, run, tasks
 
     app.add_typer(models.app, name="models")
     app.add_typer(tasks.app, name="tasks")
     app.add_typer(bench.app, name="bench")
+    app.command("run")(run.run)
     app.command("fit")(fit.fit)
     app.command("eval")(eval.eval_command)
 

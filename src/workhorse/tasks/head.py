@@ -89,9 +89,12 @@ def train_head(features: np.ndarray, labels: Sequence[str], *, seed: int = 0) ->
         clf.fit((features[rows] - mean) / scale, y[rows])
         coef = np.zeros((len(classes), features.shape[1]), dtype=np.float32)
         intercept = np.full(len(classes), -1e4, dtype=np.float32)  # labels absent from `rows` never win
+        weights, biases = clf.coef_, clf.intercept_
+        if len(clf.classes_) == 2:  # scikit-learn stores one row: p(second) = sigmoid(w·x + b)
+            weights, biases = np.vstack([np.zeros_like(weights[0]), weights[0]]), np.array([0.0, biases[0]])
         for i, label in enumerate(clf.classes_):
             j = classes.index(label)
-            coef[j], intercept[j] = clf.coef_[i], clf.intercept_[i]
+            coef[j], intercept[j] = weights[i], biases[i]
         return LinearHead(classes, mean.astype(np.float32), scale.astype(np.float32), coef, intercept)
 
     index = {label: i for i, label in enumerate(classes)}

@@ -1,0 +1,41 @@
+"""One interface over every task kind: texts in, answers (with confidence) out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workhorse.errors import TaskError
+from workhorse.tasks.classify import make_classifier
+from workhorse.tasks.embed import Embedder
+from workhorse.tasks.features import Evaluator
+from workhorse.tasks.spec import TaskSpec
+
+
+@dataclass
+class Answer:
+    answer: Any
+    confidence: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskRunner:
+    def __init__(self, spec: TaskSpec, directory: Path, evaluator: Evaluator, *, top_k: int = 5) -> None:
+        self.spec = spec
+        self.top_k = top_k
+        if spec.kind == "classify":
+            self._classifier = make_classifier(spec, directory, evaluator)
+        elif spec.kind == "embed":
+            self._embedder = Embedder(spec, evaluator)
+        else:
+            raise TaskError(f"running {spec.kind} tasks is not available yet", "run a classify or embed task")
+
+    def run(self, texts: Sequence[str]) -> list[Answer]:
+        if self.spec.kind == "classify":
+            return [
+                Answer(p.label, p.confidence, {"probabilities": dict(list(p.probabilities.items())[: self.top_k])})
+                for p in self._classifier.classify(texts)
+            ]
+        return [Answer(vector.tolist()) for vector in self._embedder.embed(texts)]
