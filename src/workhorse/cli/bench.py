@@ -52,6 +52,69 @@ def engine(
         _print_table(report)
 
 
+@app.command("classify")
+def classify(
+    data: str = typer.Option("bitext_cs:test", help="Labelled test data (dataset spec or file)."),
+    task: str = typer.Option("bitext-intents", help="The workhorse task to measure; trained from --train if missing."),
+    train: str = typer.Option("bitext_cs:train", help="Training data used when the task does not exist yet."),
+    baseline_model: str = typer.Option("qwen2.5-coder-0.5b", help="Model of the chat baseline."),
+    baseline_limit: int = typer.Option(200, help="Items the (slow) baselines classify."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """workhorse vs a chat prompt with the label list (generate, parse) on the same data, same run."""
+    from rich.console import Console
+
+    from workhorse.bench.classify_bench import chat_baseline, workhorse_side
+    from workhorse.errors import TaskNotFoundError
+    from workhorse.evals.datasets import load
+    from workhorse.models import resolve
+    from workhorse.tasks.store import load_task
+
+    console = Console(stderr=True)
+    dataset = load(data)
+    try:
+        load_task(task)
+    except TaskNotFoundError:
+        console.print(f"task {task!r} not found: training it on {train} first")
+        from workhorse.cli.fit import fit
+
+        fit(data=train, task=task, model=None, prompt='This customer message: "{text}" means in one word: "',
+            layers=None, limit=None, threads=threads, as_json=False)
+    console.print(f"workhorse: {task} on {data} ({len(dataset.examples)} items)")
+    ours, extra = workhorse_side(task, dataset, threads=threads)
+    baseline_path = resolve(baseline_model)
+    console.print(f"baseline: chat prompt on {baseline_model} ({baseline_limit} items)")
+    baseline = chat_baseline(str(baseline_path.path), baseline_path.name, dataset, threads=threads, limit=baseline_limit)
+    if ours.model == baseline_path.name:
+        same = baseline
+    else:
+        console.print(f"baseline: chat prompt on {ours.model} ({baseline_limit} items)")
+        same = chat_baseline(extra["model_path"], ours.model, dataset, threads=threads, limit=baseline_limit)
+    report = {
+        "data": data,
+        "workhorse": ours.as_dict() | extra,
+        "baseline": baseline.as_dict(),
+        "baseline_same_model": same.as_dict(),
+        "speedup": ours.items_per_s / baseline.items_per_s,
+        "speedup_same_model": ours.items_per_s / same.items_per_s,
+        "fraction_of_floor": ours.items_per_s / extra["floor_items_per_s"],
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("side", "model", "accuracy", "invalid", "items/s", "p50 ms", title=f"bench classify on {data}")
+    for side in (report["workhorse"], report["baseline"], report["baseline_same_model"]):
+        table.add_row(side["name"], side["model"], f"{100 * side['accuracy']:.1f} %", f"{100 * side['invalid_rate']:.1f} %",
+                      f"{side['items_per_s']:.1f}", f"{side['p50_ms']:.0f}")
+    Console().print(table)
+    typer.echo(f"speedup vs chat baseline: {report['speedup']:.1f}×; vs the same model: {report['speedup_same_model']:.1f}×; "
+               f"{100 * report['fraction_of_floor']:.0f} % of the floor ({extra['floor_items_per_s']:.0f} items/s: "
+               f"{extra['own_tokens_per_item']:.1f} own tokens per item at {extra['prompt_tps']:.0f} tok/s)")
+
+
 def _installed(name: str) -> bool:
     from workhorse.models import status
 
