@@ -145,3 +145,20 @@ def test_defaults_agree_within_float16_rounding(tiny_model):
             assert a.logits[0].argmax() == b.logits[0].argmax()
     finally:
         engine.close()
+
+
+def test_intermediate_layers_agree_alone_and_batched(engine, tiny_model):
+    sequences = [tiny_model.tokenize(t) for t in TEXTS[:6]]
+    req = lambda s: EvalRequest(s, hidden_at=[-1], pooling="mean", layers=(0,))  # noqa: E731
+    alone = [engine.evaluate([req(s)])[0] for s in sequences]
+    together = engine.evaluate([req(s) for s in sequences])
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a.layer_hidden[0], b.layer_hidden[0], atol=ATOL)
+        np.testing.assert_allclose(a.layer_pooled[0], b.layer_pooled[0], atol=ATOL)
+        assert not np.allclose(a.layer_hidden[0], a.hidden)  # a different layer, not the final state
+
+
+def test_the_last_layer_is_refused_with_a_hint(engine, tiny_model):
+    with pytest.raises(EngineError, match="last one"):
+        engine.evaluate([EvalRequest(tiny_model.tokenize("hello"), hidden_at=[-1], layers=(tiny_model.n_layer - 1,))])
+    assert engine.free_slots == engine.config.n_slots

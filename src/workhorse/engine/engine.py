@@ -405,7 +405,7 @@ class Engine:
             if hidden.shape[0] != len(outputs):
                 raise EngineError(f"expected {len(outputs)} hidden rows, got {hidden.shape[0]}")
         self._capture_hidden = False
-        if len(self._layer_rows) != len(layers):
+        if len(self._layer_rows) != len(layers) or any(r.shape[0] != len(entries) for r in self._layer_rows.values()):
             raise EngineError(
                 f"layers {layers} not all found in the graph (it has {self.model.n_layer} layers; the last one "
                 "only has output rows, use the hidden state for it)"
