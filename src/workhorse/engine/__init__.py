@@ -1,5 +1,6 @@
 """The llama.cpp runtime: models, batched evaluation, prefix snapshots, sampling, generation."""
 
+from workhorse.engine.constraints import ChoiceConstraint, GrammarConstraint, JsonSchemaConstraint, RegexConstraint
 from workhorse.engine.engine import Engine, EngineConfig, EngineStats, EvalRequest, EvalResult
 from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch, generate
 from workhorse.engine.model import LlamaModel
@@ -8,6 +9,10 @@ from workhorse.engine.sampling import Sampler, SamplingParams, TokenConstraint
 from workhorse.engine.worker import EngineWorker
 
 __all__ = [
+    "ChoiceConstraint",
+    "GrammarConstraint",
+    "JsonSchemaConstraint",
+    "RegexConstraint",
     "Engine",
     "EngineConfig",
     "EngineStats",

@@ -9,16 +9,12 @@ snapshot copied into its slot (`llama_memory_seq_cp` shares the cells, it copies
 only its own tokens are evaluated. Every request's slot is emptied when it finishes, so the cache
 holds nothing but snapshots between calls.
 
-How hidden states are read without paying for the vocabulary. A row of logits for a 262k-token
-vocabulary costs more than the rest of a 270M model. The engine registers a graph callback that
-copies the final-norm tensor (`result_norm`, one row per output token) as it is computed and, for
-batches that asked for no logits, clears the COMPUTE flag of every node after it so the CPU
-backend skips the output projection.
+Hidden states are read from the compute graph as it runs, and batches that ask for no logits
+skip the output projection (see `graph_capture.py`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,18 +22,12 @@ from typing import Literal
 
 import numpy as np
 
-from workhorse.engine.ggml_tensor import (
-    GGML_TENSOR_FLAG_COMPUTE,
-    GGML_TYPE_F32,
-    SKIPPED_BY_WORKHORSE,
-    GgmlTensor,
-)
+from workhorse.engine.graph_capture import GraphCapture
 from workhorse.engine.model import LlamaModel, _llama
 from workhorse.engine.prefix_cache import PrefixCache, PrefixCacheStats, prefix_key
 from workhorse.errors import ContextFullError, DecodeError, EngineError
 
 Pooling = Literal["none", "mean", "last"]
-HIDDEN_TENSOR_NAME = b"result_norm"
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
 
 
@@ -127,29 +117,13 @@ class _Pending:
     layers: tuple[int, ...] = ()
 
 
-def _float_rows(tensor: GgmlTensor) -> np.ndarray:
-    """Copy a 2-D float32 tensor (one row per token) out of the compute buffer."""
-    if tensor.type != GGML_TYPE_F32:
-        raise EngineError(f"tensor {tensor.name.decode()} is not float32")
-    n_embd, n_rows = int(tensor.ne[0]), int(tensor.ne[1])
-    row_stride = int(tensor.nb[1]) // 4
-    flat = np.ctypeslib.as_array(ctypes.cast(tensor.data, ctypes.POINTER(ctypes.c_float)), shape=(n_rows * row_stride,))
-    return flat.reshape(n_rows, row_stride)[:, :n_embd].copy()
-
-
 class Engine:
     def __init__(self, model: LlamaModel, config: EngineConfig | None = None) -> None:
         self.model = model
         self.config = config or EngineConfig()
         self._llama_cpp = _llama()
         self.stats = EngineStats()
-        self._capture_hidden = False
-        self._skip_vocab = False
-        self._after_hidden = False
-        self._hidden_rows: list[np.ndarray] = []
-        self._layer_names: dict[bytes, int] = {}
-        self._layer_rows: dict[int, np.ndarray] = {}
-        self._eval_callback = self._make_eval_callback()
+        self._capture = GraphCapture(self._llama_cpp)
         self._ctx = self._create_context()
         self._memory = self._llama_cpp.llama_get_memory(self._ctx)
         self.n_ctx: int = self._llama_cpp.llama_n_ctx(self._ctx)
@@ -180,7 +154,7 @@ class Engine:
         params.type_k = params.type_v = _GGML_TYPES[cfg.kv_type]
         params.flash_attn_type = {"auto": -1, "off": 0, "on": 1}[cfg.flash_attention]
 
-        params.cb_eval = self._eval_callback
+        params.cb_eval = self._capture.callback
         params.cb_eval_user_data = None
         ctx = llama_cpp.llama_init_from_model(self.model.ptr, params)
         if not ctx:
@@ -189,39 +163,6 @@ class Engine:
                 "lower n_ctx or n_slots; the KV cache may not fit in memory",
             )
         return ctx
-
-    def _make_eval_callback(self):
-        """The scheduler calls this twice per node: ask=True (do you want this tensor?) and, for
-        tensors we asked for, ask=False once it is computed."""
-        llama_cpp = _llama()
-
-        def callback(tensor_ptr: int, ask: bool, _user_data) -> bool:
-            tensor = GgmlTensor.from_address(tensor_ptr)
-            if ask:
-                if self._after_hidden:
-                    # Nodes after the final norm: the vocabulary projection and its post-processing.
-                    flags = tensor.flags
-                    if self._skip_vocab:
-                        if flags & GGML_TENSOR_FLAG_COMPUTE:
-                            tensor.flags = (flags & ~GGML_TENSOR_FLAG_COMPUTE) | SKIPPED_BY_WORKHORSE
-                    elif flags & SKIPPED_BY_WORKHORSE:
-                        # Only nodes we switched off are switched back on: some nodes are
-                        # meant to stay uncomputed.
-                        tensor.flags = (flags | GGML_TENSOR_FLAG_COMPUTE) & ~SKIPPED_BY_WORKHORSE
-                    return False
-                name = tensor.name
-                if name == HIDDEN_TENSOR_NAME:
-                    self._after_hidden = True
-                    return self._capture_hidden
-                return name in self._layer_names
-            name = tensor.name
-            if self._capture_hidden and name == HIDDEN_TENSOR_NAME:
-                self._hidden_rows.append(_float_rows(tensor))
-            elif name in self._layer_names:
-                self._layer_rows[self._layer_names[name]] = _float_rows(tensor)
-            return True
-
-        return llama_cpp.ggml_backend_sched_eval_callback(callback)
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
@@ -373,13 +314,11 @@ class Engine:
             batch.seq_id[i][0] = seq_id
             batch.logits[i] = wants_output
         batch.n_tokens = len(entries)
-        self._capture_hidden = any(o.hidden for o in outputs)
-        self._skip_vocab = not any(o.logits for o in outputs)
-        self._after_hidden = False
-        self._hidden_rows = []
-        layers = sorted({layer for o in outputs if o.hidden for layer in o.layers})
-        self._layer_names = {f"l_out-{layer}".encode(): layer for layer in layers}
-        self._layer_rows = {}
+        self._capture.arm(
+            hidden=any(o.hidden for o in outputs),
+            logits=any(o.logits for o in outputs),
+            layers=sorted({layer for o in outputs if o.hidden for layer in o.layers}),
+        )
         started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch)
         self.stats.decode_seconds += time.perf_counter() - started
@@ -392,25 +331,7 @@ class Engine:
             )
         if status != 0:
             raise DecodeError(f"llama_decode failed with status {status}")
-        hidden = None
-        if self._capture_hidden:
-            if not self._hidden_rows:
-                raise EngineError(
-                    f"{self.model.architecture} graph has no '{HIDDEN_TENSOR_NAME.decode()}' tensor",
-                    "hidden states are not available for this architecture",
-                )
-            # The final norm has one row per output token of the batch, in batch order.
-            hidden = np.concatenate(self._hidden_rows)
-            self._hidden_rows = []
-            if hidden.shape[0] != len(outputs):
-                raise EngineError(f"expected {len(outputs)} hidden rows, got {hidden.shape[0]}")
-        self._capture_hidden = False
-        if len(self._layer_rows) != len(layers) or any(r.shape[0] != len(entries) for r in self._layer_rows.values()):
-            raise EngineError(
-                f"layers {layers} not all found in the graph (it has {self.model.n_layer} layers; the last one "
-                "only has output rows, use the hidden state for it)"
-            )
-        layer_rows, self._layer_names, self._layer_rows = self._layer_rows, {}, {}
+        hidden, layer_rows = self._capture.collect(len(outputs), len(entries), self.model.architecture, self.model.n_layer)
         rows: list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]] = []
         out_index = 0
         for i, entry in enumerate(entries):
