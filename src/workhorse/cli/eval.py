@@ -27,10 +27,16 @@ def eval_command(
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
-    if spec.kind != "classify":
-        raise TaskError(f"eval of {spec.kind} tasks is not available yet", "evaluate a classify task")
+    if spec.kind not in ("classify", "extract", "convert"):
+        raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract or convert task")
     dataset = load(data, limit=limit)
     engine = open_engine(spec.model, threads=threads)
+    if spec.kind != "classify":
+        report = _eval_structured(spec, directory, engine, dataset, latency_sample)
+        report["data"] = {"spec": data, "rows": len(dataset.examples), "note": dataset.note}
+        report["prefix_cache"] = engine.prefix_stats().__dict__ | {"hit_rate": engine.prefix_stats().hit_rate}
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False, default=float))
+        return
     classifier = make_classifier(spec, directory, engine)
     texts = [ex.text for ex in dataset.examples]
     predictions = []
@@ -64,6 +70,37 @@ def eval_command(
         typer.echo(json.dumps(report, indent=2, default=float))
         return
     _print(report)
+
+
+def _eval_structured(spec, directory, engine, dataset, latency_sample: int) -> dict:
+    """JSON validity and field exact-match of an extract/convert task against gold fields."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from workhorse.evals.metrics import extraction_report, latency_summary
+    from workhorse.tasks.runner import TaskRunner
+
+    runner = TaskRunner(spec, directory, engine)
+    texts = [ex.text for ex in dataset.examples]
+    answers = []
+    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), transient=True) as progress:
+        bar = progress.add_task(f"{spec.name} on {dataset.name}:{dataset.split}", total=len(texts))
+        started = time.perf_counter()
+        for i in range(0, len(texts), 16):
+            answers += runner.run(texts[i : i + 16])
+            progress.advance(bar, len(texts[i : i + 16]))
+        wall = time.perf_counter() - started
+        latencies = []
+        for text in texts[:latency_sample]:
+            t0 = time.perf_counter()
+            runner.run([text])
+            latencies.append(time.perf_counter() - t0)
+    gold = [ex.fields or {} for ex in dataset.examples]
+    predicted = [a.answer if a.details.get("valid") else None for a in answers]
+    report = extraction_report(gold, predicted, schema=spec.schema_)
+    report["items_per_s"] = len(texts) / wall
+    report["latency_ms"] = latency_summary(latencies)
+    report["task"] = {"name": spec.name, "version": spec.version, "kind": spec.kind, "model": spec.model}
+    return report
 
 
 def _print(report: dict) -> None:

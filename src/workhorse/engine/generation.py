@@ -31,6 +31,7 @@ class GenerateResult:
     finish_reason: FinishReason
     n_prompt: int
     n_cached: int
+    confidence: float | None = None  # geometric mean probability of chosen tokens (params.confidence)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class GenerationBatch:
                 finish_reason=reason,
                 n_prompt=len(run.request.tokens),
                 n_cached=run.n_cached,
+                confidence=run.sampler.confidence,
             )
 
         self.engine.decode(entries, outputs, consume)

@@ -35,6 +35,9 @@ class SamplingParams:
     max_tokens: int = 64
     stop_tokens: frozenset[int] = field(default_factory=frozenset)
     ignore_eos: bool = False  # keep going past end-of-generation tokens (benchmarks)
+    # Track the probability of each chosen token (a softmax over the allowed tokens per step,
+    # ~0.3 ms on a 262k vocabulary); GenerateResult.confidence is then their geometric mean.
+    confidence: bool = False
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -53,6 +56,7 @@ class Sampler:
         self.params = params
         self.constraint = constraint
         self._rng = np.random.default_rng(params.seed)
+        self.log_probs: list[float] = []  # of chosen tokens where there was a choice (params.confidence)
 
     def sample(self, logits: np.ndarray) -> int:
         """Choose a token. `logits` may be a view of llama.cpp's buffer: it is never modified."""
@@ -67,9 +71,24 @@ class Sampler:
             token = int(np.argmax(row))
         else:
             token = self._sample_temperature(row.astype(np.float64))
+        if self.params.confidence:
+            self._track(row, token)
         if self.constraint is not None:
             self.constraint.advance(token)
         return token
+
+    def _track(self, row: np.ndarray, token: int) -> None:
+        finite = row[np.isfinite(row)]
+        if finite.size > 1:  # a forced token (the grammar left one choice) says nothing
+            top = float(finite.max())
+            log_z = top + float(np.log(np.exp(finite.astype(np.float64) - top).sum()))
+            self.log_probs.append(float(row[token]) - log_z)
+
+    @property
+    def confidence(self) -> float | None:
+        if not self.params.confidence:
+            return None
+        return float(np.exp(np.mean(self.log_probs))) if self.log_probs else 1.0
 
     def _sample_temperature(self, row: np.ndarray) -> int:
         row = row / self.params.temperature

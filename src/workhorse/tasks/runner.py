@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workhorse.errors import TaskError
 from workhorse.tasks.classify import make_classifier
 from workhorse.tasks.embed import Embedder
 from workhorse.tasks.features import Evaluator
 from workhorse.tasks.spec import TaskSpec
+from workhorse.tasks.structured import StructuredGenerator
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TaskRunner:
         elif spec.kind == "embed":
             self._embedder = Embedder(spec, evaluator)
         else:
-            raise TaskError(f"running {spec.kind} tasks is not available yet", "run a classify or embed task")
+            self._generator = StructuredGenerator(spec, evaluator)
 
     def run(self, texts: Sequence[str]) -> list[Answer]:
         if self.spec.kind == "classify":
@@ -38,4 +38,9 @@ class TaskRunner:
                 Answer(p.label, p.confidence, {"probabilities": dict(list(p.probabilities.items())[: self.top_k])})
                 for p in self._classifier.classify(texts)
             ]
-        return [Answer(vector.tolist()) for vector in self._embedder.embed(texts)]
+        if self.spec.kind == "embed":
+            return [Answer(vector.tolist()) for vector in self._embedder.embed(texts)]
+        return [
+            Answer(a.value, a.confidence, {"valid": a.valid} | ({} if a.valid else {"raw": a.text}))
+            for a in self._generator.run(texts)
+        ]
