@@ -114,3 +114,14 @@ def test_cli_fit_and_eval_json(tiny_gguf, tmp_path):
     for key in ("accuracy", "macro_f1", "selective_accuracy", "ece", "items_per_s"):
         assert key in report
     assert {"p50", "p95", "p99"} <= report["latency_ms"].keys()
+
+
+def test_oos_threshold_balances_in_scope_accuracy_and_oos_recall():
+    from workhorse.tasks.fit import choose_oos_threshold
+
+    labels = ["a", "b", "oos"]
+    # In-scope rows are confident (0.9), out-of-scope rows are not (0.4): 0.4 < t ≤ 0.9 separates them.
+    probs = np.array([[0.9, 0.05, 0.05]] * 10 + [[0.4, 0.35, 0.25]] * 10)
+    truth = ["a"] * 10 + ["oos"] * 10
+    t = choose_oos_threshold(probs, labels, truth, "oos")
+    assert 0.4 < t <= 0.9

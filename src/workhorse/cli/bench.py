@@ -80,7 +80,7 @@ def classify(
         from workhorse.cli.fit import fit
 
         fit(data=train, task=task, model=None, prompt='This customer message: "{text}" means in one word: "',
-            layers=None, limit=None, threads=threads, as_json=False)
+            layers=None, limit=None, validation=None, threads=threads, as_json=False)
     console.print(f"workhorse: {task} on {data} ({len(dataset.examples)} items)")
     ours, extra = workhorse_side(task, dataset, threads=threads)
     baseline_path = resolve(baseline_model)

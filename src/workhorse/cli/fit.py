@@ -14,6 +14,9 @@ def fit(
     prompt: str = typer.Option(None, help='Feature prompt with one {text}, e.g. \'This banking message: "{text}" means in one word: "\'.'),
     layers: str = typer.Option(None, help="Comma-separated intermediate layers to add to the features, e.g. 12,15."),
     limit: int = typer.Option(None, help="Use at most this many rows (a seeded, label-stratified sample)."),
+    validation: str = typer.Option(
+        None, help="Validation data; when it has an out-of-scope label (clinc150), the abstention threshold is tuned on it."
+    ),
     threads: int = typer.Option(2, help="llama.cpp threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -32,7 +35,10 @@ def fit(
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
         bar = progress.add_task(f"features ({spec.model})", total=len(dataset.examples))
-        result = fit_head(spec, dataset, engine, progress=lambda n: progress.advance(bar, n))
+        val = load(validation) if validation else None
+        if val is not None:
+            progress.update(bar, total=len(dataset.examples) + len(val.examples))
+        result = fit_head(spec, dataset, engine, validation=val, progress=lambda n: progress.advance(bar, n))
     summary = {
         "task": result.spec.name,
         "version": result.spec.version,
@@ -42,6 +48,7 @@ def fit(
         "c": result.report.c,
         "holdout_accuracy": result.report.holdout_accuracy,
         "temperature": result.report.temperature,
+        "out_of_scope": result.spec.classify.out_of_scope.model_dump() if result.spec.classify.out_of_scope else None,
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
