@@ -111,12 +111,16 @@ def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResul
     for i in range(0, len(texts), 64):
         predictions += classifier.classify(texts[i : i + 64])
     wall = time.perf_counter() - started
-    latencies = []
+    latencies, forward = [], []
     for text in texts[:50]:
         t0 = time.perf_counter()
         classifier.classify([text])
         latencies.append(time.perf_counter() - t0)
+        # One forward pass over the ticket's own tokens, nothing else: the head mode's yardstick.
+        own = engine.model.tokenize(text)
+        forward.append(_timed(lambda: engine.evaluate([EvalRequest(own, hidden_at=[-1])])))
     latencies.sort()
+    forward.sort()
     prompt = engine.model.tokenize("word " * 600, add_special=False)[:512]
     prompt_s = min(_timed(lambda: engine.evaluate([EvalRequest(prompt, logits_at=[-1])])) for _ in range(2))
     correct = sum(p.label == ex.label for p, ex in zip(predictions, data.examples))
@@ -136,6 +140,8 @@ def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResul
         "mode": spec.classify.mode,
         "own_tokens_per_item": own_tokens / len(texts),
         "prompt_tps": len(prompt) / prompt_s,
+        "forward_pass_p50_ms": 1000 * forward[len(forward) // 2],
+        "latency_over_forward_pass": latencies[len(latencies) // 2] / forward[len(forward) // 2],
         "floor_items_per_s": len(prompt) / prompt_s / (own_tokens / len(texts)),
         "prefix_cache_hit_rate": engine.prefix_stats().hit_rate,
         "model_path": str(engine.model.path),

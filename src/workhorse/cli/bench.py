@@ -112,7 +112,9 @@ def classify(
     Console().print(table)
     typer.echo(f"speedup vs chat baseline: {report['speedup']:.1f}×; vs the same model: {report['speedup_same_model']:.1f}×; "
                f"{100 * report['fraction_of_floor']:.0f} % of the floor ({extra['floor_items_per_s']:.0f} items/s: "
-               f"{extra['own_tokens_per_item']:.1f} own tokens per item at {extra['prompt_tps']:.0f} tok/s)")
+               f"{extra['own_tokens_per_item']:.1f} own tokens per item at {extra['prompt_tps']:.0f} tok/s); "
+               f"p50 latency {ours.p50_ms:.0f} ms = {extra['latency_over_forward_pass']:.2f}× one forward pass over the "
+               f"ticket's own tokens ({extra['forward_pass_p50_ms']:.0f} ms)")
 
 
 def _installed(name: str) -> bool:
