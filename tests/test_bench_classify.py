@@ -25,3 +25,11 @@ def test_chat_baseline_runs_through_llama_cpp_high_level_api(tiny_gguf):
     result = chat_baseline(str(tiny_gguf), "tiny", data, threads=2, limit=2)
     assert result.n == 2 and result.items_per_s > 0
     assert 0 <= result.accuracy <= 1 and 0 <= result.invalid_rate <= 1
+
+
+def test_constrained_overhead_measures_both_sides(tiny_gguf):
+    from workhorse.bench.classify_bench import constrained_overhead
+
+    result = constrained_overhead(str(tiny_gguf), threads=1, repeats=1)
+    assert result["tokens"] > 0
+    assert result["ms_per_token_plain"] > 0 and result["ms_per_token_constrained"] > 0

@@ -148,3 +148,44 @@ def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResul
     }
     engine.close()
     return result, extra
+
+
+def constrained_overhead(model: str, *, threads: int, repeats: int = 3) -> dict:
+    """Per-token cost of JSON-Schema-constrained decoding against plain decoding: the same
+    prompt (the ticket-entities task), greedy, the same number of tokens, timed per token."""
+    import statistics
+
+    from workhorse.engine import GenerateRequest, SamplingParams
+    from workhorse.engine.generation import generate
+    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.store import load_task
+    from workhorse.tasks.structured import StructuredGenerator
+
+    spec, _ = load_task("ticket-entities")
+    engine = open_engine(model, threads=threads, n_slots=4)
+    generator = StructuredGenerator(spec, engine)
+    text = "I need a refund of 40 euros for order 00123842, the delivery to Lyon never came"
+    template = generator.run([text])[0]  # warms the prefix cache and the tokenizer bridge
+    prompt = generator._prefix + engine.model.tokenize(text, add_special=False) + engine.model.tokenize(
+        generator._after, add_special=False, parse_special=True
+    )
+    prefix_len = len(generator._prefix)
+    plain, constrained = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        [c] = generate(engine, [GenerateRequest(prompt, SamplingParams(max_tokens=96), prefix_len, generator._constraint())])
+        constrained.append((time.perf_counter() - start) / len(c.tokens))
+        n = len(c.tokens)
+        start = time.perf_counter()
+        generate(engine, [GenerateRequest(prompt, SamplingParams(max_tokens=n, ignore_eos=True), prefix_len)])
+        plain.append((time.perf_counter() - start) / n)
+    engine.close()
+    per_token_plain, per_token_constrained = statistics.median(plain), statistics.median(constrained)
+    return {
+        "model": model,
+        "tokens": n,
+        "ms_per_token_plain": 1000 * per_token_plain,
+        "ms_per_token_constrained": 1000 * per_token_constrained,
+        "overhead": per_token_constrained / per_token_plain - 1,
+        "valid": template.valid,
+    }

@@ -65,7 +65,7 @@ def classify(
     """workhorse vs a chat prompt with the label list (generate, parse) on the same data, same run."""
     from rich.console import Console
 
-    from workhorse.bench.classify_bench import chat_baseline, workhorse_side
+    from workhorse.bench.classify_bench import chat_baseline, constrained_overhead, workhorse_side
     from workhorse.errors import TaskNotFoundError
     from workhorse.evals.datasets import load
     from workhorse.models import resolve
@@ -91,8 +91,11 @@ def classify(
     else:
         console.print(f"baseline: chat prompt on {ours.model} ({baseline_limit} items)")
         same = chat_baseline(extra["model_path"], ours.model, dataset, threads=threads, limit=baseline_limit)
+    console.print("constrained decoding: JSON Schema vs plain, per token")
+    overhead = constrained_overhead(baseline_path.name, threads=threads)
     report = {
         "data": data,
+        "constrained_decoding": overhead,
         "workhorse": ours.as_dict() | extra,
         "baseline": baseline.as_dict(),
         "baseline_same_model": same.as_dict(),
@@ -115,6 +118,8 @@ def classify(
                f"{extra['own_tokens_per_item']:.1f} own tokens per item at {extra['prompt_tps']:.0f} tok/s); "
                f"p50 latency {ours.p50_ms:.0f} ms = {extra['latency_over_forward_pass']:.2f}× one forward pass over the "
                f"ticket's own tokens ({extra['forward_pass_p50_ms']:.0f} ms)")
+    typer.echo(f"constrained decoding on {overhead['model']}: {overhead['ms_per_token_constrained']:.1f} ms/token vs "
+               f"{overhead['ms_per_token_plain']:.1f} plain ({100 * overhead['overhead']:+.1f} %)")
 
 
 def _installed(name: str) -> bool:
