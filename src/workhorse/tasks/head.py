@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-C_GRID = (0.05, 0.2, 1.0)
+C_GRID = (0.02, 0.05, 0.2, 1.0)
 
 
 @dataclass
