@@ -38,6 +38,7 @@ def new(
     name: str = typer.Argument(..., help="Task name (lowercase letters, digits, -, _, .)."),
     kind: str = typer.Option("classify", help="classify, extract, convert or embed."),
     out: Path = typer.Option(None, help="Where to write the YAML (default: ./NAME.yaml)."),
+    labels_from: str = typer.Option(None, help="Take a classify task's labels from labelled data (file or dataset spec)."),
     force: bool = typer.Option(False, help="Overwrite an existing file."),
 ) -> None:
     """Write a task file to start from; edit it, then `workhorse tasks validate FILE`."""
@@ -51,7 +52,13 @@ def new(
     path = out or Path(f"{name}.yaml")
     if path.exists() and not force:
         raise TaskSpecError(f"{path} already exists", "choose another --out or pass --force")
-    text = yaml.safe_dump({"name": name, **_TEMPLATES[kind]}, sort_keys=False, allow_unicode=True)
+    template = {"name": name, **_TEMPLATES[kind]}
+    if labels_from:
+        from workhorse.evals.datasets import load
+
+        data = load(labels_from)
+        template["labels"] = [{"name": label} for label in sorted({ex.label for ex in data.examples if ex.label})]
+    text = yaml.safe_dump(template, sort_keys=False, allow_unicode=True)
     parse_task(text, str(path))  # the template itself must be valid
     path.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {path}")
