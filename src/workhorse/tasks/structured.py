@@ -103,8 +103,14 @@ def _render_prompt(spec: TaskSpec, model) -> tuple[str, str]:
     """The prompt text before and after the item."""
     instructions = spec.instructions or ("Extract the fields." if spec.kind == "extract" else "Convert the input.")
     if spec.schema_:
-        instructions += "\nAnswer with JSON matching this schema:\n" + json.dumps(spec.schema_, ensure_ascii=False)
-    shots = [(ex.input, ex.output if isinstance(ex.output, str) and _value_pattern(spec) else json.dumps(ex.output, ensure_ascii=False)) for ex in spec.examples]
+        instructions += "\nAnswer with JSON matching this schema:\n" + _compact_json(spec.schema_)
+    # Examples are written exactly as the constrained answer will be (compact JSON), so the
+    # model is not steered towards spacing the grammar forbids.
+    plain_value = _value_pattern(spec) is not None
+    shots = [
+        (ex.input, ex.output if plain_value and isinstance(ex.output, str) else _compact_json(ex.output))
+        for ex in spec.examples
+    ]
     if model.chat_template:
         messages = [{"role": "system", "content": instructions}]
         for question, answer in shots:
@@ -116,6 +122,10 @@ def _render_prompt(spec: TaskSpec, model) -> tuple[str, str]:
         rendered += f"Input: {_ITEM}\nOutput: "
     before, after = rendered.split(_ITEM)
     return before, after
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _starts_with_bos(model, text: str) -> bool:
