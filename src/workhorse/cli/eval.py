@@ -17,8 +17,6 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
     from workhorse.errors import TaskError
     from workhorse.evals.datasets import load
     from workhorse.evals.metrics import classification_report, latency_summary
@@ -39,19 +37,9 @@ def eval_command(
         return
     classifier = make_classifier(spec, directory, engine)
     texts = [ex.text for ex in dataset.examples]
-    predictions = []
-    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), transient=True) as progress:
-        bar = progress.add_task(f"{spec.name} on {dataset.name}:{dataset.split}", total=len(texts))
-        started = time.perf_counter()
-        for i in range(0, len(texts), 64):
-            predictions += classifier.classify(texts[i : i + 64])
-            progress.advance(bar, len(texts[i : i + 64]))
-        wall = time.perf_counter() - started
-        latencies = []
-        for text in texts[:latency_sample]:
-            t0 = time.perf_counter()
-            classifier.classify([text])
-            latencies.append(time.perf_counter() - t0)
+    predictions, wall, latencies = _timed_run(
+        classifier.classify, texts, batch=64, latency_sample=latency_sample, label=f"{spec.name} on {data}"
+    )
     oos = dataset.oos_label
     if oos and spec.classify.out_of_scope:
         # The task's abstention label stands for the dataset's out-of-scope label.
@@ -72,28 +60,37 @@ def eval_command(
     _print(report)
 
 
-def _eval_structured(spec, directory, engine, dataset, latency_sample: int) -> dict:
-    """JSON validity and field exact-match of an extract/convert task against gold fields."""
+def _timed_run(run, texts: list[str], *, batch: int, latency_sample: int, label: str) -> tuple[list, float, list[float]]:
+    """All texts in batches (for throughput, with a progress bar), then a sample one at a time
+    (for latency). Returns (outputs, wall seconds of the batched pass, per-item latencies)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
+    outputs: list = []
+    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), transient=True) as progress:
+        bar = progress.add_task(label, total=len(texts))
+        started = time.perf_counter()
+        for i in range(0, len(texts), batch):
+            outputs += run(texts[i : i + batch])
+            progress.advance(bar, len(texts[i : i + batch]))
+        wall = time.perf_counter() - started
+        latencies = []
+        for text in texts[:latency_sample]:
+            t0 = time.perf_counter()
+            run([text])
+            latencies.append(time.perf_counter() - t0)
+    return outputs, wall, latencies
+
+
+def _eval_structured(spec, directory, engine, dataset, latency_sample: int) -> dict:
+    """JSON validity and field exact-match of an extract/convert task against gold fields."""
     from workhorse.evals.metrics import extraction_report, latency_summary
     from workhorse.tasks.runner import TaskRunner
 
     runner = TaskRunner(spec, directory, engine)
     texts = [ex.text for ex in dataset.examples]
-    answers = []
-    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), transient=True) as progress:
-        bar = progress.add_task(f"{spec.name} on {dataset.name}:{dataset.split}", total=len(texts))
-        started = time.perf_counter()
-        for i in range(0, len(texts), 16):
-            answers += runner.run(texts[i : i + 16])
-            progress.advance(bar, len(texts[i : i + 16]))
-        wall = time.perf_counter() - started
-        latencies = []
-        for text in texts[:latency_sample]:
-            t0 = time.perf_counter()
-            runner.run([text])
-            latencies.append(time.perf_counter() - t0)
+    answers, wall, latencies = _timed_run(
+        runner.run, texts, batch=16, latency_sample=latency_sample, label=f"{spec.name} on {dataset.name}:{dataset.split}"
+    )
     gold = [ex.fields or {} for ex in dataset.examples]
     predicted = [a.answer if a.details.get("valid") else None for a in answers]
     report = extraction_report(gold, predicted, schema=spec.schema_)
