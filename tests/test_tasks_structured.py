@@ -51,3 +51,21 @@ def test_value_convert_matches_its_pattern(engine):
     for answer in runner.run(["March 3rd, 2024", "yesterday"]):
         assert answer.details["valid"]
         assert len(answer.answer) == 10 and answer.answer[4] == "-" and answer.answer[7] == "-"
+
+
+def test_cli_eval_reports_extraction_metrics(tiny_gguf, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from workhorse.cli import app
+
+    task = tmp_path / "toy.yaml"
+    task.write_text(SCHEMA_TASK.replace("name: toy-extract", f"name: toy-extract\nmodel: {tiny_gguf}"))
+    data = tmp_path / "gold.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "fields": {"action": a}}) + "\n" for t, a in [("refund 5", "refund"), ("login", "login")]))
+    result = CliRunner().invoke(app, ["eval", str(task), str(data), "--json", "--latency-sample", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["json_valid_rate"] == 1.0 and report["n"] == 2
+    assert 0 <= report["field_exact_match"] <= 1 and report["items_per_s"] > 0
