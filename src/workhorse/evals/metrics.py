@@ -62,19 +62,15 @@ def classification_report(
     correct = np.array([t == p for t, p in zip(true, pred, strict=True)])
     label_set = list(labels) if labels is not None else sorted(set(true) | set(pred))
 
-    true_counts, pred_counts = Counter(true), Counter(pred)
     hits = Counter(t for t, p in zip(true, pred, strict=True) if t == p)
-    per_label = {}
-    for label in label_set:
-        precision, recall, f1 = _prf(hits[label], pred_counts[label], true_counts[label])
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": true_counts[label]}
+    per_label = _scores_per_key(label_set, hits, Counter(pred), Counter(true))
 
     confusions = Counter((t, p) for t, p in zip(true, pred, strict=True) if t != p)
     top = sorted(confusions.items(), key=lambda item: (-item[1], item[0]))[:10]
     report: dict[str, Any] = {
         "n": n,
         "accuracy": float(correct.mean()),
-        "macro_f1": float(np.mean([s["f1"] for s in per_label.values()])) if per_label else 0.0,
+        "macro_f1": _macro_f1(per_label),
         "per_label": per_label,
         "top_confusions": [{"true": t, "pred": p, "count": c} for (t, p), c in top],
     }
@@ -97,6 +93,19 @@ def classification_report(
         }
         report["ece"] = expected_calibration_error(correct, conf)
     return report
+
+
+def _scores_per_key(keys: Iterable[str], tp: Counter, n_pred: Counter, n_true: Counter) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support for each key (label or entity type) from its counts."""
+    scores = {}
+    for key in keys:
+        precision, recall, f1 = _prf(tp[key], n_pred[key], n_true[key])
+        scores[key] = {"precision": precision, "recall": recall, "f1": f1, "support": n_true[key]}
+    return scores
+
+
+def _macro_f1(scores: dict[str, dict[str, float]]) -> float:
+    return float(np.mean([s["f1"] for s in scores.values()])) if scores else 0.0
 
 
 def expected_calibration_error(
@@ -132,16 +141,13 @@ def multilabel_report(true_sets: Sequence[Iterable[str]], pred_sets: Sequence[It
         n_pred.update(p)
         n_true.update(t)
     micro_p, micro_r, micro_f1 = _prf(sum(tp.values()), sum(n_pred.values()), sum(n_true.values()))
-    per_label = {}
-    for label in sorted(set(n_true) | set(n_pred)):
-        precision, recall, f1 = _prf(tp[label], n_pred[label], n_true[label])
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": n_true[label]}
+    per_label = _scores_per_key(sorted(set(n_true) | set(n_pred)), tp, n_pred, n_true)
     return {
         "n": len(true),
         "micro_precision": micro_p,
         "micro_recall": micro_r,
         "micro_f1": micro_f1,
-        "macro_f1": float(np.mean([s["f1"] for s in per_label.values()])) if per_label else 0.0,
+        "macro_f1": _macro_f1(per_label),
         "exact_match": float(np.mean([t == p for t, p in zip(true, pred, strict=True)])),
         "per_label": per_label,
     }
@@ -252,10 +258,7 @@ def entity_f1(
         for (entity_type, _), count in gold_pairs.items():
             n_true[entity_type] += count
     precision, recall, f1 = _prf(sum(tp.values()), sum(n_pred.values()), sum(n_true.values()))
-    per_type = {}
-    for entity_type in sorted(set(n_true) | set(n_pred)):
-        p, r, f = _prf(tp[entity_type], n_pred[entity_type], n_true[entity_type])
-        per_type[entity_type] = {"precision": p, "recall": r, "f1": f, "support": n_true[entity_type]}
+    per_type = _scores_per_key(sorted(set(n_true) | set(n_pred)), tp, n_pred, n_true)
     return {
         "n": len(gold),
         "precision": precision,
