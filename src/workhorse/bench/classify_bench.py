@@ -88,14 +88,9 @@ def chat_baseline(model_path: str, model_name: str, data: Dataset, *, threads: i
     )
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResult, dict]:
     """The task over the data in batches (throughput), plus per-item latency on a sample."""
+    from workhorse.bench.engine_bench import timed
     from workhorse.engine import EvalRequest
     from workhorse.tasks.classify import make_classifier
     from workhorse.tasks.runtime import open_engine
@@ -118,11 +113,11 @@ def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResul
         latencies.append(time.perf_counter() - t0)
         # One forward pass over the ticket's own tokens, nothing else: the head mode's yardstick.
         own = engine.model.tokenize(text)
-        forward.append(_timed(lambda: engine.evaluate([EvalRequest(own, hidden_at=[-1])])))
+        forward.append(timed(lambda: engine.evaluate([EvalRequest(own, hidden_at=[-1])])))
     latencies.sort()
     forward.sort()
     prompt = engine.model.tokenize("word " * 600, add_special=False)[:512]
-    prompt_s = min(_timed(lambda: engine.evaluate([EvalRequest(prompt, logits_at=[-1])])) for _ in range(2))
+    prompt_s = min(timed(lambda: engine.evaluate([EvalRequest(prompt, logits_at=[-1])])) for _ in range(2))
     correct = sum(p.label == ex.label for p, ex in zip(predictions, data.examples))
     # The floor: one forward pass over each item's own tokens at the measured prompt rate.
     own_tokens = sum(len(engine.model.tokenize(t, add_special=False)) for t in texts)

@@ -74,7 +74,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -99,7 +99,7 @@ def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops
     suffixes = [text_tokens[PREFIX_TOKENS + 7 * i : PREFIX_TOKENS + 7 * i + SUFFIX_TOKENS] for i in range(repeats + 1)]
 
     # Prompt processing: one 512-token sequence, logits for the last token.
-    prompt_s = [_timed(lambda: engine.evaluate([EvalRequest(prompt, logits_at=[-1])])) for _ in range(repeats)]
+    prompt_s = [timed(lambda: engine.evaluate([EvalRequest(prompt, logits_at=[-1])])) for _ in range(repeats)]
 
     # Decoding: one sequence, then 16 at once, DECODE_STEPS tokens each (greedy, EOS ignored).
     params = SamplingParams(max_tokens=DECODE_STEPS, ignore_eos=True)
@@ -107,8 +107,8 @@ def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops
 
     def decode_run(n_seqs: int) -> float:
         requests = [GenerateRequest(short_prompts[i], params) for i in range(n_seqs)]
-        prefill = _timed(lambda: engine.evaluate([EvalRequest(r.tokens, logits_at=[-1]) for r in requests]))
-        total = _timed(lambda: generate(engine, requests))
+        prefill = timed(lambda: engine.evaluate([EvalRequest(r.tokens, logits_at=[-1]) for r in requests]))
+        total = timed(lambda: generate(engine, requests))
         return max(total - prefill, 1e-9)  # decode time: generation minus its own prefill
 
     single_s = [decode_run(1) for _ in range(repeats)]
@@ -122,10 +122,10 @@ def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops
     for i in range(repeats):
         suffix = suffixes[i + 1]
         with_prefix.append(
-            _timed(lambda: engine.evaluate([EvalRequest(prefix + suffix, prefix_len=len(prefix), logits_at=[-1])]))
+            timed(lambda: engine.evaluate([EvalRequest(prefix + suffix, prefix_len=len(prefix), logits_at=[-1])]))
         )
-        alone.append(_timed(lambda: engine.evaluate([EvalRequest(suffix, logits_at=[-1])])))
-    uncached = [_timed(lambda: engine.evaluate([EvalRequest(prefix + suffixes[1], logits_at=[-1])])) for _ in range(2)]
+        alone.append(timed(lambda: engine.evaluate([EvalRequest(suffix, logits_at=[-1])])))
+    uncached = [timed(lambda: engine.evaluate([EvalRequest(prefix + suffixes[1], logits_at=[-1])])) for _ in range(2)]
     ratio = Spread.of([w / a for w, a in zip(with_prefix, alone)])
 
     # The floor.
@@ -160,7 +160,7 @@ def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops
         "prefix_request_ms": 1000 * statistics.median(with_prefix),
         "suffix_alone_ms": 1000 * statistics.median(alone),
         "uncached_430_ms": 1000 * statistics.median(uncached),
-        "prefix_cache": engine.prefix_stats().__dict__,
+        "prefix_cache": engine.prefix_stats().as_dict(),
         "gguf_mb": model.file_bytes / 2**20,
         "kv_cache_mb": kv_mb,
         "rss_before_load_mb": rss_start,

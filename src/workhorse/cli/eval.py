@@ -32,7 +32,7 @@ def eval_command(
     if spec.kind != "classify":
         report = _eval_structured(spec, directory, engine, dataset, latency_sample)
         report["data"] = {"spec": data, "rows": len(dataset.examples), "note": dataset.note}
-        report["prefix_cache"] = engine.prefix_stats().__dict__ | {"hit_rate": engine.prefix_stats().hit_rate}
+        report["prefix_cache"] = engine.prefix_stats().as_dict()
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False, default=float))
         return
     classifier = make_classifier(spec, directory, engine)
@@ -53,7 +53,7 @@ def eval_command(
     report["latency_ms"] = latency_summary(latencies)
     report["task"] = {"name": spec.name, "version": spec.version, "mode": spec.classify.mode, "model": spec.model}
     report["data"] = {"spec": data, "rows": len(texts), "note": dataset.note}
-    report["prefix_cache"] = engine.prefix_stats().__dict__ | {"hit_rate": engine.prefix_stats().hit_rate}
+    report["prefix_cache"] = engine.prefix_stats().as_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=float))
         return

@@ -47,6 +47,9 @@ class PrefixCacheStats:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
+    def as_dict(self) -> dict[str, float]:
+        return {**self.__dict__, "hit_rate": self.hit_rate}
+
 
 class PrefixCache:
     """LRU of resident prefixes over a fixed pool of sequence ids."""

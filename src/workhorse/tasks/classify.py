@@ -17,7 +17,7 @@ import numpy as np
 
 from workhorse.engine import EvalRequest
 from workhorse.errors import TaskNotTrainedError
-from workhorse.tasks.features import Evaluator, FeatureExtractor
+from workhorse.tasks.features import MAX_ITEM_TOKENS, Evaluator, FeatureExtractor
 from workhorse.tasks.head import LinearHead
 from workhorse.tasks.spec import TaskSpec
 
@@ -81,7 +81,7 @@ class ScoreClassifier:
         model = self.evaluator.model
         requests = [
             EvalRequest(
-                self._prefix + model.tokenize(" " + t, add_special=False)[:384] + self._cue,
+                self._prefix + model.tokenize(" " + t, add_special=False)[:MAX_ITEM_TOKENS] + self._cue,
                 prefix_len=len(self._prefix),
                 logits_at=[-1],
             )
