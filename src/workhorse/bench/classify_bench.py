@@ -150,7 +150,7 @@ def constrained_overhead(model: str, *, threads: int, repeats: int = 3) -> dict:
     prompt (the ticket-entities task), greedy, the same number of tokens, timed per token."""
     import statistics
 
-    from workhorse.engine import GenerateRequest, SamplingParams
+    from workhorse.engine import SamplingParams
     from workhorse.engine.generation import generate
     from workhorse.tasks.runtime import open_engine
     from workhorse.tasks.store import load_task
@@ -161,18 +161,16 @@ def constrained_overhead(model: str, *, threads: int, repeats: int = 3) -> dict:
     generator = StructuredGenerator(spec, engine)
     text = "I need a refund of 40 euros for order 00123842, the delivery to Lyon never came"
     template = generator.run([text])[0]  # warms the prefix cache and the tokenizer bridge
-    prompt = generator._prefix + engine.model.tokenize(text, add_special=False) + engine.model.tokenize(
-        generator._after, add_special=False, parse_special=True
-    )
-    prefix_len = len(generator._prefix)
     plain, constrained = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        [c] = generate(engine, [GenerateRequest(prompt, SamplingParams(max_tokens=96), prefix_len, generator._constraint())])
+        [c] = generate(engine, [generator.request(text, SamplingParams(max_tokens=96))])
         constrained.append((time.perf_counter() - start) / len(c.tokens))
         n = len(c.tokens)
+        unconstrained = generator.request(text, SamplingParams(max_tokens=n, ignore_eos=True))
+        unconstrained.constraint = None
         start = time.perf_counter()
-        generate(engine, [GenerateRequest(prompt, SamplingParams(max_tokens=n, ignore_eos=True), prefix_len)])
+        generate(engine, [unconstrained])
         plain.append((time.perf_counter() - start) / n)
     engine.close()
     per_token_plain, per_token_constrained = statistics.median(plain), statistics.median(constrained)

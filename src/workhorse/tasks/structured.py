@@ -51,7 +51,7 @@ class StructuredGenerator:
         self._validator = jsonschema.Draft202012Validator(self._schema) if self._schema and self._regex is None else None
         before, after = _render_prompt(spec, model)
         self._prefix = model.tokenize(before, add_special=not _starts_with_bos(model, before), parse_special=True)
-        self._after = after
+        self._tail = model.tokenize(after, add_special=False, parse_special=True)
 
     def _constraint(self):
         model = self.evaluator.model
@@ -59,20 +59,19 @@ class StructuredGenerator:
             return RegexConstraint(model, self._regex)
         return JsonSchemaConstraint(model, self._schema or {"type": "object"})
 
+    def request(self, text: str, params: SamplingParams | None = None) -> GenerateRequest:
+        """The constrained generation request for one item (the prompt up to the item is its prefix)."""
+        item = self.evaluator.model.tokenize(text, add_special=False)[:MAX_ITEM_TOKENS]
+        return GenerateRequest(
+            self._prefix + item + self._tail,
+            params or SamplingParams(max_tokens=self.max_tokens, confidence=True),
+            prefix_len=len(self._prefix),
+            constraint=self._constraint(),
+        )
+
     def run(self, texts: Sequence[str]) -> list[StructuredAnswer]:
         model = self.evaluator.model
-        requests = []
-        for text in texts:
-            item = model.tokenize(text, add_special=False)[:MAX_ITEM_TOKENS]
-            tail = model.tokenize(self._after, add_special=False, parse_special=True)
-            requests.append(
-                GenerateRequest(
-                    self._prefix + item + tail,
-                    SamplingParams(max_tokens=self.max_tokens, confidence=True),
-                    prefix_len=len(self._prefix),
-                    constraint=self._constraint(),
-                )
-            )
+        requests = [self.request(text) for text in texts]
         run = getattr(self.evaluator, "generate", None)
         results = run(requests) if run else generate(self.evaluator, requests)  # type: ignore[arg-type]
         return [self._answer(model.detokenize(r.tokens), r) for r in results]
