@@ -198,7 +198,7 @@ class Engine:
         """KV cells held by busy slots and prefix snapshots (shared cells counted once per holder)."""
         busy = set(range(self.config.n_slots)) - set(self._free_slots)
         held = sum(self.seq_pos_max(s) + 1 for s in busy)
-        return held + sum(e.n_tokens for e in self.prefix_cache.entries())
+        return held + self.prefix_cache.tokens
 
     # -- KV cache -------------------------------------------------------------------------
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> None:

@@ -61,7 +61,7 @@ class GenerationBatch:
     def can_admit(self, request: GenerateRequest) -> bool:
         need = len(request.tokens) + request.params.max_tokens
         reserved = sum(len(r.request.tokens) + r.request.params.max_tokens for r in self._running.values())
-        room = self.engine.n_ctx - reserved - sum(e.n_tokens for e in self.engine.prefix_cache.entries())
+        room = self.engine.n_ctx - reserved - self.engine.prefix_cache.tokens
         return self.engine.free_slots > 0 and need <= room
 
     def check(self, request: GenerateRequest) -> None:

@@ -98,6 +98,11 @@ class PrefixCache:
     def bytes(self) -> int:
         return sum(e.n_bytes for e in self._entries.values())
 
+    @property
+    def tokens(self) -> int:
+        """KV cells the resident snapshots hold."""
+        return sum(e.n_tokens for e in self._entries.values())
+
     def entries(self) -> list[PrefixEntry]:
         return list(self._entries.values())
 
