@@ -4,7 +4,8 @@
 `score` mode (no training data): the instructions and the label list form a cached prefix; the
 item follows, then an answer cue, and each label is scored by the model's probability of
 starting its answer with that label's first token, renormalised over the labels (one forward
-pass per item; labels sharing a first token are told apart by their next tokens).
+pass per item). Labels that share a first token tie: on BANKING77, whose labels often start
+alike (`card_…`), that leaves score mode at 6 %.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ScoreClassifier:
         header = (spec.instructions or "Classify the input with exactly one label.") + f"\n\nLabels:\n{listing}\n\n{shots}"
         self._prefix = model.tokenize(header + "Input:")
         self._cue = model.tokenize("\nLabel:", add_special=False)
-        # The first token of " <label>" decides; ties between labels are rare and split evenly.
+        # The first token of " <label>" decides; labels sharing it tie (see the module docstring).
         self._first = np.array([model.tokenize(" " + name, add_special=False)[0] for name in self.labels])
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
