@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from workhorse.engine import Engine, EngineConfig, GenerateRequest, LlamaModel, SamplingParams, generate
+from workhorse.engine.generation import GenerationBatch
 from workhorse.engine.constraints import (
     ChoiceConstraint,
     GrammarConstraint,
@@ -240,3 +241,39 @@ def test_qwen_extracts_valid_fields_from_log_lines(real_model_path):
         jsonschema.validate(value, LOG_SCHEMA)
         for key in ("host", "user", "ip", "port"):
             assert str(value[key]) in line, (key, value, line)
+
+
+class _HidesForcedTokens:
+    """The same constraint without `forced_tokens()`: generation must then sample every token."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def allowed_tokens(self):
+        return self.inner.allowed_tokens()
+
+    def advance(self, token: int) -> None:
+        self.inner.advance(token)
+
+    def is_finished(self) -> bool:
+        return self.inner.is_finished()
+
+
+def _steps_and_text(engine, constraint) -> tuple[int, str]:
+    batch = GenerationBatch(engine)
+    batch.add(GenerateRequest(engine.model.tokenize("the refund for my card"), SamplingParams(max_tokens=96),
+                              constraint=constraint))
+    steps, done = 0, {}
+    while not done:
+        done, steps = batch.step(), steps + 1
+    [result] = done.values()
+    return steps, engine.model.detokenize(result.tokens)
+
+
+def test_forced_tokens_are_decoded_without_steps_of_their_own(engine, tiny_model):
+    schema = SCHEMAS["nested + array + anyOf"]
+    slow_steps, slow_text = _steps_and_text(engine, _HidesForcedTokens(JsonSchemaConstraint(tiny_model, schema)))
+    fast_steps, fast_text = _steps_and_text(engine, JsonSchemaConstraint(tiny_model, schema))
+    jsonschema.validate(json.loads(fast_text), schema)
+    assert fast_text == slow_text  # greedy: the forced tokens are the ones the sampler had to pick
+    assert fast_steps < slow_steps - 5  # keys such as `{"ticket":"` and `"customer":{"id":` cost no steps

@@ -1,7 +1,9 @@
 """Batched generation with continuous batching: sequences join and leave between decode steps.
 
 Every step decodes one token for each running sequence plus the prompts of sequences that just
-joined, in one `llama_decode`, so 16 sequences cost little more per step than one.
+joined, in one `llama_decode`, so 16 sequences cost little more per step than one. Tokens a
+grammar forces (JSON keys and punctuation) join the sampled token in the same step, so a
+schema's fixed parts cost no steps of their own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from workhorse.engine.engine import Engine, OutputSpec
-from workhorse.engine.sampling import Sampler, SamplingParams, TokenConstraint
+from workhorse.engine.sampling import FastForwardConstraint, Sampler, SamplingParams, TokenConstraint
 from workhorse.errors import ContextFullError, EngineError
 
 FinishReason = Literal["stop", "length", "constraint"]
@@ -42,7 +44,7 @@ class _Running:
     sampler: Sampler
     n_cached: int
     next_pos: int
-    feed: list[int]  # tokens to decode at the next step (the prompt, then one sampled token)
+    feed: list[int]  # tokens to decode at the next step (the prompt, then a sampled token and any forced ones)
     generated: list[int] = field(default_factory=list)
 
 
@@ -96,6 +98,7 @@ class GenerationBatch:
             next_pos=cached,
             feed=list(request.tokens[cached:]),
         )
+        self._running[key].feed += self._fast_forward(self._running[key])  # e.g. a schema's opening `{"name":"`
         return key
 
     def step(self) -> dict[int, GenerateResult]:
@@ -121,7 +124,9 @@ class GenerationBatch:
             if reason != "stop":
                 run.generated.append(token)
             if reason is None:
-                run.feed = [token]
+                run.feed = [token] + self._fast_forward(run)
+                reason = self._finish_after_forced(run)
+            if reason is None:
                 return
             finished[run.key] = GenerateResult(
                 tokens=run.generated,
@@ -143,6 +148,26 @@ class GenerationBatch:
         if run.sampler.constraint is not None and run.sampler.constraint.is_finished():
             return "constraint"
         if len(run.generated) + 1 >= params.max_tokens:
+            return "length"
+        return None
+
+    def _fast_forward(self, run: _Running) -> list[int]:
+        """The tokens the constraint forces next, already passed to it and appended to the output."""
+        constraint = run.sampler.constraint
+        if not isinstance(constraint, FastForwardConstraint):
+            return []
+        room = run.request.params.max_tokens - len(run.generated)
+        forced = constraint.forced_tokens()[:room]
+        for token in forced:
+            constraint.advance(token)
+        run.generated += forced
+        return forced
+
+    def _finish_after_forced(self, run: _Running) -> FinishReason | None:
+        constraint = run.sampler.constraint
+        if constraint is not None and constraint.is_finished():
+            return "constraint"  # the forced tokens completed the output: nothing left to decode
+        if len(run.generated) >= run.request.params.max_tokens:
             return "length"
         return None
 

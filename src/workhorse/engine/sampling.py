@@ -27,6 +27,15 @@ class TokenConstraint(Protocol):
         """True when the constrained output is complete and generation must stop."""
 
 
+@runtime_checkable
+class FastForwardConstraint(TokenConstraint, Protocol):
+    """A constraint that can name the tokens its grammar forces next (a JSON key, a closing
+    quote), so generation decodes them in the same step instead of one step each."""
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens forced next whatever the model says; the caller passes each to `advance()`."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.0  # 0 → greedy
