@@ -69,3 +69,39 @@ def test_cli_eval_reports_extraction_metrics(tiny_gguf, tmp_path):
     report = json.loads(result.output)
     assert report["json_valid_rate"] == 1.0 and report["n"] == 2
     assert 0 <= report["field_exact_match"] <= 1 and report["items_per_s"] > 0
+
+
+# Bounded strings: the tiny model's random output would otherwise run to max_tokens.
+ENTITY_TASK = """
+name: toy-entities
+kind: extract
+instructions: List the entities.
+schema:
+  type: object
+  properties:
+    name: {type: array, items: {type: string, minLength: 1, maxLength: 8}, maxItems: 2}
+    city: {type: array, items: {type: string, minLength: 1, maxLength: 8}, maxItems: 2}
+  required: [name, city]
+  additionalProperties: false
+"""
+
+
+def test_cli_eval_reports_entity_f1_when_gold_fields_are_entity_lists(tiny_gguf, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from workhorse.cli import app
+
+    task = tmp_path / "ner.yaml"
+    task.write_text(ENTITY_TASK.replace("name: toy-entities", f"name: toy-entities\nmodel: {tiny_gguf}"))
+    data = tmp_path / "gold.jsonl"
+    rows = [("Ann flew to Oslo", {"name": ["Ann"], "city": ["Oslo"]}), ("Bo", {"name": ["Bo"]})]
+    data.write_text("".join(json.dumps({"text": t, "fields": f}) + "\n" for t, f in rows))
+    result = CliRunner().invoke(app, ["eval", str(task), str(data), "--json", "--latency-sample", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["json_valid_rate"] == 1.0
+    scores = report["entity_f1"]
+    assert scores["gold_entities"] == 3 and 0 <= scores["f1"] <= 1
+    assert set(scores["per_type"]) <= {"name", "city"}

@@ -83,7 +83,7 @@ def _timed_run(run, texts: list[str], *, batch: int, latency_sample: int, label:
 
 def _eval_structured(spec, directory, engine, dataset, latency_sample: int) -> dict:
     """JSON validity and field exact-match of an extract/convert task against gold fields."""
-    from workhorse.evals.metrics import extraction_report, latency_summary
+    from workhorse.evals.metrics import entity_f1, extraction_report, latency_summary
     from workhorse.tasks.runner import TaskRunner
 
     runner = TaskRunner(spec, directory, engine)
@@ -94,6 +94,8 @@ def _eval_structured(spec, directory, engine, dataset, latency_sample: int) -> d
     gold = [ex.fields or {} for ex in dataset.examples]
     predicted = [a.answer if a.details.get("valid") else None for a in answers]
     report = extraction_report(gold, predicted, schema=spec.schema_)
+    if any(isinstance(value, list) for fields in gold for value in fields.values()):
+        report["entity_f1"] = entity_f1(gold, predicted)  # entity lists per type (NER data such as CLUENER)
     report["items_per_s"] = len(texts) / wall
     report["latency_ms"] = latency_summary(latencies)
     report["task"] = {"name": spec.name, "version": spec.version, "kind": spec.kind, "model": spec.model}
