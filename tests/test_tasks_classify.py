@@ -116,12 +116,44 @@ def test_cli_fit_and_eval_json(tiny_gguf, tmp_path):
     assert {"p50", "p95", "p99"} <= report["latency_ms"].keys()
 
 
-def test_oos_threshold_balances_in_scope_accuracy_and_oos_recall():
-    from workhorse.tasks.fit import choose_oos_threshold
+def test_oos_calibration_balances_in_scope_accuracy_and_oos_recall():
+    from workhorse.tasks.oos import calibrate
 
-    labels = ["a", "b", "oos"]
-    # In-scope rows are confident (0.9), out-of-scope rows are not (0.4): 0.4 < t ≤ 0.9 separates them.
-    probs = np.array([[0.9, 0.05, 0.05]] * 10 + [[0.4, 0.35, 0.25]] * 10)
-    truth = ["a"] * 10 + ["oos"] * 10
-    t = choose_oos_threshold(probs, labels, truth, "oos")
-    assert 0.4 < t <= 0.9
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 16)) * 4
+    train = np.vstack([centres[i] + rng.normal(size=(40, 16)) for i in (0, 1)])
+    train_labels = ["a"] * 40 + ["b"] * 40
+    head, _ = train_head(train, train_labels)
+    # Validation: in-scope rows near the training clusters, out-of-scope rows far from both.
+    val = np.vstack([centres[0] + rng.normal(size=(20, 16)), rng.normal(size=(20, 16)) * 4 + 30])
+    truth = ["a"] * 20 + ["oos"] * 20
+    calibration = calibrate(head, train, train_labels, val, truth, "oos")
+    # Far-away rows are confidently "a" or "b" to a linear head; only the neighbours tell.
+    assert calibration.detector is not None and calibration.validation_score > 0.9
+    probs = head.predict_proba(val)
+    typicality = calibration.detector.typicality(head, val, probs)
+    assert (typicality[20:] < calibration.threshold).mean() > 0.9  # out-of-scope rows abstain
+    assert (typicality[:20] >= calibration.threshold).mean() > 0.8  # in-scope rows mostly answer
+
+
+def test_fit_with_out_of_scope_validation_abstains_on_unseen_requests(engine, tiny_gguf, tmp_path):
+    from workhorse.evals.datasets import Dataset, Example
+
+    data = load_file(_write_data(tmp_path / "train.jsonl", 90, 0))
+    val_rows = load_file(_write_data(tmp_path / "val.jsonl", 30, 2)).examples
+    strangers = ["zebra quantum violin", "purple mountain sonata", "glacier pancake orbit", "velvet thunder atlas"]
+    val_rows += [Example(f"{s} {i}", label="oos") for i, s in enumerate(strangers * 5)]
+    validation = Dataset("val", "val", val_rows, sorted({e.label for e in val_rows}), "classify", "en", oos_label="oos")
+    spec = task_for_data("scoped", data, model=str(tiny_gguf), prompt=None, layers=None, pooling="last+mean")
+    result = fit(spec, data, engine, validation=validation)
+    out_of_scope = result.spec.classify.out_of_scope
+    assert out_of_scope is not None and out_of_scope.label == "oos"
+    loaded, directory = load_task("scoped")
+    assert loaded.classify.pooling == "last+mean"
+    classifier = make_classifier(loaded, directory, engine)
+    if out_of_scope.detector == "neighbours":
+        assert (directory / "oos.npz").is_file()
+    unseen = classifier.classify(["zebra pancake sonata", "quantum glacier thunder"])
+    known = classifier.classify([ex.text for ex in load_file(_write_data(tmp_path / "t.jsonl", 20, 3)).examples])
+    assert all(p.label == "oos" for p in unseen)
+    assert np.mean([p.label != "oos" for p in known]) >= 0.8

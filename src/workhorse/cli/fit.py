@@ -13,9 +13,12 @@ def fit(
     model: str = typer.Option(None, help="Feature model (default: the task's, else gemma3-270m)."),
     prompt: str = typer.Option(None, help='Feature prompt with one {text}, e.g. \'This banking message: "{text}" means in one word: "\'.'),
     layers: str = typer.Option(None, help="Comma-separated intermediate layers to add to the features, e.g. 12,15."),
+    pooling: str = typer.Option(None, help="Features: `last` (the last token's state) or `last+mean` (joined by the item's mean)."),
     limit: int = typer.Option(None, help="Use at most this many rows (a seeded, label-stratified sample)."),
     validation: str = typer.Option(
-        None, help="Validation data; when it has an out-of-scope label (clinc150), the abstention threshold is tuned on it."
+        None,
+        help="Validation data; when it has an out-of-scope label (clinc150), the out-of-scope detector and its "
+        "threshold are tuned on it.",
     ),
     threads: int = typer.Option(2, help="llama.cpp threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -28,9 +31,11 @@ def fit(
     from workhorse.tasks.fit import task_for_data
     from workhorse.tasks.runtime import open_engine
 
+    if pooling not in (None, "last", "last+mean"):
+        raise typer.BadParameter(f"{pooling!r}: use `last` or `last+mean`", param_hint="--pooling")
     dataset = load(data, limit=limit)
     layer_list = [int(x) for x in layers.split(",")] if layers else None
-    spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list)
+    spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list, pooling=pooling)
     engine = open_engine(spec.model, threads=threads)
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:

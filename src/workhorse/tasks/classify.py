@@ -20,6 +20,7 @@ from workhorse.engine import EvalRequest
 from workhorse.errors import TaskNotTrainedError
 from workhorse.tasks.features import MAX_ITEM_TOKENS, Evaluator, FeatureExtractor
 from workhorse.tasks.head import LinearHead
+from workhorse.tasks.oos import OOS_FILE, NeighbourDetector
 from workhorse.tasks.spec import TaskSpec
 
 HEAD_FILE = "head.npz"
@@ -32,7 +33,9 @@ class Prediction:
     probabilities: dict[str, float] = field(default_factory=dict)
 
 
-def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray) -> Prediction:
+def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray, typicality: float | None = None) -> Prediction:
+    """The prediction for one item; `typicality` (the neighbours detector's score) replaces the
+    top probability as the abstention score when given."""
     options = spec.classify
     order = np.argsort(-probs)
     distribution = {labels[i]: float(probs[i]) for i in order}
@@ -40,7 +43,8 @@ def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray) -> Predict
     if options.multi_label:
         chosen = [labels[i] for i in order if probs[i] >= options.threshold] or [labels[top]]
         return Prediction(chosen, float(probs[top]), distribution)
-    if options.out_of_scope and probs[top] < options.out_of_scope.threshold:
+    in_scope_score = probs[top] if typicality is None else typicality
+    if options.out_of_scope and in_scope_score < options.out_of_scope.threshold:
         return Prediction(options.out_of_scope.label, float(1 - probs[top]), distribution)
     return Prediction(labels[top], float(probs[top]), distribution)
 
@@ -55,11 +59,24 @@ class HeadClassifier:
             )
         self.spec = spec
         self.head = LinearHead.load(path)
-        self.features = FeatureExtractor(evaluator, spec.classify.feature_prompt, spec.classify.layers)
+        options = spec.classify
+        self.features = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.pooling)
+        self.detector = None
+        if options.out_of_scope and options.out_of_scope.detector == "neighbours":
+            if not (directory / OOS_FILE).is_file():
+                raise TaskNotTrainedError(
+                    f"task {spec.name!r} (v{spec.version}) uses the neighbours out-of-scope detector but has no {OOS_FILE}",
+                    f"refit it with validation data: workhorse fit DATA --task {spec.name} --validation DATA",
+                )
+            self.detector = NeighbourDetector.load(directory / OOS_FILE)
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        probs = self.head.predict_proba(self.features.extract(texts))
-        return [_answer(self.spec, self.head.labels, row) for row in probs]
+        features = self.features.extract(texts)
+        probs = self.head.predict_proba(features)
+        if self.detector is None:
+            return [_answer(self.spec, self.head.labels, row) for row in probs]
+        typicality = self.detector.typicality(self.head, features, probs)
+        return [_answer(self.spec, self.head.labels, row, float(t)) for row, t in zip(probs, typicality, strict=True)]
 
 
 class ScoreClassifier:

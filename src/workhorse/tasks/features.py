@@ -2,13 +2,15 @@
 
 The prompt's text before `{text}` is a cached prefix, so each item costs its own tokens plus the
 few after `{text}`. The feature vector is the final-norm hidden state of the last token (what
-the model is about to say), optionally joined by the same token's state in intermediate layers.
+the model is about to say), optionally joined by the mean state over the item's tokens (which
+carries more of the item's own content: it helps to tell out-of-scope items apart) and by the
+last token's state in intermediate layers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -26,21 +28,25 @@ class Evaluator(Protocol):
 
 
 class FeatureExtractor:
-    def __init__(self, evaluator: Evaluator, prompt: str, layers: Sequence[int] = ()) -> None:
+    def __init__(
+        self, evaluator: Evaluator, prompt: str, layers: Sequence[int] = (), pooling: Literal["last", "last+mean"] = "last"
+    ) -> None:
         self.evaluator = evaluator
         self.layers = tuple(layers)
+        self.with_mean = pooling == "last+mean"
         model = evaluator.model
         before, after = prompt.split("{text}")
         self._prefix = model.tokenize(before)
         self._suffix = model.tokenize(after, add_special=False) if after else []
-        self.dim = model.n_embd * (1 + len(self.layers))
+        self.dim = model.n_embd * (1 + self.with_mean + len(self.layers))
 
     def request(self, text: str) -> EvalRequest:
         item = self.evaluator.model.tokenize(text, add_special=False)[:MAX_ITEM_TOKENS]
         tokens = self._prefix + item + self._suffix
         if len(tokens) == len(self._prefix):  # an empty item still needs one token to read
             tokens = tokens + self.evaluator.model.tokenize(" ", add_special=False)
-        return EvalRequest(tokens, prefix_len=len(self._prefix), hidden_at=[-1], layers=self.layers)
+        pooling = "mean" if self.with_mean else "none"  # the mean covers the item and the prompt's tail
+        return EvalRequest(tokens, prefix_len=len(self._prefix), hidden_at=[-1], pooling=pooling, layers=self.layers)
 
     def extract(
         self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], None] | None = None
@@ -58,5 +64,6 @@ class FeatureExtractor:
 
     def vector(self, result: EvalResult) -> np.ndarray:
         assert result.hidden is not None
-        parts = [result.hidden[0]] + [result.layer_hidden[layer][0] for layer in self.layers]
+        parts = [result.hidden[0]] + ([result.pooled] if self.with_mean else [])
+        parts += [result.layer_hidden[layer][0] for layer in self.layers]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]

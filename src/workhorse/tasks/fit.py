@@ -6,13 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset
 from workhorse.tasks.classify import HEAD_FILE
 from workhorse.tasks.features import Evaluator, FeatureExtractor
 from workhorse.tasks.head import TrainReport, train_head
+from workhorse.tasks.oos import OOS_FILE, calibrate
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
 from workhorse.tasks.store import load_task, next_version, save_task, version_dir
 
@@ -24,7 +23,15 @@ class FitResult:
     report: TrainReport
 
 
-def task_for_data(name: str, data: Dataset, *, model: str | None, prompt: str | None, layers: list[int] | None) -> TaskSpec:
+def task_for_data(
+    name: str,
+    data: Dataset,
+    *,
+    model: str | None,
+    prompt: str | None,
+    layers: list[int] | None,
+    pooling: str | None = None,
+) -> TaskSpec:
     """The next version of task `name` in head mode, created from the data's labels if new."""
     labels = sorted({ex.label for ex in data.examples if ex.label is not None})
     if len(labels) < 2:
@@ -35,8 +42,8 @@ def task_for_data(name: str, data: Dataset, *, model: str | None, prompt: str | 
         previous = None
     options = previous.classify.model_copy() if previous else ClassifyOptions()
     options.mode = "head"
-    if prompt is not None:
-        options = ClassifyOptions.model_validate(options.model_dump() | {"feature_prompt": prompt})
+    changes = {"feature_prompt": prompt, "pooling": pooling}
+    options = ClassifyOptions.model_validate(options.model_dump() | {k: v for k, v in changes.items() if v is not None})
     if layers is not None:
         options.layers = layers
     described = {label.name: label for label in previous.labels} if previous else {}
@@ -64,33 +71,20 @@ def fit(
     """Train the head; with validation data that has an out-of-scope label, also choose the
     confidence below which the task abstains."""
     rows = [ex for ex in data.examples if ex.label is not None]
-    extractor = FeatureExtractor(evaluator, spec.classify.feature_prompt, spec.classify.layers)
+    options = spec.classify
+    extractor = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.pooling)
     features = extractor.extract([ex.text for ex in rows], progress=progress)
-    head, report = train_head(features, [ex.label for ex in rows])  # type: ignore[misc]
+    labels = [ex.label for ex in rows]
+    head, report = train_head(features, labels)  # type: ignore[arg-type]
+    directory = version_dir(spec)
     oos = validation.oos_label if validation else None
     if validation is not None and oos:
-        val_probs = head.predict_proba(extractor.extract([ex.text for ex in validation.examples], progress=progress))
-        threshold = choose_oos_threshold(val_probs, head.labels, [ex.label for ex in validation.examples], oos)
-        spec = spec.model_copy(
-            update={"classify": spec.classify.model_copy(update={"out_of_scope": OutOfScope(label=oos, threshold=threshold)})}
-        )
-    head.save(version_dir(spec) / HEAD_FILE)
+        val_features = extractor.extract([ex.text for ex in validation.examples], progress=progress)
+        calibration = calibrate(head, features, labels, val_features, [ex.label for ex in validation.examples], oos)  # type: ignore[arg-type]
+        detector = "neighbours" if calibration.detector else "confidence"
+        if calibration.detector:
+            calibration.detector.save(directory / OOS_FILE)
+        out_of_scope = OutOfScope(label=oos, detector=detector, threshold=calibration.threshold)
+        spec = spec.model_copy(update={"classify": options.model_copy(update={"out_of_scope": out_of_scope})})
+    head.save(directory / HEAD_FILE)
     return FitResult(spec, save_task(spec), report)
-
-
-def choose_oos_threshold(probs: np.ndarray, labels: list[str], truth: list[str | None], oos: str) -> float:
-    """The abstention threshold maximising the mean of in-scope accuracy and out-of-scope recall
-    on validation data (a prediction of the `oos` class itself also counts as abstaining)."""
-    truth_arr = np.array([t or "" for t in truth])
-    top = probs.max(axis=1)
-    predicted = np.array(labels)[probs.argmax(axis=1)]
-    is_oos = truth_arr == oos
-    if not is_oos.any() or is_oos.all():
-        return 0.0
-    best_t, best_score = 0.0, -1.0
-    for t in np.linspace(0.0, 0.95, 96):
-        answer = np.where((top < t) | (predicted == oos), oos, predicted)
-        score = ((answer == truth_arr)[~is_oos].mean() + (answer == oos)[is_oos].mean()) / 2
-        if score > best_score:
-            best_t, best_score = float(t), score
-    return best_t

@@ -33,7 +33,14 @@ class Example(_Strict):
 
 class OutOfScope(_Strict):
     label: str = Field("oos", description="The answer given when the task abstains.")
-    threshold: float = Field(0.0, ge=0, le=1, description="Abstain when the top probability is below this.")
+    detector: Literal["confidence", "neighbours"] = Field(
+        "confidence",
+        description="`confidence`: abstain below a top probability; `neighbours` (set by `fit --validation`): "
+        "abstain below a typicality that joins the confidence with the similarity to the nearest training items.",
+    )
+    threshold: float = Field(
+        0.0, ge=0, le=1, description="Abstain when the detector's score (probability or typicality) is below this."
+    )
 
 
 class ClassifyOptions(_Strict):
@@ -43,6 +50,9 @@ class ClassifyOptions(_Strict):
     feature_prompt: str = Field(
         DEFAULT_FEATURE_PROMPT,
         description="Wraps each item for feature extraction; `{text}` marks the item. Its fixed part is a cached prefix.",
+    )
+    pooling: Literal["last", "last+mean"] = Field(
+        "last", description="Features: the last token's state, or that joined by the mean over the item's own tokens."
     )
     layers: list[int] = Field(
         default_factory=list, description="Intermediate layers whose last-token states are added to the features."
