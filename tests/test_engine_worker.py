@@ -51,3 +51,28 @@ def test_an_error_reaches_only_its_caller(worker):
     too_long = GenerateRequest([5] * 100, SamplingParams(max_tokens=CONFIG.n_ctx))
     with pytest.raises(ContextFullError):
         worker.generate([too_long])
+
+
+def test_streamed_tokens_add_up_to_the_result(worker):
+    streamed: list[int] = []
+    request = GenerateRequest(worker.tokenize("the refund"), SamplingParams(max_tokens=12, ignore_eos=True),
+                              on_tokens=streamed.extend)
+    [result] = worker.generate([request])
+    assert streamed == result.tokens and len(streamed) == 12
+
+
+def test_a_cancelled_generation_frees_its_slot_and_others_go_on(worker):
+    import threading
+    from concurrent.futures import CancelledError
+
+    started = threading.Event()
+    long = GenerateRequest(worker.tokenize("the king"), SamplingParams(max_tokens=1500, ignore_eos=True),
+                           on_tokens=lambda _: started.set())
+    future = worker.submit_generate([long])
+    assert started.wait(30)
+    worker.cancel(future)
+    with pytest.raises(CancelledError):
+        future.result()
+    [other] = worker.generate([GenerateRequest(worker.tokenize("hello"), SamplingParams(max_tokens=4, ignore_eos=True))])
+    assert len(other.tokens) == 4
+    assert worker.call(lambda engine: engine.free_slots) == CONFIG.n_slots

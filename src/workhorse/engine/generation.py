@@ -8,7 +8,7 @@ schema's fixed parts cost no steps of their own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +25,8 @@ class GenerateRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     prefix_len: int = 0  # tokens[:prefix_len] is served from a prefix snapshot when possible
     constraint: TokenConstraint | None = None
+    # Called on the engine thread with each step's new output tokens (streaming); keep it cheap.
+    on_tokens: Callable[[list[int]], None] | None = None
 
 
 @dataclass
@@ -119,6 +121,7 @@ class GenerationBatch:
         def consume(index: int, logits, _hidden) -> None:
             run = order[index]
             run.next_pos += len(run.feed)
+            n_before = len(run.generated)
             token = run.sampler.sample(logits)
             reason = self._finish_reason(run, token)
             if reason != "stop":
@@ -126,6 +129,8 @@ class GenerationBatch:
             if reason is None:
                 run.feed = [token] + self._fast_forward(run)
                 reason = self._finish_after_forced(run)
+            if run.request.on_tokens is not None and len(run.generated) > n_before:
+                run.request.on_tokens(run.generated[n_before:])
             if reason is None:
                 return
             finished[run.key] = GenerateResult(

@@ -7,10 +7,11 @@ steps (continuous batching across callers).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,11 @@ class _GenJob:
 class _CallJob:
     fn: Callable[[Engine], Any]
     future: Future
+
+
+@dataclass
+class _CancelJob:
+    target: Future  # a generation future: its sequences stop and free their slots
 
 
 _STOP = object()
@@ -76,6 +82,19 @@ class EngineWorker:
             return future
         self._put(_GenJob(list(requests), future))
         return future
+
+    def cancel(self, future: Future) -> None:
+        """Stop the generation behind `future` (a client went away): its waiting requests are
+        dropped and its running sequences leave the batch at the next step. The future is
+        cancelled. Evaluations are short and are not interrupted."""
+        future.cancel()
+        if self._thread.is_alive():
+            self._queue.put(_CancelJob(future))
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs handed to the engine thread and not yet taken."""
+        return self._queue.qsize()
 
     def call(self, fn: Callable[[Engine], T]) -> T:
         """Run `fn(engine)` on the engine thread (for stats and KV inspection)."""
@@ -120,6 +139,9 @@ class EngineWorker:
                     break
                 self._run_calls_and_evals(engine, jobs)
                 for job in jobs:
+                    if isinstance(job, _CancelJob):
+                        self._cancel(batch, job.target, owners)
+                for job in jobs:
                     if isinstance(job, _GenJob):
                         waiting.extend((job, i) for i in range(len(job.requests)))
                 waiting = self._admit(batch, waiting, owners)
@@ -129,7 +151,7 @@ class EngineWorker:
             batch.cancel_all()
             for job, _ in waiting:
                 if not job.future.done():
-                    job.future.set_exception(EngineError("the engine was closed"))
+                    _fail(job.future, EngineError("the engine was closed"))
             engine.close()
 
     def _take_jobs(self, *, block: bool) -> list:
@@ -159,8 +181,16 @@ class EngineWorker:
             return
         start = 0
         for job in evals:
-            job.future.set_result(results[start : start + len(job.requests)])
+            _resolve(job.future, results[start : start + len(job.requests)])
             start += len(job.requests)
+
+    @staticmethod
+    def _cancel(batch: GenerationBatch, target: Future, owners: dict) -> None:
+        for key, (job, _) in list(owners.items()):
+            if job.future is target:
+                batch.cancel(key)
+                del owners[key]
+        # Waiting requests of a cancelled future are skipped by _admit (the future is done).
 
     def _admit(self, batch: GenerationBatch, waiting: list, owners: dict) -> list:
         still_waiting = []
@@ -171,7 +201,7 @@ class EngineWorker:
             try:
                 batch.check(request)
             except Exception as error:
-                job.future.set_exception(error)
+                _fail(job.future, error)
                 continue
             if still_waiting or not batch.can_admit(request):
                 still_waiting.append((job, index))
@@ -179,15 +209,16 @@ class EngineWorker:
             try:
                 owners[batch.add(request)] = (job, index)
             except Exception as error:
-                job.future.set_exception(error)
+                _fail(job.future, error)
         if still_waiting and not batch.running:
             # Nothing running and the head still does not fit: it never will.
             job, index = still_waiting.pop(0)
-            job.future.set_exception(
+            _fail(
+                job.future,
                 EngineError(
                     f"request {index} needs more KV cache than the context has",
                     "lower max_tokens, shorten the prompt or raise n_ctx",
-                )
+                ),
             )
         return still_waiting
 
@@ -197,7 +228,7 @@ class EngineWorker:
         except Exception as error:
             for key, (job, _) in list(owners.items()):
                 if not job.future.done():
-                    job.future.set_exception(error)
+                    _fail(job.future, error)
                 batch.cancel(key)
             owners.clear()
             return
@@ -205,11 +236,22 @@ class EngineWorker:
             job, index = owners.pop(key)
             job.results[index] = result
             if len(job.results) == len(job.requests) and not job.future.done():
-                job.future.set_result([job.results[i] for i in range(len(job.requests))])
+                _resolve(job.future, [job.results[i] for i in range(len(job.requests))])
 
 
 def _settle(future: Future, fn: Callable[[], Any]) -> None:
     try:
-        future.set_result(fn())
+        _resolve(future, fn())
     except Exception as error:
+        _fail(future, error)
+
+
+# A caller may cancel its future at any time (worker.cancel); the engine thread must not trip on it.
+def _resolve(future: Future, result: Any) -> None:
+    with contextlib.suppress(InvalidStateError):
+        future.set_result(result)
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    with contextlib.suppress(InvalidStateError):
         future.set_exception(error)
