@@ -76,3 +76,15 @@ def test_a_cancelled_generation_frees_its_slot_and_others_go_on(worker):
     [other] = worker.generate([GenerateRequest(worker.tokenize("hello"), SamplingParams(max_tokens=4, ignore_eos=True))])
     assert len(other.tokens) == 4
     assert worker.call(lambda engine: engine.free_slots) == CONFIG.n_slots
+
+
+def test_streamed_tokens_include_what_a_grammar_forces_first(worker):
+    from workhorse.engine import JsonSchemaConstraint
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["n"],
+              "additionalProperties": False}
+    streamed: list[int] = []
+    request = GenerateRequest(worker.tokenize("count"), SamplingParams(max_tokens=16),
+                              constraint=JsonSchemaConstraint(worker.model, schema), on_tokens=streamed.extend)
+    [result] = worker.generate([request])
+    assert streamed == result.tokens and worker.model.detokenize(streamed).startswith('{"n":')

@@ -34,7 +34,7 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, eval, fit, models, run, tasks
+    from workhorse.cli import bench, eval, fit, models, run, serve, tasks
 
     app.add_typer(models.app, name="models")
     app.add_typer(tasks.app, name="tasks")
@@ -42,6 +42,7 @@ def _register_groups() -> None:
     app.command("run")(run.run)
     app.command("fit")(fit.fit)
     app.command("eval")(eval.eval_command)
+    app.command("serve")(serve.serve)
 
 
 _register_groups()

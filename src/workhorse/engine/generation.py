@@ -100,7 +100,10 @@ class GenerationBatch:
             next_pos=cached,
             feed=list(request.tokens[cached:]),
         )
-        self._running[key].feed += self._fast_forward(self._running[key])  # e.g. a schema's opening `{"name":"`
+        forced = self._fast_forward(self._running[key])  # e.g. a schema's opening `{"name":"`
+        self._running[key].feed += forced
+        if forced and request.on_tokens is not None:
+            request.on_tokens(forced)
         return key
 
     def step(self) -> dict[int, GenerateResult]:

@@ -75,6 +75,15 @@ class EmbedOptions(_Strict):
     normalize: bool = True
 
 
+class ServeOptions(_Strict):
+    deadline_ms: float | None = Field(
+        None, gt=0, description="Deadline of a served request that sends no X-Deadline-Ms (default: the server's)."
+    )
+    fallback: Any = Field(
+        None, description="Answer given (flagged `fallback`) when the deadline passes; without one the server answers 504."
+    )
+
+
 class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Lowercase letters, digits, `-`, `_`, `.`.")
     kind: TaskKind
@@ -89,6 +98,7 @@ class TaskSpec(_Strict):
     examples: list[Example] = Field(default_factory=list)
     classify: ClassifyOptions = Field(default_factory=ClassifyOptions)
     embed: EmbedOptions = Field(default_factory=EmbedOptions)
+    serve: ServeOptions = Field(default_factory=lambda: ServeOptions())
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -1,0 +1,180 @@
+"""The app factory: `create_app(settings)` builds the FastAPI app; models load in its lifespan.
+
+    uvicorn.run(create_app(load_settings()), host=..., port=...)   # what `workhorse serve` does
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workhorse import __version__
+from workhorse.serve import openai_routes, task_routes
+from workhorse.serve.errors import error_body, install_error_handlers
+from workhorse.serve.metrics import Metrics
+from workhorse.serve.settings import ServeSettings
+from workhorse.serve.state import ServerState
+
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+
+
+def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> FastAPI:
+    """`state`: an already loaded ServerState (tests share one between apps); otherwise the
+    lifespan loads the models named in `settings` and closes them on shutdown."""
+    served = state or ServerState(settings)
+    metrics = served.metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.workhorse = served
+        if state is not None:  # loaded and closed by its owner
+            yield
+            return
+        await asyncio.to_thread(served.load)
+        yield
+        await served.close()
+
+    app = FastAPI(
+        title="workhorse",
+        version=__version__,
+        description="Small models doing line work: OpenAI-compatible generation, embeddings and task endpoints.",
+        lifespan=lifespan,
+    )
+    app.state.started_at = time.time()
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(openai_routes.router)
+    app.include_router(task_routes.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Loading or shutting down"}})
+    async def readyz(request: Request) -> Response:
+        """Models are loaded and requests are accepted."""
+        served = getattr(request.app.state, "workhorse", None)
+        if served is None or not served.ready:
+            return JSONResponse({"status": "not ready"}, 503)
+        return JSONResponse({"status": "ready", "models": list(served.models), "tasks": list(served.tasks)})
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        data = await asyncio.to_thread(generate_latest, metrics.registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(_Guard, settings=settings, metrics=metrics)
+    return app
+
+
+class _Guard:
+    """Pure ASGI middleware (response streams pass through untouched): bearer keys, the body size
+    limit (413, also for chunked bodies without Content-Length), and request counting."""
+
+    def __init__(self, app: ASGIApp, *, settings: ServeSettings, metrics: Metrics) -> None:
+        self.app = app
+        self.keys = settings.api_key_values()
+        self.max_body = settings.max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        route = _route_label(path)
+        status_seen: list[int] = []
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(message["status"])
+            await send(message)
+
+        try:
+            if self.keys and not path.startswith(OPEN_PATHS) and not self._authorised(scope):
+                await _reply(counting_send, 401, "missing or wrong API key: send Authorization: Bearer <key>",
+                             {"WWW-Authenticate": "Bearer"})
+                return
+            headers = dict(scope.get("headers") or [])
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                await _reply(counting_send, 413, f"request body of {int(declared)} bytes exceeds the limit of {self.max_body}")
+                return
+            body = await self._read_body(receive)
+            if body is None:
+                await _reply(counting_send, 413, f"request body exceeds the limit of {self.max_body} bytes")
+                return
+            await self.app(scope, _replay(body, receive), counting_send)
+        finally:
+            self.metrics.requests.labels(route, str(status_seen[0] if status_seen else 0)).inc()
+
+    def _authorised(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"")
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        # Compare against every key in constant time (no early exit on the first match).
+        return any([hmac.compare_digest(token.strip(), key) for key in self.keys])
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole request body, or None past the limit (bodies here are JSON of at most a few MiB)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hand the buffered body to the app, then pass on what follows (the disconnect)."""
+    sent = False
+
+    async def wrapped() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return wrapped
+
+
+def _route_label(path: str) -> str:
+    """A bounded label set for metrics: task names are not labels here (they are in latency)."""
+    if path.startswith("/v1/tasks/"):
+        return "/v1/tasks/{name}"
+    return path if path.startswith(("/v1/", "/healthz", "/readyz", "/metrics")) else "other"
+
+
+async def _reply(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    import json
+
+    body = json.dumps(error_body(status, message)).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,112 @@
+"""Micro-batching of task items: requests for the same task that arrive within a short window
+run as one batch.
+
+A batch closes when it is full, when the window has passed, or earlier when waiting any longer
+would eat into the tightest deadline among its items. Items whose caller has gone (a
+disconnected client, a passed deadline) are dropped before the batch runs. Two batches of a task
+may run at once, so a new batch's items join the engine's batches while the previous one is
+still decoding; the engine thread merges batches of all tasks on a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+CONCURRENT_BATCHES = 2
+
+
+class DeadlinePassed(Exception):
+    """The item's deadline passed before its batch ran."""
+
+
+@dataclass
+class _Item:
+    text: str
+    deadline: float  # time.monotonic() seconds
+    future: asyncio.Future
+
+
+class TaskBatcher:
+    def __init__(
+        self,
+        run: Callable[[Sequence[str]], list[Any]],
+        *,
+        window_s: float,
+        max_batch: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run = run  # blocking; called in a thread
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(CONCURRENT_BATCHES)
+        self._loop_task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+
+    async def submit(self, texts: Sequence[str], deadline: float) -> list[asyncio.Future]:
+        """Queue the items; returns one future per item (cancel them to withdraw the items)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._collect())
+        loop = asyncio.get_running_loop()
+        futures = []
+        for text in texts:
+            future = loop.create_future()
+            self._queue.put_nowait(_Item(text, deadline, future))
+            futures.append(future)
+        return futures
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for task in list(self._running):
+            task.cancel()
+
+    async def _collect(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            closes = time.monotonic() + self._window_s
+            while len(batch) < self._max_batch:
+                # Never hold items past the point where their deadline is at risk.
+                remaining = min(closes, min(item.deadline for item in batch) - 0.001) - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._slots.acquire()
+            task = asyncio.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        try:
+            now = time.monotonic()
+            live = [item for item in batch if not item.future.done() and item.deadline > now]
+            for item in batch:
+                if not item.future.done() and item.deadline <= now:
+                    item.future.set_exception(DeadlinePassed())
+            if not live:
+                return
+            if self._on_batch:
+                self._on_batch(len(live))
+            try:
+                answers = await asyncio.to_thread(self._run, [item.text for item in live])
+            except Exception as error:  # every item of the batch learns why
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                return
+            for item, answer in zip(live, answers, strict=True):
+                if not item.future.done():
+                    item.future.set_result(answer)
+        finally:
+            self._slots.release()

@@ -1,0 +1,81 @@
+"""The server's settings: one tree, read from `WORKHORSE_*` environment variables, an optional
+YAML/JSON config file and `workhorse serve` flags (generated from these same fields, see
+cli/serve.py). Precedence: flags, then environment, then the config file, then the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "WORKHORSE_CONFIG"
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKHORSE_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the server to the network.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port).")
+    models: list[str] = Field(
+        default_factory=lambda: ["gemma3-270m", "qwen2.5-coder-0.5b"],
+        description="Models to load: built-in names, .gguf paths or hf: references.",
+    )
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="Tasks to serve (names or files); empty: every stored and example task whose model is loaded.",
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Bearer keys; when set, every /v1 request needs one of them."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (off when empty).")
+    threads: int = Field(2, ge=1, description="llama.cpp threads per model.")
+    n_ctx: int = Field(4096, ge=256, description="KV cache cells per model.")
+    n_slots: int = Field(32, ge=2, description="Concurrent sequences per model.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
+    max_item_chars: int = Field(20_000, ge=1, description="Longer task items or prompts get 413.")
+    max_batch_items: int = Field(256, ge=1, description="Most items in one /v1/tasks request.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a completion may ask for.")
+    queue_limit: int = Field(256, ge=1, description="Requests in flight per model before new ones get 429.")
+    batch_window_ms: float = Field(2.0, ge=0, description="How long a task batch waits for more items.")
+    default_deadline_ms: float = Field(30_000, gt=0, description="Deadline when a request sends no X-Deadline-Ms.")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for requests in flight.")
+
+    @field_validator("models")
+    @classmethod
+    def _some_model(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("load at least one model")
+        return value
+
+    def api_key_values(self) -> list[bytes]:
+        return [key.get_secret_value().encode() for key in self.api_keys]
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> ServeSettings:
+    """Settings from the config file (argument, else $WORKHORSE_CONFIG), environment and overrides."""
+    import os
+
+    import yaml
+
+    path = config_file or os.environ.get(CONFIG_ENV)
+    from_file: dict[str, Any] = {}
+    if path:
+        try:
+            from_file = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as error:
+            raise ValueError(f"cannot read the config file {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML/JSON: {error}") from None
+        if not isinstance(from_file, dict):
+            raise ValueError(f"{path} must hold a mapping of setting names to values")
+
+    class _WithFile(ServeSettings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+            # Explicit overrides (flags) over the environment over the file.
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=from_file))
+
+    return _WithFile(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,83 @@
+"""`/v1/tasks` and `/v1/tasks/{name}`: the task runners behind HTTP, micro-batched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from workhorse.serve.batching import DeadlinePassed
+from workhorse.serve.errors import ApiError
+from workhorse.serve.runtime import call_context
+from workhorse.serve.schemas import TaskRequest
+from workhorse.serve.state import ServedTask
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+def _describe(task: ServedTask) -> dict[str, Any]:
+    spec = task.spec
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "version": spec.version,
+        "model": task.model.name,
+        "description": spec.description,
+        "labels": spec.label_names,
+        "schema": spec.schema_,
+    }
+
+
+@router.get("")
+async def list_tasks(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_describe(t) for t in request.app.state.workhorse.tasks.values()]}
+
+
+@router.get("/{name}")
+async def show_task(name: str, request: Request) -> dict[str, Any]:
+    return _describe(request.app.state.workhorse.task(name))
+
+
+@router.post("/{name}")
+async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, Any]:
+    """One item (`input`) gives one answer object; a batch (`inputs`) gives `answers` in order."""
+    state = request.app.state.workhorse
+    task = state.task(name)
+    if (body.input is None) == (body.inputs is None):
+        raise ApiError(422, "send exactly one of `input` (one item) or `inputs` (a list of items)")
+    texts = [body.input] if body.input is not None else body.inputs or []
+    if not texts:
+        raise ApiError(422, "inputs is empty", param="inputs")
+    if len(texts) > state.settings.max_batch_items:
+        raise ApiError(413, f"{len(texts)} items; the limit is {state.settings.max_batch_items} per request", param="inputs")
+    call = call_context(request, "tasks", task.model.name, task=name, default_deadline_ms=task.spec.serve.deadline_ms)
+    for i, text in enumerate(texts):
+        call.check_text(text, "input" if body.input is not None else f"inputs[{i}]")
+    batcher = task.batcher(state.settings, state.metrics)
+    started = time.perf_counter()
+    async with call.running():
+        futures = await batcher.submit(texts, call.deadline)
+        try:
+            answers = await call.within_deadline(asyncio.gather(*futures))
+        except (ApiError, DeadlinePassed) as error:
+            for future in futures:
+                future.cancel()  # withdraw the items not batched yet
+            missed = isinstance(error, DeadlinePassed) or error.status == 504
+            if not missed:
+                raise
+            if task.spec.serve.fallback is None:
+                raise call.deadline_error() if isinstance(error, DeadlinePassed) else error from None
+            answers = None
+    latency_ms = (time.perf_counter() - started) * 1000
+    meta = {"task": name, "version": task.spec.version, "model": task.model.name}
+    if answers is None:
+        results = [{"answer": task.spec.serve.fallback, "confidence": None, "fallback": True} for _ in texts]
+    else:
+        results = [{"answer": a.answer, "confidence": a.confidence, **a.details} for a in answers]
+    for result in results:
+        result["latency_ms"] = latency_ms
+    if body.input is not None:
+        return meta | results[0]
+    return meta | {"answers": results}
