@@ -66,21 +66,12 @@ def classify(
     from rich.console import Console
 
     from workhorse.bench.classify_bench import chat_baseline, constrained_overhead, workhorse_side
-    from workhorse.errors import TaskNotFoundError
     from workhorse.evals.datasets import load
     from workhorse.models import resolve
-    from workhorse.tasks.store import load_task
 
     console = Console(stderr=True)
     dataset = load(data)
-    try:
-        load_task(task)
-    except TaskNotFoundError:
-        console.print(f"task {task!r} not found: training it on {train} first")
-        from workhorse.cli.fit import fit
-
-        fit(data=train, task=task, model=None, prompt='This customer message: "{text}" means in one word: "',
-            layers=None, limit=None, validation=None, threads=threads, as_json=False)
+    _ensure_trained(task, train, threads, console)
     console.print(f"workhorse: {task} on {data} ({len(dataset.examples)} items)")
     ours, extra = workhorse_side(task, dataset, threads=threads)
     baseline_path = resolve(baseline_model)
@@ -120,6 +111,72 @@ def classify(
                f"ticket's own tokens ({extra['forward_pass_p50_ms']:.0f} ms)")
     typer.echo(f"constrained decoding on {overhead['model']}: {overhead['ms_per_token_constrained']:.1f} ms/token vs "
                f"{overhead['ms_per_token_plain']:.1f} plain ({100 * overhead['overhead']:+.1f} %)")
+
+
+@app.command("serve")
+def serve(
+    data: str = typer.Option("bitext_cs:test", help="Labelled tickets for the classification load."),
+    task: str = typer.Option("bitext-intents", help="The workhorse task to serve; trained from --train if missing."),
+    train: str = typer.Option("bitext_cs:train", help="Training data used when the task does not exist yet."),
+    baseline_model: str = typer.Option("qwen2.5-coder-0.5b", help="Chat model of the llama_cpp.server baseline."),
+    embed_model: str = typer.Option("gemma3-270m", help="Embedding model (both sides)."),
+    levels: str = typer.Option("1,2,4,8,16", help="Client concurrency levels for workhorse."),
+    requests: int = typer.Option(64, help="Requests per level (scaled up by concurrency / 2)."),
+    baseline_requests: int = typer.Option(48, help="Chat requests sent to the (slow) baseline."),
+    half_load_seconds: float = typer.Option(20.0, help="Length of the open-loop run at half saturation."),
+    threads: int = typer.Option(2, help="llama.cpp threads per server."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """workhorse serve vs llama_cpp.server over HTTP: ticket classification and embeddings, same run."""
+    from rich.console import Console
+
+    from workhorse.bench.serve_bench import BenchConfig, run
+    from workhorse.evals.datasets import load
+
+    console = Console(stderr=True)
+    _ensure_trained(task, train, threads, console)
+    config = BenchConfig(
+        data=load(data), task=task, classify_model=baseline_model, embed_model=embed_model, threads=threads,
+        levels=tuple(int(x) for x in levels.split(",")), requests=requests, baseline_requests=baseline_requests,
+        half_load_seconds=half_load_seconds, log=console.print,
+    )
+    report = run(config)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_serve_table(report)
+
+
+def _print_serve_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("load", "side", "model", "req/s", "p50 ms", "p99 ms", "accuracy", title=f"bench serve ({report['clients']} clients)")
+    for load_name in ("classification", "embeddings"):
+        for side_name in ("workhorse", "baseline"):
+            side = report[load_name][side_name]
+            accuracy = f"{100 * side['accuracy']:.1f} %" if "accuracy" in side else ""
+            table.add_row(load_name, side_name, side["model"], f"{side['requests_per_s']:.1f}",
+                          f"{side['latency_ms']['p50']:.0f}", f"{side['latency_ms']['p99']:.0f}", accuracy)
+    Console().print(table)
+    typer.echo(f"classification speedup {report['classification']['speedup']:.1f}×, embeddings speedup "
+               f"{report['embeddings']['speedup']:.1f}×; embeddings p99 at half load "
+               f"{report['embeddings']['p99_ms_at_half_load']:.0f} ms; workhorse serve peak RSS "
+               f"{report['workhorse_rss_mb_peak']:.0f} MiB")
+
+
+def _ensure_trained(task: str, train: str, threads: int, console) -> None:
+    from workhorse.errors import TaskNotFoundError
+    from workhorse.tasks.store import load_task
+
+    try:
+        load_task(task)
+    except TaskNotFoundError:
+        console.print(f"task {task!r} not found: training it on {train} first")
+        from workhorse.cli.fit import fit
+
+        fit(data=train, task=task, model=None, prompt='This customer message: "{text}" means in one word: "',
+            layers=None, pooling=None, limit=None, validation=None, threads=threads, as_json=False)
 
 
 def _installed(name: str) -> bool:

@@ -64,7 +64,8 @@ class Sampler:
     def __init__(self, params: SamplingParams, constraint: TokenConstraint | None = None) -> None:
         self.params = params
         self.constraint = constraint
-        self._rng = np.random.default_rng(params.seed)
+        # Any integer seeds (OpenAI clients send negative ones too); numpy wants a non-negative one.
+        self._rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)
         self.log_probs: list[float] = []  # of chosen tokens where there was a choice (params.confidence)
 
     def sample(self, logits: np.ndarray) -> int:

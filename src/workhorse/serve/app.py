@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -75,12 +76,38 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
         data = await asyncio.to_thread(generate_latest, metrics.registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
+    default_openapi = app.openapi
+
+    def openapi_of_this_server() -> dict[str, Any]:
+        """The spec names this server's models and tasks, so clients (and fuzzers) see the valid values."""
+        if app.openapi_schema is None:
+            spec = default_openapi()
+            app.openapi_schema = _with_served_names(spec, list(served.models), list(served.tasks)) if served.ready else spec
+        return app.openapi_schema
+
+    app.openapi = openapi_of_this_server  # type: ignore[method-assign]
+
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(_Guard, settings=settings, metrics=metrics)
     return app
+
+
+def _with_served_names(spec: dict[str, Any], models: list[str], tasks: list[str]) -> dict[str, Any]:
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("ChatRequest", "CompletionRequest", "EmbeddingRequest"):
+        model_field = schemas.get(name, {}).get("properties", {}).get("model")
+        if model_field is not None and models:
+            model_field["enum"] = models
+    for path, item in spec.get("paths", {}).items():
+        if path.startswith("/v1/tasks/{name}"):
+            for operation in item.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("name") == "name" and tasks:
+                        parameter["schema"]["enum"] = tasks
+    return spec
 
 
 class _Guard:

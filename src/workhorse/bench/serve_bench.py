@@ -1,0 +1,245 @@
+"""`workhorse bench serve`: `workhorse serve` under load beside `python -m llama_cpp.server` on the
+same models, one server at a time on this machine, over loopback HTTP.
+
+- classification: workhorse's task endpoint (a trained head on gemma3-270m) against the chat
+  baseline on llama_cpp.server (qwen2.5-coder-0.5b, label list in the system message, parse the
+  reply), both measured for accuracy on the answers they gave;
+- embeddings: `/v1/embeddings` on gemma3-270m (mean pooling) on both;
+- rising concurrency for workhorse, 8 clients for both sides, then an open-loop run at half of
+  workhorse's saturation throughput for the p99; the workhorse server's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from workhorse.bench.classify_bench import parse_label
+from workhorse.bench.load import LoadResult, closed_loop, open_loop
+from workhorse.evals.datasets import Dataset
+
+CLIENTS = 8
+SYSTEM_PROMPT = (
+    "You are a customer support ticket classifier. Answer with exactly one label from this list and nothing else:\n"
+)
+
+
+@dataclass
+class BenchConfig:
+    data: Dataset
+    task: str
+    classify_model: str  # the baseline's chat model (a built-in name)
+    embed_model: str
+    threads: int
+    levels: tuple[int, ...]
+    requests: int  # per concurrency level (scaled up with concurrency)
+    baseline_requests: int
+    half_load_seconds: float
+    log: Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakMemory:
+    """Samples a process's resident memory every 0.2 s while in use."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+            except OSError:
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def server(command: list[str], url: str, ready_path: str, *, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run a server process until the block ends; waits until `ready_path` answers 200."""
+    log = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}: {' '.join(command)}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout:.0f} s: {' '.join(command)}")
+            time.sleep(0.25)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _accuracy(result: LoadResult, data: Dataset, label_of: Callable[[dict], str | None]) -> tuple[float, float]:
+    """(accuracy over the requests answered, share of answers that named no label)."""
+    if not result.answers:
+        return 0.0, 0.0
+    examples = data.examples
+    labels = [label_of(answer) for _, answer in result.answers]
+    correct = sum(label == examples[i % len(examples)].label for (i, _), label in zip(result.answers, labels, strict=True))
+    return correct / len(result.answers), sum(label is None for label in labels) / len(labels)
+
+
+def _side(result: LoadResult, accuracy: tuple[float, float] | None = None) -> dict[str, Any]:
+    out = result.summary()
+    if accuracy is not None:
+        out["accuracy"], out["invalid_rate"] = accuracy
+    return out
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    from workhorse.errors import WorkhorseError
+    from workhorse.models import resolve
+
+    try:
+        import sse_starlette  # noqa: F401 - llama_cpp.server needs it
+        import starlette_context  # noqa: F401
+    except ImportError:
+        raise WorkhorseError(
+            "the llama_cpp.server baseline needs sse-starlette and starlette-context", "run scripts/setup --bench"
+        ) from None
+
+    data = config.data
+    texts = [ex.text for ex in data.examples]
+    short_texts = [" ".join(t.split()[:20]) for t in texts]  # ≤ 32 tokens for the latency figure
+    classify_path = str(resolve(config.classify_model).path)
+    embed_path = str(resolve(config.embed_model).path)
+
+    def task_request(i: int) -> tuple[str, dict]:
+        return f"/v1/tasks/{config.task}", {"input": texts[i % len(texts)]}
+
+    def embed_request(model: str) -> Callable[[int], tuple[str, dict]]:
+        return lambda i: ("/v1/embeddings", {"model": model, "input": short_texts[i % len(short_texts)], "encoding_format": "float"})
+
+    system = SYSTEM_PROMPT + "\n".join(data.labels)
+
+    def chat_request(i: int) -> tuple[str, dict]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": texts[i % len(texts)]}]
+        return "/v1/chat/completions", {"model": config.classify_model, "messages": messages, "max_tokens": 16, "temperature": 0}
+
+    report: dict[str, Any] = {"data": f"{data.name}:{data.split}", "clients": CLIENTS, "threads": config.threads}
+
+    # -- workhorse ----------------------------------------------------------------------------
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(config.threads),
+               "--model", config.embed_model, "--model", config.classify_model, "--task", config.task]
+    config.log(f"workhorse serve: {config.task} and embeddings ({config.embed_model}), {config.classify_model} loaded too")
+    with server(command, url, "/readyz") as process, PeakMemory(process.pid) as memory:
+        closed_loop(url, task_request, 4, 16)  # warm-up: the task's prefix, the batcher
+        closed_loop(url, embed_request(config.embed_model), 4, 16)
+        wh_classify = []
+        for level in config.levels:
+            result = closed_loop(url, task_request, level, max(config.requests, config.requests * level // 2))
+            wh_classify.append(_side(result, _accuracy(result, data, lambda a: a.get("answer"))))
+            config.log(f"  classify  c={level:>2}: {result.throughput:6.1f} req/s")
+        wh_embed = []
+        for level in config.levels:
+            result = closed_loop(url, embed_request(config.embed_model), level, max(config.requests, config.requests * level // 2))
+            wh_embed.append(_side(result))
+            config.log(f"  embed     c={level:>2}: {result.throughput:6.1f} req/s")
+        saturation = max(side["requests_per_s"] for side in wh_embed)
+        half = open_loop(url, embed_request(config.embed_model), saturation / 2, config.half_load_seconds)
+        config.log(f"  embed at half load ({saturation / 2:.1f} req/s): p99 {half.summary()['latency_ms']['p99']:.1f} ms")
+        metrics = httpx.get(url + "/metrics").text
+    report["workhorse_rss_mb_peak"] = memory.peak
+    report["workhorse_prefix_cache_hit_rate"] = _metric(metrics, "workhorse_prefix_cache_hit_rate", config.embed_model)
+
+    # -- llama_cpp.server baselines -----------------------------------------------------------
+    def llama_server(path: str, port: int, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", Path(path).stem,
+                "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(config.threads),
+                "--n_threads_batch", str(config.threads), "--n_ctx", "2048", *extra]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config.log(f"llama_cpp.server: chat baseline on {config.classify_model}")
+    alias = Path(classify_path).stem
+
+    def baseline_chat(i: int) -> tuple[str, dict]:
+        path, body = chat_request(i)
+        return path, body | {"model": alias}
+
+    with server(llama_server(classify_path, port), url, "/v1/models"):
+        closed_loop(url, baseline_chat, 2, 4)  # warm-up
+        base_classify = closed_loop(url, baseline_chat, CLIENTS, config.baseline_requests)
+        labels = data.labels
+        accuracy = _accuracy(base_classify, data, lambda a: parse_label(a["choices"][0]["message"]["content"] or "", labels))
+        config.log(f"  classify  c={CLIENTS}: {base_classify.throughput:6.2f} req/s, accuracy {100 * accuracy[0]:.1f} %")
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config.log(f"llama_cpp.server: embeddings on {config.embed_model} (mean pooling)")
+    with server(llama_server(embed_path, port, "--embedding", "true", "--pooling_type", "1"), url, "/v1/models"):
+        embed_alias = Path(embed_path).stem
+        closed_loop(url, embed_request(embed_alias), 2, 8)
+        base_embed = closed_loop(url, embed_request(embed_alias), CLIENTS, max(config.requests, config.requests * CLIENTS // 2))
+        config.log(f"  embed     c={CLIENTS}: {base_embed.throughput:6.1f} req/s")
+
+    at = config.levels.index(CLIENTS) if CLIENTS in config.levels else -1
+    wh_c, wh_e = wh_classify[at], wh_embed[at]
+    report["classification"] = {
+        "workhorse": wh_c | {"model": config.embed_model, "task": config.task, "sweep": wh_classify},
+        "baseline": _side(base_classify, accuracy) | {"model": config.classify_model, "server": "llama_cpp.server"},
+        "speedup": wh_c["requests_per_s"] / max(base_classify.throughput, 1e-9),
+    }
+    report["embeddings"] = {
+        "workhorse": wh_e | {"model": config.embed_model, "sweep": wh_embed, "saturation_per_s": saturation},
+        "baseline": _side(base_embed) | {"model": config.embed_model, "server": "llama_cpp.server"},
+        "speedup": wh_e["requests_per_s"] / max(base_embed.throughput, 1e-9),
+        "p99_ms_at_half_load": half.summary()["latency_ms"]["p99"],
+        "half_load": half.summary(),
+    }
+    return report
+
+
+def _metric(text: str, name: str, model: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
