@@ -243,3 +243,58 @@ def _metric(text: str, name: str, model: str) -> float | None:
         if line.startswith(name + "{") and f'model="{model}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def soak(config: BenchConfig, *, minutes: float, overload: float = 2.0, warmup_s: float = 60.0) -> dict[str, Any]:
+    """`workhorse serve` under open-loop arrivals at `overload` × its measured saturation for
+    `minutes`, classification and embeddings interleaved; resident memory sampled every 5 s."""
+    texts = [ex.text for ex in config.data.examples]
+
+    def mixed(i: int) -> tuple[str, dict]:
+        if i % 2:
+            return "/v1/embeddings", {"model": config.embed_model, "input": texts[i % len(texts)], "encoding_format": "float"}
+        return f"/v1/tasks/{config.task}", {"input": texts[i % len(texts)]}
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(config.threads),
+               "--model", config.embed_model, "--model", config.classify_model, "--task", config.task,
+               "--default-deadline-ms", "10000"]
+    with server(command, url, "/readyz") as process:
+        closed_loop(url, mixed, 4, 32)
+        saturation = closed_loop(url, mixed, CLIENTS, 256).throughput
+        rate = overload * saturation
+        config.log(f"saturation {saturation:.1f} req/s; soaking at {rate:.1f} req/s for {minutes:g} min")
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def sample() -> None:
+            while not stop.wait(5.0):
+                samples.append((time.monotonic() - started, rss_mb(process.pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = open_loop(url, mixed, rate, minutes * 60, seed=1)
+        stop.set()
+        sampler.join()
+        alive = process.poll() is None and httpx.get(url + "/healthz", timeout=5).status_code == 200
+    after_warmup = next((rss for t, rss in samples if t >= warmup_s), samples[0][1] if samples else 0.0)
+    final = samples[-1][1] if samples else 0.0
+    unanswered = result.statuses.get(0, 0)  # connection failures: neither an answer nor a refusal
+    other = {code: n for code, n in result.statuses.items() if code not in (0, 200, 429, 504)}
+    return {
+        "minutes": minutes,
+        "saturation_per_s": saturation,
+        "offered_per_s": rate,
+        "sent": result.sent,
+        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
+        "unanswered": unanswered,
+        "unexpected_statuses": {str(k): v for k, v in other.items()},
+        "server_alive_after": alive,
+        "rss_mb_after_warmup": after_warmup,
+        "rss_mb_final": final,
+        "rss_growth": (final - after_warmup) / after_warmup if after_warmup else None,
+        "rss_samples": samples,
+        "latency_ms": result.summary()["latency_ms"],
+    }

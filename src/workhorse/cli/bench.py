@@ -147,6 +147,42 @@ def serve(
     _print_serve_table(report)
 
 
+@app.command("soak")
+def soak(
+    minutes: float = typer.Option(10.0, help="How long to hold the overload."),
+    overload: float = typer.Option(2.0, help="Offered load as a multiple of the measured saturation throughput."),
+    data: str = typer.Option("bitext_cs:test", help="Tickets for the load."),
+    task: str = typer.Option("bitext-intents", help="The task served; trained from --train if missing."),
+    train: str = typer.Option("bitext_cs:train", help="Training data used when the task does not exist yet."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """workhorse serve held at 2× its saturation: it must not crash, must not grow, and must answer or refuse every request."""
+    from rich.console import Console
+
+    from workhorse.bench.serve_bench import BenchConfig
+    from workhorse.bench.serve_bench import soak as run_soak
+    from workhorse.evals.datasets import load
+
+    console = Console(stderr=True)
+    _ensure_trained(task, train, threads, console)
+    config = BenchConfig(
+        data=load(data), task=task, classify_model="qwen2.5-coder-0.5b", embed_model="gemma3-270m", threads=threads,
+        levels=(), requests=0, baseline_requests=0, half_load_seconds=0, log=console.print,
+    )
+    report = run_soak(config, minutes=minutes, overload=overload)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    growth = report["rss_growth"]
+    typer.echo(
+        f"{report['sent']} requests at {report['offered_per_s']:.1f}/s over {minutes:g} min: statuses {report['statuses']}; "
+        f"unanswered {report['unanswered']}; server alive: {report['server_alive_after']}; RSS "
+        f"{report['rss_mb_after_warmup']:.0f} → {report['rss_mb_final']:.0f} MiB after warm-up"
+        + (f" ({100 * growth:+.1f} %)" if growth is not None else "")
+    )
+
+
 def _print_serve_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -232,9 +232,6 @@ def _render_chat(model: LlamaModel, body: ChatRequest) -> str:
             messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + guide}
         else:
             messages.insert(0, {"role": "system", "content": guide})
-    for i, message in enumerate(messages):
-        if len(message["content"]) > 1_000_000:
-            raise ApiError(413, f"messages[{i}] is too long", param=f"messages.{i}.content")
     if not model.chat_template:
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
     try:
