@@ -248,8 +248,10 @@ def test_malformed_and_oversized_bodies(server):
 
 
 def _long_chat(model_id: str, max_tokens: int = 2000) -> dict:
+    # A schema that forbids stopping early: the random tiny model cannot end with EOS after a few tokens.
+    story = {"type": "object", "properties": {"story": {"type": "string", "minLength": 5000}}, "required": ["story"]}
     return {"model": model_id, "messages": [{"role": "user", "content": "tell me a story"}], "max_tokens": max_tokens,
-            "temperature": 1.0}
+            "temperature": 1.0, "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": story}}}
 
 
 def test_a_missed_deadline_answers_504_and_frees_the_engine(server, state, model_id):

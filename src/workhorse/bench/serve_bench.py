@@ -132,6 +132,22 @@ def _side(result: LoadResult, accuracy: tuple[float, float] | None = None) -> di
     return out
 
 
+# llama_cpp.server has no pooling flag, and gemma3's GGUF names no pooling, so its /v1/embeddings
+# would return one vector per token. The baseline runs the server unchanged except for mean
+# pooling (what workhorse computes), set as the default of every Llama it creates.
+_LLAMA_SERVER_WITH_MEAN_POOLING = """
+import sys, llama_cpp
+from llama_cpp.server.__main__ import main
+_init = llama_cpp.Llama.__init__
+def _mean_pooled(self, *args, **kwargs):
+    kwargs.setdefault("pooling_type", llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+    _init(self, *args, **kwargs)
+llama_cpp.Llama.__init__ = _mean_pooled
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+main()
+"""
+
+
 def run(config: BenchConfig) -> dict[str, Any]:
     from workhorse.errors import WorkhorseError
     from workhorse.models import resolve
@@ -192,9 +208,9 @@ def run(config: BenchConfig) -> dict[str, Any]:
 
     # -- llama_cpp.server baselines -----------------------------------------------------------
     def llama_server(path: str, port: int, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", Path(path).stem,
-                "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(config.threads),
-                "--n_threads_batch", str(config.threads), "--n_ctx", "2048", *extra]
+        args = ["--model", path, "--model_alias", Path(path).stem, "--host", "127.0.0.1", "--port", str(port),
+                "--n_threads", str(config.threads), "--n_threads_batch", str(config.threads), "--n_ctx", "2048", *extra]
+        return [sys.executable, "-c", _LLAMA_SERVER_WITH_MEAN_POOLING, *args]
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -215,7 +231,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config.log(f"llama_cpp.server: embeddings on {config.embed_model} (mean pooling)")
-    with server(llama_server(embed_path, port, "--embedding", "true", "--pooling_type", "1"), url, "/v1/models"):
+    with server(llama_server(embed_path, port, "--embedding", "true"), url, "/v1/models"):
         embed_alias = Path(embed_path).stem
         closed_loop(url, embed_request(embed_alias), 2, 8)
         base_embed = closed_loop(url, embed_request(embed_alias), CLIENTS, max(config.requests, config.requests * CLIENTS // 2))

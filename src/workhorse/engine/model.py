@@ -166,6 +166,12 @@ class LlamaModel:
             n = self._llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
         return list(buf[:n])
 
+    def tokenize_rendered(self, text: str) -> list[int]:
+        """Tokens of text rendered from a chat template: its control tokens are parsed, and BOS
+        is added only when the template did not write it already (no doubled BOS)."""
+        bos_text = self.detokenize([self.bos], special=True) if self.bos >= 0 else ""
+        return self.tokenize(text, add_special=not (bos_text and text.startswith(bos_text)), parse_special=True)
+
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)

@@ -41,24 +41,23 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def chat_completions(body: ChatRequest, request: Request):
     call = call_context(request, "chat", body.model)
     _refuse_unsupported(body)
-    model = call.model.worker.model
     constraint_schema, tool_mode = _output_schema(body)
-    prompt = _render_chat(model, body)
-    tokens = model.tokenize(prompt, add_special=not _starts_with_bos(model, prompt), parse_special=True)
+    if body.stream and tool_mode:
+        raise ApiError(400, "streaming with tools is not supported; set stream to false", param="stream")
+    model = call.model.worker.model
+    tokens = model.tokenize_rendered(_render_chat(model, body))
     stream = TextStream(call.model.worker, _generate_request(call, body, tokens, constraint_schema), _stops(body))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
-        if tool_mode:
-            raise ApiError(400, "streaming with tools is not supported; set stream to false", param="stream")
-        return _sse(call, _chat_chunks(stream, body, completion_id))
+        return _sse(call, stream, _chat_chunks(stream, body, completion_id))
     async with call.running():
         result = await call.within_deadline(stream.collect())
+    call.count_tokens(completion=result.completion_tokens)
     message: dict[str, Any] = {"role": "assistant", "content": result.text}
     finish = result.finish_reason
     if tool_mode and finish == "stop":
-        message, finish = _tool_message(result.text), "tool_calls"
-        if message.get("tool_calls") is None:
-            finish = "stop"
+        message = _tool_message(result.text)
+        finish = "tool_calls" if message["tool_calls"] else "stop"
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -83,9 +82,10 @@ async def completions(body: CompletionRequest, request: Request):
     stream = TextStream(call.model.worker, _generate_request(call, body, tokens, None), _stops(body))
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
-        return _sse(call, _completion_chunks(stream, call.model.name, completion_id))
+        return _sse(call, stream, _completion_chunks(stream, call.model.name, completion_id))
     async with call.running():
         result = await call.within_deadline(stream.collect())
+    call.count_tokens(completion=result.completion_tokens)
     return {
         "id": completion_id,
         "object": "text_completion",
@@ -240,13 +240,6 @@ def _render_chat(model: LlamaModel, body: ChatRequest) -> str:
         raise ApiError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
 
 
-def _starts_with_bos(model: LlamaModel, text: str) -> bool:
-    if model.bos < 0:
-        return False
-    bos = model.detokenize([model.bos], special=True)
-    return bool(bos) and text.startswith(bos)
-
-
 def _tool_message(text: str) -> dict[str, Any]:
     value = json.loads(text)  # valid: decoded under the schema
     if "content" in value and "name" not in value:
@@ -267,11 +260,16 @@ def _usage(result: Generation) -> dict[str, int]:
     }
 
 
-def _sse(call: Call, events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def _sse(call: Call, stream: TextStream, events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    call.model.check_room(call.metrics)  # refuse with 429 while a status can still be sent
+
     async def body() -> AsyncIterator[str]:
         async with call.running():
-            async for event in call.stream_within_deadline(events):
-                yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+            try:
+                async for event in call.stream_within_deadline(events):
+                    yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+            finally:
+                call.count_tokens(completion=stream.result.completion_tokens)
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

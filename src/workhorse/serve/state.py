@@ -31,9 +31,8 @@ class ServedModel:
     limit: int
     in_flight: int = 0
 
-    @contextlib.contextmanager
-    def admit(self, metrics: Metrics) -> Iterator[None]:
-        """Hold a place in this model's queue for one request, or refuse with 429."""
+    def check_room(self, metrics: Metrics) -> None:
+        """429 when the queue is full (streams check before their 200 goes out)."""
         if self.in_flight >= self.limit:
             metrics.rejected.labels(self.name).inc()
             raise ApiError(
@@ -41,6 +40,11 @@ class ServedModel:
                 f"{self.name} has {self.in_flight} requests in flight (limit {self.limit}); retry after {RETRY_AFTER_S} s",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
+
+    @contextlib.contextmanager
+    def admit(self, metrics: Metrics) -> Iterator[None]:
+        """Hold a place in this model's queue for one request, or refuse with 429."""
+        self.check_room(metrics)
         self.in_flight += 1
         metrics.queue_depth.labels(self.name).set(self.in_flight)
         try:

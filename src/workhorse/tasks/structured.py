@@ -50,7 +50,7 @@ class StructuredGenerator:
             )
         self._validator = jsonschema.Draft202012Validator(self._schema) if self._schema and self._regex is None else None
         before, after = _render_prompt(spec, model)
-        self._prefix = model.tokenize(before, add_special=not _starts_with_bos(model, before), parse_special=True)
+        self._prefix = model.tokenize_rendered(before)
         self._tail = model.tokenize(after, add_special=False, parse_special=True)
 
     def _constraint(self):
@@ -126,9 +126,3 @@ def _render_prompt(spec: TaskSpec, model) -> tuple[str, str]:
 def _compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
-
-def _starts_with_bos(model, text: str) -> bool:
-    if model.bos < 0:
-        return False
-    bos_text = model.detokenize([model.bos], special=True)
-    return bool(bos_text) and text.startswith(bos_text)
