@@ -320,3 +320,44 @@ def _wait_for(condition, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+def test_the_cli_server_drains_in_flight_requests_on_sigterm(tiny_gguf, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workhorse.cli", "serve", "--model", str(tiny_gguf), "--port", str(port), "--threads", "1",
+         "--n-slots", "4", "--shutdown-grace-s", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_for(lambda: _ready(url), timeout=60)
+        model_id = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(httpx.post, url + "/v1/chat/completions", json=_long_chat(model_id, 300), timeout=120)
+            time.sleep(0.5)  # the request is generating
+            process.send_signal(signal.SIGTERM)
+            response = in_flight.result()
+        assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 300
+        assert process.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/healthz")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output, _ = process.communicate(timeout=60)
+    assert "Traceback" not in output, output
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
