@@ -36,17 +36,19 @@ SYSTEM_PROMPT = (
 
 
 @dataclass
-class BenchConfig:
+class Setup:
+    """What the servers run: the task and models, on this many threads."""
+
     data: Dataset
     task: str
-    classify_model: str  # the baseline's chat model (a built-in name)
+    classify_model: str  # the baseline's chat model (a built-in name); workhorse loads it too
     embed_model: str
     threads: int
-    levels: tuple[int, ...]
-    requests: int  # per concurrency level (scaled up with concurrency)
-    baseline_requests: int
-    half_load_seconds: float
     log: Callable[[str], None]
+
+    def workhorse_command(self, port: int, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(self.threads),
+                "--model", self.embed_model, "--model", self.classify_model, "--task", self.task, *extra]
 
 
 def free_port() -> int:
@@ -148,7 +150,10 @@ main()
 """
 
 
-def run(config: BenchConfig) -> dict[str, Any]:
+def run(
+    config: Setup, *, levels: tuple[int, ...], requests: int, baseline_requests: int, half_load_seconds: float
+) -> dict[str, Any]:
+    """`requests` per concurrency level (scaled up by concurrency / 2)."""
     from workhorse.errors import WorkhorseError
     from workhorse.models import resolve
 
@@ -183,24 +188,23 @@ def run(config: BenchConfig) -> dict[str, Any]:
     # -- workhorse ----------------------------------------------------------------------------
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(config.threads),
-               "--model", config.embed_model, "--model", config.classify_model, "--task", config.task]
+    command = config.workhorse_command(port)
     config.log(f"workhorse serve: {config.task} and embeddings ({config.embed_model}), {config.classify_model} loaded too")
     with server(command, url, "/readyz") as process, PeakMemory(process.pid) as memory:
         closed_loop(url, task_request, 4, 16)  # warm-up: the task's prefix, the batcher
         closed_loop(url, embed_request(config.embed_model), 4, 16)
         wh_classify = []
-        for level in config.levels:
-            result = closed_loop(url, task_request, level, max(config.requests, config.requests * level // 2))
+        for level in levels:
+            result = closed_loop(url, task_request, level, max(requests, requests * level // 2))
             wh_classify.append(_side(result, _accuracy(result, data, lambda a: a.get("answer"))))
             config.log(f"  classify  c={level:>2}: {result.throughput:6.1f} req/s")
         wh_embed = []
-        for level in config.levels:
-            result = closed_loop(url, embed_request(config.embed_model), level, max(config.requests, config.requests * level // 2))
+        for level in levels:
+            result = closed_loop(url, embed_request(config.embed_model), level, max(requests, requests * level // 2))
             wh_embed.append(_side(result))
             config.log(f"  embed     c={level:>2}: {result.throughput:6.1f} req/s")
         saturation = max(side["requests_per_s"] for side in wh_embed)
-        half = open_loop(url, embed_request(config.embed_model), saturation / 2, config.half_load_seconds)
+        half = open_loop(url, embed_request(config.embed_model), saturation / 2, half_load_seconds)
         config.log(f"  embed at half load ({saturation / 2:.1f} req/s): p99 {half.summary()['latency_ms']['p99']:.1f} ms")
         metrics = httpx.get(url + "/metrics").text
     report["workhorse_rss_mb_peak"] = memory.peak
@@ -223,7 +227,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
 
     with server(llama_server(classify_path, port), url, "/v1/models"):
         closed_loop(url, baseline_chat, 2, 4)  # warm-up
-        base_classify = closed_loop(url, baseline_chat, CLIENTS, config.baseline_requests)
+        base_classify = closed_loop(url, baseline_chat, CLIENTS, baseline_requests)
         labels = data.labels
         accuracy = _accuracy(base_classify, data, lambda a: parse_label(a["choices"][0]["message"]["content"] or "", labels))
         config.log(f"  classify  c={CLIENTS}: {base_classify.throughput:6.2f} req/s, accuracy {100 * accuracy[0]:.1f} %")
@@ -234,10 +238,10 @@ def run(config: BenchConfig) -> dict[str, Any]:
     with server(llama_server(embed_path, port, "--embedding", "true"), url, "/v1/models"):
         embed_alias = Path(embed_path).stem
         closed_loop(url, embed_request(embed_alias), 2, 8)
-        base_embed = closed_loop(url, embed_request(embed_alias), CLIENTS, max(config.requests, config.requests * CLIENTS // 2))
+        base_embed = closed_loop(url, embed_request(embed_alias), CLIENTS, max(requests, requests * CLIENTS // 2))
         config.log(f"  embed     c={CLIENTS}: {base_embed.throughput:6.1f} req/s")
 
-    at = config.levels.index(CLIENTS) if CLIENTS in config.levels else -1
+    at = levels.index(CLIENTS) if CLIENTS in levels else -1
     wh_c, wh_e = wh_classify[at], wh_embed[at]
     report["classification"] = {
         "workhorse": wh_c | {"model": config.embed_model, "task": config.task, "sweep": wh_classify},
@@ -261,7 +265,7 @@ def _metric(text: str, name: str, model: str) -> float | None:
     return None
 
 
-def soak(config: BenchConfig, *, minutes: float, overload: float = 2.0, warmup_s: float = 60.0) -> dict[str, Any]:
+def soak(config: Setup, *, minutes: float, overload: float = 2.0, warmup_s: float = 60.0) -> dict[str, Any]:
     """`workhorse serve` under open-loop arrivals at `overload` × its measured saturation for
     `minutes`, classification and embeddings interleaved; resident memory sampled every 5 s."""
     texts = [ex.text for ex in config.data.examples]
@@ -273,9 +277,7 @@ def soak(config: BenchConfig, *, minutes: float, overload: float = 2.0, warmup_s
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(config.threads),
-               "--model", config.embed_model, "--model", config.classify_model, "--task", config.task,
-               "--default-deadline-ms", "10000"]
+    command = config.workhorse_command(port, "--default-deadline-ms", "10000")
     with server(command, url, "/readyz") as process:
         closed_loop(url, mixed, 4, 32)
         saturation = closed_loop(url, mixed, CLIENTS, 256).throughput

@@ -130,17 +130,12 @@ def serve(
     """workhorse serve vs llama_cpp.server over HTTP: ticket classification and embeddings, same run."""
     from rich.console import Console
 
-    from workhorse.bench.serve_bench import BenchConfig, run
-    from workhorse.evals.datasets import load
+    from workhorse.bench.serve_bench import run
 
     console = Console(stderr=True)
-    _ensure_trained(task, train, threads, console)
-    config = BenchConfig(
-        data=load(data), task=task, classify_model=baseline_model, embed_model=embed_model, threads=threads,
-        levels=tuple(int(x) for x in levels.split(",")), requests=requests, baseline_requests=baseline_requests,
-        half_load_seconds=half_load_seconds, log=console.print,
-    )
-    report = run(config)
+    setup = _bench_setup(data, task, train, baseline_model, embed_model, threads, console)
+    report = run(setup, levels=tuple(int(x) for x in levels.split(",")), requests=requests,
+                 baseline_requests=baseline_requests, half_load_seconds=half_load_seconds)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -160,17 +155,11 @@ def soak(
     """workhorse serve held at 2× its saturation: it must not crash, must not grow, and must answer or refuse every request."""
     from rich.console import Console
 
-    from workhorse.bench.serve_bench import BenchConfig
     from workhorse.bench.serve_bench import soak as run_soak
-    from workhorse.evals.datasets import load
 
     console = Console(stderr=True)
-    _ensure_trained(task, train, threads, console)
-    config = BenchConfig(
-        data=load(data), task=task, classify_model="qwen2.5-coder-0.5b", embed_model="gemma3-270m", threads=threads,
-        levels=(), requests=0, baseline_requests=0, half_load_seconds=0, log=console.print,
-    )
-    report = run_soak(config, minutes=minutes, overload=overload)
+    setup = _bench_setup(data, task, train, "qwen2.5-coder-0.5b", "gemma3-270m", threads, console)
+    report = run_soak(setup, minutes=minutes, overload=overload)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -199,6 +188,14 @@ def _print_serve_table(report: dict) -> None:
                f"{report['embeddings']['speedup']:.1f}×; embeddings p99 at half load "
                f"{report['embeddings']['p99_ms_at_half_load']:.0f} ms; workhorse serve peak RSS "
                f"{report['workhorse_rss_mb_peak']:.0f} MiB")
+
+
+def _bench_setup(data: str, task: str, train: str, classify_model: str, embed_model: str, threads: int, console):
+    from workhorse.bench.serve_bench import Setup
+    from workhorse.evals.datasets import load
+
+    _ensure_trained(task, train, threads, console)
+    return Setup(load(data), task, classify_model, embed_model, threads, console.print)
 
 
 def _ensure_trained(task: str, train: str, threads: int, console) -> None:
