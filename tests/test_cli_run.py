@@ -65,3 +65,17 @@ def test_csv_and_stdin(trained_task, tmp_path: Path):
 def test_missing_input_is_a_clear_error(trained_task, tmp_path: Path):
     result = _run(trained_task, str(tmp_path / "nope.jsonl"))
     assert result.returncode == 2 and "input file not found" in result.stderr
+
+
+def test_tsv_with_a_bom_and_a_line_that_is_not_utf8(trained_task, tmp_path: Path):
+    source = tmp_path / "in.tsv"
+    source.write_bytes("\ufeffid\ttext\nq1\tcannot login\n".encode() + b"q2\tbad \xff byte\n" + b"q3\tI want a refund\n")
+    result = _run(trained_task, str(source))
+    assert result.returncode == 0, result.stderr
+    assert f"{source}:3: skipped: not UTF-8 text" in result.stderr
+    answers = {json.loads(line)["id"]: json.loads(line)["answer"] for line in result.stdout.splitlines()}
+    assert answers == {"q1": "login", "q3": "refund"}
+    piped = subprocess.run([sys.executable, "-m", "workhorse.cli", "run", trained_task, "-", "--format", "text"],
+                           input=b"login error\n\xfe\xfe\nrefund my money\n", capture_output=True, timeout=120)
+    assert b"-:2: skipped: not UTF-8 text" in piped.stderr
+    assert [json.loads(line)["answer"] for line in piped.stdout.decode().splitlines()] == ["login", "refund"]

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -92,13 +93,15 @@ class PeakMemory:
 @contextmanager
 def server(command: list[str], url: str, ready_path: str, *, env: dict[str, str] | None = None, timeout: float = 300):
     """Run a server process until the block ends; waits until `ready_path` answers 200."""
-    log = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; its tail explains a failed start
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}: {' '.join(command)}")
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"server exited with {process.returncode}: {' '.join(command)}\n{tail}")
             try:
                 if httpx.get(url + ready_path, timeout=2).status_code == 200:
                     break

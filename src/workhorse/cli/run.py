@@ -14,7 +14,7 @@ def run(
     task: str = typer.Argument(..., help="Task name or task file."),
     source: str = typer.Argument("-", help="Input file (.jsonl, .csv, or text with one item per line), or - for stdin."),
     out: Path = typer.Option(None, "--out", "-o", help="Write answers here (JSONL). Existing answers are kept and their ids skipped."),
-    fmt: str = typer.Option(None, "--format", help="jsonl, csv or text (default: from the file name; stdin: jsonl)."),
+    fmt: str = typer.Option(None, "--format", help="jsonl, csv, tsv or text (default: from the file name; stdin: jsonl)."),
     field: str = typer.Option("text", help="The input field or CSV column holding the text."),
     batch: int = typer.Option(32, min=1, help="Items per engine call."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
@@ -24,20 +24,22 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from workhorse.errors import WorkhorseError
-    from workhorse.tasks.items import BadRow, guess_format, read_items
+    from workhorse.tasks.items import FORMATS, BadRow, guess_format, open_items, read_items
     from workhorse.tasks.runner import TaskRunner
     from workhorse.tasks.runtime import open_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
     fmt = fmt or ("jsonl" if source == "-" else guess_format(source))
-    if fmt not in ("jsonl", "csv", "text"):
-        raise WorkhorseError(f"unknown input format {fmt!r}", "use --format jsonl, csv or text")
+    if fmt not in FORMATS:
+        raise WorkhorseError(f"unknown input format {fmt!r}", f"use --format {', '.join(FORMATS)}")
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"input file not found: {source}", "check the path, or use - for stdin")
     done = _done_ids(out) if out else set()
     runner = TaskRunner(spec, directory, open_engine(spec.model, threads=threads))
-    stream = sys.stdin if source == "-" else open(source, encoding="utf-8", newline="")
+    if source == "-":
+        sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    stream = sys.stdin if source == "-" else open_items(source)
     sink = out.open("a", encoding="utf-8") if out else sys.stdout
     errors = Console(stderr=True)
     counts = {"answered": 0, "skipped": len(done), "bad": 0}
