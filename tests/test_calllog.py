@@ -1,0 +1,115 @@
+"""The call log on real SQLite files: migrations, group commit, feedback, retention, and no
+acknowledged call lost when the writing process is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from workhorse.calllog import CallLog, CallRecord, Retention
+from workhorse.calllog.schema import MIGRATIONS
+
+
+def _call(i: int, **extra) -> CallRecord:
+    return CallRecord(task="intents", model="gemma3-270m", input=f"ticket {i}", source="local", task_version=2,
+                      output={"label": "refund"}, final_answer="refund", confidence=0.9, latency_ms=12.5, **extra)
+
+
+def test_a_recorded_call_reads_back_with_its_json(tmp_path):
+    log = CallLog(tmp_path / "calls.db")
+    call_id = log.record(_call(1, redactions={"EMAIL": 1}, escalated=True, upstream_model="big")).result(10)
+    row = log.get(call_id)
+    assert row["input"] == "ticket 1" and row["output"] == {"label": "refund"} and row["final_answer"] == "refund"
+    assert row["redactions"] == {"EMAIL": 1} and row["escalated"] is True and row["escalation_failed"] is False
+    assert log.get(call_id + 100) is None
+    log.close()
+
+
+def test_concurrent_writers_all_land_in_order_of_commit(tmp_path):
+    log = CallLog(tmp_path / "calls.db")
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: log.record(_call(i)).result(30), range(400)))
+    assert len(set(ids)) == 400 and log.count() == 400
+    assert [r["id"] for r in log.list(limit=3)] == sorted(ids)[-1:-4:-1]  # newest first
+    assert len(list(log.iterate(task="intents"))) == 400 and not list(log.iterate(task="other"))
+    log.close()
+
+
+def test_feedback_is_recorded_and_unknown_ids_are_reported(tmp_path):
+    log = CallLog(tmp_path / "calls.db")
+    call_id = log.record(_call(1)).result(10)
+    assert log.feedback(call_id, {"label": "cancel_order"}).result(10) is True
+    assert log.feedback(call_id + 1, {"label": "x"}).result(10) is False
+    row = log.get(call_id)
+    assert row["feedback"] == {"label": "cancel_order"} and row["feedback_at"] >= row["created_at"]
+    log.close()
+
+
+def test_migrations_apply_once_and_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "calls.db"
+    CallLog(path).close()
+    CallLog(path).close()  # reopening applies nothing twice
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    connection.close()
+    with pytest.raises(RuntimeError, match="upgrade workhorse"):
+        CallLog(path)
+
+
+def test_retention_drops_old_calls_and_keeps_the_newest_rows(tmp_path):
+    retention = Retention(max_rows=10, days=1)
+    log = CallLog(tmp_path / "calls.db", retention=retention)
+    ancient = CallRecord(task="t", model="m", input="ancient", source="local", created_at=time.time() - 3 * 86400)
+    log.record(ancient).result(10)  # the writer prunes after its first commit, then once a minute
+    for i in range(30):
+        log.record(_call(i)).result(10)
+    log.close()
+    log = CallLog(tmp_path / "calls.db", retention=retention)
+    log.record(_call(30)).result(10)
+    log.close()
+    reopened = CallLog(tmp_path / "calls.db")
+    inputs = [row["input"] for row in reopened.iterate()]
+    reopened.close()
+    assert inputs == [f"ticket {i}" for i in range(21, 31)]
+
+
+WRITER = """
+import sys, threading
+from workhorse.calllog import CallLog, CallRecord
+log = CallLog(sys.argv[1])
+def done(future):
+    print(future.result(), flush=True)   # acknowledged: committed
+i = 0
+while True:
+    for _ in range(50):
+        log.record(CallRecord(task="t", model="m", input=f"item {i}", source="local")).add_done_callback(done)
+        i += 1
+"""
+
+
+def test_every_acknowledged_call_survives_sigkill(tmp_path):
+    path = tmp_path / "calls.db"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    acknowledged = []
+    for line in writer.stdout:
+        acknowledged.append(int(line))
+        if len(acknowledged) >= 3000:
+            break
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(30)
+    acknowledged += [int(line) for line in writer.stdout.read().split()]
+    writer.stdout.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    present = {row[0] for row in connection.execute("SELECT id FROM calls")}
+    connection.close()
+    assert set(acknowledged) <= present and len(acknowledged) >= 3000
