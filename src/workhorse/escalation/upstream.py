@@ -1,0 +1,144 @@
+"""The large model: any OpenAI-compatible chat endpoint, asked with `response_format` so its answer
+fits the task's output type.
+
+Every call is bounded by one time budget (`timeout_s`, covering retries, backoff and a response
+that trickles in byte by byte); transient failures (timeouts, connection errors, 429, 5xx, an
+answer that is not valid JSON for the schema) are retried with exponential backoff; a circuit
+breaker stops calling a dead upstream. Failing, the client raises `UpstreamError`; the caller
+keeps the small model's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jsonschema
+
+from workhorse.errors import WorkhorseError
+from workhorse.escalation.breaker import CircuitBreaker
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class UpstreamError(WorkhorseError):
+    """The upstream did not give a usable answer in time."""
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    base_url: str
+    model: str
+    api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    timeout_s: float = 20.0  # the whole call, retries included
+    retries: int = 2
+    backoff_s: float = 0.25
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    value: Any
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    attempts: int
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.breaker = CircuitBreaker(failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s)
+        headers = {}
+        key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._http = httpx.Client(base_url=settings.base_url.rstrip("/"), headers=headers, transport=transport)
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self._http.close()
+
+    def ask(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> UpstreamAnswer:
+        """The upstream's answer as JSON valid against `schema`."""
+        if not self.breaker.allow():
+            raise UpstreamError(
+                f"upstream {self.settings.model} is failing: calls are paused for {self.settings.breaker_cooldown_s:g} s",
+                "the small model's answer is used meanwhile",
+            )
+        started = time.monotonic()
+        deadline = started + self.settings.timeout_s
+        body = {
+            "model": self.settings.model,
+            "messages": messages,
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
+        }
+        problem = "no attempt made"
+        for attempt in range(1, self.settings.retries + 2):
+            try:
+                answer = self._attempt(body, schema, deadline)
+            except _Retryable as error:
+                problem = str(error)
+            except _Fatal as error:
+                self.breaker.failure()
+                raise UpstreamError(f"upstream {self.settings.model}: {error}", "check the upstream settings") from None
+            else:
+                self.breaker.success()
+                return UpstreamAnswer(answer[0], answer[1], answer[2], time.monotonic() - started, attempt)
+            pause = self.settings.backoff_s * 2 ** (attempt - 1)
+            if time.monotonic() + pause >= deadline:
+                break
+            self._sleep(pause)
+        self.breaker.failure()
+        raise UpstreamError(f"upstream {self.settings.model} failed: {problem}", "the small model's answer is used")
+
+    def _attempt(self, body: dict[str, Any], schema: dict[str, Any], deadline: float) -> tuple[Any, int, int]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Retryable("out of time")
+        try:
+            with self._http.stream("POST", "/chat/completions", json=body, timeout=remaining) as response:
+                chunks = []
+                for chunk in response.iter_bytes():  # read by hand: a trickle must not outlast the budget
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise _Retryable("the response did not finish in time")
+                raw = b"".join(chunks)
+        except httpx.TimeoutException:
+            raise _Retryable("timed out") from None
+        except httpx.TransportError as error:
+            raise _Retryable(f"connection failed ({type(error).__name__})") from None
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Retryable(f"HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise _Fatal(f"HTTP {response.status_code}: {raw[:300].decode(errors='replace')}")
+        try:
+            payload = json.loads(raw)
+            content = payload["choices"][0]["message"]["content"]
+            value = json.loads(content)
+            jsonschema.validate(value, schema)
+        except (ValueError, KeyError, IndexError, TypeError, jsonschema.ValidationError) as error:
+            raise _Retryable(f"malformed answer ({type(error).__name__})") from None
+        usage = payload.get("usage") or {}
+        return value, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+class _Retryable(Exception):
+    pass
+
+
+class _Fatal(Exception):
+    pass

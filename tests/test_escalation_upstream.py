@@ -1,0 +1,154 @@
+"""The upstream client: failure modes through httpx's MockTransport (timeouts, 5xx, malformed
+JSON, a slow trickle, a dead upstream), and the real thing — a second `workhorse serve` on
+loopback answering with a schema-valid JSON object."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from workhorse.escalation.breaker import CircuitBreaker
+from workhorse.escalation.upstream import UpstreamClient, UpstreamError, UpstreamSettings
+
+SCHEMA = {"type": "object", "properties": {"label": {"enum": ["refund", "login"]}}, "required": ["label"],
+          "additionalProperties": False}
+MESSAGES = [{"role": "user", "content": "I want my money back"}]
+
+
+def _reply(content: str, status: int = 200) -> httpx.Response:
+    body = {"choices": [{"message": {"role": "assistant", "content": content}}], "usage": {"prompt_tokens": 30, "completion_tokens": 5}}
+    return httpx.Response(status, json=body)
+
+
+def _client(handler, **settings) -> UpstreamClient:
+    config = UpstreamSettings(base_url="http://upstream.test/v1", model="big", api_key_env="TEST_UPSTREAM_KEY",
+                              **({"timeout_s": 2.0, "retries": 2, "backoff_s": 0.01} | settings))
+    return UpstreamClient(config, transport=httpx.MockTransport(handler))
+
+
+def test_a_good_answer_with_usage_and_the_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-test")
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _reply('{"label": "refund"}')
+
+    answer = _client(handler).ask(MESSAGES, SCHEMA)
+    assert answer.value == {"label": "refund"} and answer.prompt_tokens == 30 and answer.attempts == 1
+    body = json.loads(seen[0].content)
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA and body["model"] == "big"
+    assert seen[0].headers["Authorization"] == "Bearer sk-test" and seen[0].url.path == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize("failure", ["status_503", "malformed", "invalid_for_schema", "connect_error"])
+def test_transient_failures_are_retried(failure):
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            if failure == "status_503":
+                return httpx.Response(503, text="busy")
+            if failure == "malformed":
+                return httpx.Response(200, text="{not json")
+            if failure == "invalid_for_schema":
+                return _reply('{"label": "cancel"}')
+            raise httpx.ConnectError("refused", request=request)
+        return _reply('{"label": "login"}')
+
+    answer = _client(handler).ask(MESSAGES, SCHEMA)
+    assert answer.value == {"label": "login"} and answer.attempts == 2
+
+
+def test_a_client_error_is_not_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(401, json={"error": {"message": "bad key"}})
+
+    with pytest.raises(UpstreamError, match="401"):
+        _client(handler).ask(MESSAGES, SCHEMA)
+    assert len(calls) == 1
+
+
+def test_a_slow_trickle_cannot_outlast_the_budget():
+    class Trickle(httpx.SyncByteStream):
+        def __iter__(self):
+            for byte in b'{"choices": [{"message": {"content": "{\\"label\\": \\"refund\\"}"}}]}' + b" " * 200:
+                time.sleep(0.05)  # 10 s per response if nothing stops it
+                yield bytes([byte])
+
+    client = _client(lambda request: httpx.Response(200, stream=Trickle()), timeout_s=0.5, retries=5)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError, match="did not finish in time|out of time"):
+        client.ask(MESSAGES, SCHEMA)
+    assert time.monotonic() - started < 3  # not 10 s per attempt × 6: the budget covers every attempt
+
+
+def test_timeouts_end_within_the_budget():
+    def handler(request):
+        raise httpx.ReadTimeout("slow", request=request)
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamError, match="timed out"):
+        _client(handler, timeout_s=0.3, backoff_s=0.05, retries=10).ask(MESSAGES, SCHEMA)
+    assert time.monotonic() - started < 3  # the backoff alone would sleep 0.05 × (2^10 - 1) s
+
+
+def test_the_breaker_stops_calling_a_dead_upstream_and_probes_again():
+    now = [0.0]
+    breaker = CircuitBreaker(failures=3, cooldown_s=10, clock=lambda: now[0])
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 11
+    assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.failure()
+    assert breaker.state == "open"
+    now[0] = 22
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(500)
+
+    client = _client(handler, retries=0, breaker_failures=2)
+    for _ in range(2):
+        with pytest.raises(UpstreamError):
+            client.ask(MESSAGES, SCHEMA)
+    with pytest.raises(UpstreamError, match="paused"):
+        client.ask(MESSAGES, SCHEMA)
+    assert len(calls) == 2
+
+
+def test_a_real_workhorse_server_as_the_upstream(tiny_gguf):
+    import asyncio
+
+    from test_serve import LiveServer
+    from workhorse.serve.app import create_app
+    from workhorse.serve.settings import ServeSettings
+    from workhorse.serve.state import ServerState
+
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=[], threads=1, n_slots=4)
+    state = ServerState(settings)
+    state.load()
+    try:
+        with LiveServer(create_app(settings, state=state)) as live:
+            config = UpstreamSettings(base_url=live.url + "/v1", model=next(iter(state.models)), api_key_env=None)
+            client = UpstreamClient(config)
+            answers = [client.ask(MESSAGES, SCHEMA) for _ in range(3)]
+            client.close()
+    finally:
+        asyncio.run(state.close())
+    for answer in answers:
+        assert answer.value["label"] in ("refund", "login") and answer.completion_tokens > 0 and answer.prompt_tokens > 0
