@@ -17,3 +17,13 @@ def models_dir() -> Path:
     path = workhorse_home() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def call_log_path() -> Path:
+    """The call log (SQLite): `WORKHORSE_CALL_LOG`, else `calls.db` in the workhorse home."""
+    return Path(os.environ.get("WORKHORSE_CALL_LOG") or workhorse_home() / "calls.db")
+
+
+def prices_path() -> Path:
+    """The price table that overrides the built-in list prices (`workhorse logs stats`)."""
+    return workhorse_home() / "prices.yaml"

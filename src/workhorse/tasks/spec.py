@@ -75,6 +75,40 @@ class EmbedOptions(_Strict):
     normalize: bool = True
 
 
+class UpstreamOptions(_Strict):
+    base_url: str = Field(description="An OpenAI-compatible API, e.g. https://api.openai.com/v1 or a local server.")
+    model: str = Field(description="The upstream model's name.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    timeout_s: float = Field(20.0, gt=0, description="Time budget of one escalation, retries included.")
+    retries: int = Field(2, ge=0)
+
+
+class EscalationOptions(_Strict):
+    mode: Literal["never", "always", "threshold"] = Field(
+        "never", description="`threshold`: escalate answers whose confidence is below `threshold`."
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="Set by hand, or calibrated for a target escalation rate.")
+    target_rate: float | None = Field(
+        None, gt=0, lt=1, description="The escalation rate `threshold` was calibrated for on a labelled dev set."
+    )
+    on_invalid: bool = Field(True, description="Escalate an output that failed validation.")
+    labels: list[str] = Field(default_factory=list, description="Escalate answers with these labels.")
+    max_input_chars: int | None = Field(None, ge=1, description="Escalate inputs longer than this.")
+    out_of_scope: bool = Field(False, description="Escalate items the classifier abstained on.")
+    privacy: Literal["local_only", "redact", "allow"] = Field(
+        "redact",
+        description="`redact`: secrets and personal data become placeholders before leaving the machine; "
+        "`local_only`: nothing leaves; `allow`: sent as is.",
+    )
+    upstream: UpstreamOptions | None = None
+
+    @model_validator(mode="after")
+    def _has_an_upstream(self) -> EscalationOptions:
+        if self.mode != "never" and self.upstream is None:
+            raise ValueError(f"escalation mode {self.mode!r} needs an `upstream` (base_url, model)")
+        return self
+
+
 class ServeOptions(_Strict):
     deadline_ms: float | None = Field(
         None, gt=0, description="Deadline of a served request that sends no X-Deadline-Ms (default: the server's)."
@@ -99,6 +133,7 @@ class TaskSpec(_Strict):
     classify: ClassifyOptions = Field(default_factory=ClassifyOptions)
     embed: EmbedOptions = Field(default_factory=EmbedOptions)
     serve: ServeOptions = Field(default_factory=lambda: ServeOptions())
+    escalation: EscalationOptions = Field(default_factory=lambda: EscalationOptions())
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -1,0 +1,65 @@
+"""`workhorse logs list|show|export|stats` over a real call log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from workhorse.calllog import CallLog, CallRecord
+from workhorse.cli import app
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "calls.db"
+    log = CallLog(path)
+    for i in range(8):
+        escalated = i < 2
+        call = CallRecord(
+            task="intents", model="gemma3-270m", input=f"ticket {i}", source="upstream" if escalated else "local",
+            output="refund", final_answer="login" if escalated else "refund", confidence=0.3 if escalated else 0.95,
+            latency_ms=20.0, local_cpu_s=0.05, prompt_tokens=12, completion_tokens=0, escalated=escalated,
+            escalation_reason="low_confidence" if escalated else None, upstream_model="gpt-4o-mini" if escalated else None,
+            upstream_prompt_tokens=100 if escalated else None, upstream_completion_tokens=10 if escalated else None,
+            upstream_cost=(100 * 0.15 + 10 * 0.60) / 1e6 if escalated else None,
+        )
+        log.record(call).result(10)
+    log.feedback(1, {"label": "login"}).result(10)  # right (escalated, answered login)
+    log.feedback(3, "cancel").result(10)  # wrong (answered refund)
+    log.close()
+    return str(path)
+
+
+def test_list_show_and_export(db):
+    runner = CliRunner()
+    listed = runner.invoke(app, ["logs", "list", "--db", db, "--json", "--limit", "3"])
+    assert listed.exit_code == 0, listed.output
+    assert [json.loads(line)["id"] for line in listed.output.splitlines()] == [8, 7, 6]
+    shown = runner.invoke(app, ["logs", "show", "1", "--db", db])
+    assert json.loads(shown.output)["feedback"] == {"label": "login"}
+    missing = runner.invoke(app, ["logs", "show", "99", "--db", db])
+    assert missing.exit_code != 0
+    exported = runner.invoke(app, ["logs", "export", "--jsonl", "--db", db])
+    assert [json.loads(line)["input"] for line in exported.output.splitlines()] == [f"ticket {i}" for i in range(8)]
+
+
+def test_stats_compare_the_bill_with_sending_everything_upstream(db):
+    result = CliRunner().invoke(app, ["logs", "stats", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    task = json.loads(result.output)["tasks"]["intents"]
+    assert task["calls"] == 8 and task["escalated"] == 2 and task["escalation_rate"] == 0.25
+    upstream_each = (100 * 0.15 + 10 * 0.60) / 1e6
+    assert task["upstream_cost"] == pytest.approx(2 * upstream_each)
+    assert task["all_large_cost"] == pytest.approx(8 * upstream_each)  # the others at the escalated calls' tokens
+    assert task["actual_cost"] == pytest.approx(2 * upstream_each + task["local_cost"])
+    assert task["savings"] == pytest.approx(1 - task["actual_cost"] / task["all_large_cost"])
+    assert task["accuracy"] == 0.5 and task["with_feedback"] == 2
+    table = CliRunner().invoke(app, ["logs", "stats", "--db", db])
+    assert table.exit_code == 0 and "call log" in table.output
+
+
+def test_a_missing_log_says_where_it_looked(tmp_path):
+    result = CliRunner().invoke(app, ["logs", "list", "--db", str(tmp_path / "none.db")])
+    assert result.exit_code != 0
