@@ -14,6 +14,11 @@ def eval_command(
     limit: int = typer.Option(None, help="Use at most this many rows (a seeded, label-stratified sample)."),
     latency_sample: int = typer.Option(100, help="Items timed one at a time for latency percentiles."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
+    escalate: bool = typer.Option(False, "--escalate", help="Also print the accuracy–escalation-rate curve (classify)."),
+    upstream_url: str = typer.Option(None, help="--escalate: a real upstream (OpenAI-compatible base URL); default: the task's."),
+    upstream_model: str = typer.Option(None, help="--escalate: the real upstream's model name; default: the task's."),
+    max_rate: float = typer.Option(0.5, min=0.01, max=1.0, help="--escalate: the real upstream answers this share, least confident first."),
+    png: str = typer.Option(None, help="--escalate: write the curve as a PNG here (needs matplotlib)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
@@ -54,10 +59,19 @@ def eval_command(
     report["task"] = {"name": spec.name, "version": spec.version, "mode": spec.classify.mode, "model": spec.model}
     report["data"] = {"spec": data, "rows": len(texts), "note": dataset.note}
     report["prefix_cache"] = engine.prefix_stats().as_dict()
+    if escalate:
+        from workhorse.cli.escalate import escalation_report
+
+        report |= escalation_report(spec, dataset, mapped, [p.confidence for p in predictions], upstream_url=upstream_url,
+                                    upstream_model=upstream_model, max_rate=max_rate, png=png)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=float))
         return
     _print(report)
+    if escalate:
+        from workhorse.cli.escalate import print_curves
+
+        print_curves(report)
 
 
 def _timed_run(run, texts: list[str], *, batch: int, latency_sample: int, label: str) -> tuple[list, float, list[float]]:

@@ -1,0 +1,104 @@
+"""`workhorse eval … --escalate`: the accuracy–escalation-rate curve, with the reference labels as a
+perfect upstream and, when one is configured, a real upstream model."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import typer
+
+from workhorse.evals.datasets import Dataset
+from workhorse.tasks.spec import TaskSpec
+
+
+def escalation_report(
+    spec: TaskSpec,
+    dataset: Dataset,
+    predicted: list[Any],
+    confidence: list[float],
+    *,
+    upstream_url: str | None,
+    upstream_model: str | None,
+    max_rate: float,
+    png: str | None,
+) -> dict[str, Any]:
+    from workhorse.escalation.curve import accuracy_at_rate, escalation_curve, plot, rate_at_threshold
+
+    truth = [ex.label for ex in dataset.examples]
+    curves = [escalation_curve(truth, predicted, confidence, points=21)]  # every 5 %
+    steps = max(1, round(max_rate / 0.05))  # the real curve on the same 5 % grid, up to max_rate
+    real = _real_upstream_answers(spec, dataset, confidence, upstream_url, upstream_model, steps * 0.05)
+    if real is not None:
+        name, answers = real
+        curves.append(escalation_curve(truth, predicted, confidence, upstream=answers, upstream_name=name,
+                                       points=steps + 1, max_rate=steps * 0.05))
+    policy = spec.escalation
+    operating_rate = rate_at_threshold(confidence, policy.threshold) if policy.mode == "threshold" else None
+    if png:
+        plot(curves, png, operating_rate=operating_rate, title=f"{spec.name} on {dataset.name}:{dataset.split}")
+    operating = None
+    if operating_rate is not None:
+        operating = {"threshold": policy.threshold, "escalation_rate": operating_rate}
+        operating |= {f"accuracy_{c[0]['upstream']}": accuracy_at_rate(c, operating_rate) for c in curves
+                      if operating_rate <= c[-1]["escalation_rate"] + 1e-9}
+    return {"escalation_curve": [point for curve in curves for point in curve], "escalation_operating_point": operating}
+
+
+def _real_upstream_answers(spec, dataset, confidence, url, model, max_rate) -> tuple[str, list[Any]] | None:
+    """The upstream's answers for the least confident `max_rate` of the items (None elsewhere)."""
+    from workhorse.escalation.ledger import PriceTable
+    from workhorse.escalation.runner import escalate_one
+    from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
+
+    configured = spec.escalation.upstream
+    url = url or (configured.base_url if configured else None)
+    model = model or (configured.model if configured else None)
+    if not url or not model:
+        return None
+    settings = UpstreamSettings(
+        base_url=url, model=model,
+        api_key_env=configured.api_key_env if configured else "OPENAI_API_KEY",
+        timeout_s=configured.timeout_s if configured else 60.0,
+    )
+    client = UpstreamClient(settings)
+    if spec.escalation.privacy == "local_only":
+        from workhorse.errors import PrivacyPolicyError
+
+        raise PrivacyPolicyError(
+            f"task {spec.name} is local_only: its items may not be sent to {model}",
+            "leave out --upstream-url for the perfect-upstream curve only, or change the task's escalation.privacy",
+        )
+    order = np.argsort(np.asarray(confidence), kind="stable")[: int(round(max_rate * len(confidence)))]
+    answers: list[Any] = [None] * len(confidence)
+    texts = [dataset.examples[i].text for i in order]
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress, ThreadPoolExecutor(8) as pool:
+        bar = progress.add_task(f"asking {model}", total=len(texts))
+        ask = lambda text: escalate_one(spec, client, PriceTable(), text, "eval")  # noqa: E731
+        for i, escalation in zip(order, pool.map(ask, texts), strict=True):
+            answers[i] = None if escalation.failed else escalation.answer
+            progress.advance(bar)
+    client.close()
+    return model, answers
+
+
+def print_curves(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    by_upstream: dict[str, list[dict[str, Any]]] = {}
+    for point in report["escalation_curve"]:
+        by_upstream.setdefault(point["upstream"], []).append(point)
+    table = Table("escalated", *[f"accuracy ({name})" for name in by_upstream], title="accuracy vs escalation rate")
+    perfect = by_upstream["perfect"]
+    for i, point in enumerate(perfect):
+        cells = [f"{100 * point['escalation_rate']:.0f} %"]
+        for curve in by_upstream.values():
+            cells.append(f"{100 * curve[i]['accuracy']:.2f} %" if i < len(curve) else "")
+        table.add_row(*cells)
+    Console().print(table)
+    if report.get("escalation_operating_point"):
+        typer.echo(f"policy operating point: {report['escalation_operating_point']}")

@@ -1,0 +1,104 @@
+"""The small model answers, the uncertain items go upstream with secrets redacted, every call is
+logged: the tiny model locally, the upstream captured through httpx's MockTransport (to see
+exactly what left the machine) and, once, a real workhorse server on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from workhorse.calllog import CallLog
+from workhorse.engine import Engine, EngineConfig
+from workhorse.escalation.runner import EscalatingRunner
+from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
+from workhorse.tasks.runner import TaskRunner
+from workhorse.tasks.store import parse_task
+
+TASK = """
+name: esc-intents
+kind: classify
+model: {model}
+instructions: Classify the support ticket.
+labels: [{{name: refund}}, {{name: login}}, {{name: card}}]
+escalation:
+  mode: {mode}
+  threshold: 0.99
+  privacy: {privacy}
+  upstream: {{base_url: "http://upstream.test/v1", model: gpt-4o-mini, api_key_env: null, timeout_s: 2, retries: 1}}
+"""
+TEXTS = ["refund to jane.doe@example.com please, card 4111 1111 1111 1111", "cannot login from 10.1.2.3",
+         "my card +1 (415) 555-0132 was blocked"]
+PLANTED = ["jane.doe@example.com", "4111 1111 1111 1111", "10.1.2.3", "555-0132"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    engine = Engine(tiny_model, EngineConfig(n_ctx=2048, n_batch=256, n_slots=8, prefix_slots=2, n_threads=1))
+    yield engine
+    engine.close()
+
+
+def _runner(engine, tiny_gguf, handler, log=None, mode="always", privacy="redact"):
+    spec = parse_task(TASK.format(model=tiny_gguf, mode=mode, privacy=privacy))
+    settings = UpstreamSettings(base_url="http://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
+                                timeout_s=2, retries=1, backoff_s=0.01)
+    client = UpstreamClient(settings, transport=httpx.MockTransport(handler))
+    return EscalatingRunner(spec, TaskRunner(spec, None, engine), upstream=client, log=log)
+
+
+def test_escalated_items_leave_redacted_and_come_back_answered_and_logged(engine, tiny_gguf, tmp_path):
+    received = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        received.append(body)
+        # The upstream echoes a placeholder back in its answer: it must be restored.
+        content = json.dumps({"label": "card"})
+        return httpx.Response(200, json={"choices": [{"message": {"content": content}}],
+                                         "usage": {"prompt_tokens": 120, "completion_tokens": 6}})
+
+    log = CallLog(tmp_path / "calls.db")
+    runner = _runner(engine, tiny_gguf, handler, log)
+    answers = runner.run(TEXTS)
+    runner.close()
+    assert [a.answer for a in answers] == ["card"] * 3
+    assert all(a.details["source"] == "upstream" and a.details["escalation_reason"] == "always" for a in answers)
+    sent = json.dumps(received)
+    for secret in PLANTED:
+        assert secret not in sent
+    assert "EMAIL_1" in sent and "CARD_1" in sent and "IP_1" in sent
+    assert received[0]["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == ["refund", "login", "card"]
+    rows = list(log.iterate())
+    log.close()
+    assert [r["id"] for r in rows] == [a.details["call_id"] for a in answers]
+    first = rows[0]
+    assert first["escalated"] and first["source"] == "upstream" and first["final_answer"] == "card"
+    assert first["upstream_model"] == "gpt-4o-mini" and first["upstream_prompt_tokens"] == 120
+    assert first["upstream_cost"] == pytest.approx((120 * 0.15 + 6 * 0.60) / 1e6)
+    assert first["redactions"] == {"EMAIL": 1, "CARD": 1} and first["input"] == TEXTS[0]  # the log stays local
+
+
+def test_a_failing_upstream_leaves_the_small_models_answer_flagged(engine, tiny_gguf, tmp_path):
+    log = CallLog(tmp_path / "calls.db")
+    runner = _runner(engine, tiny_gguf, lambda request: httpx.Response(503), log)
+    answers = runner.run(TEXTS)
+    runner.close()
+    assert all(a.details["source"] == "local" and a.details["escalation_failed"] for a in answers)
+    assert all(a.answer in ("refund", "login", "card") and a.confidence is not None for a in answers)
+    assert all(r["escalation_failed"] and r["source"] == "local" for r in log.iterate())
+    log.close()
+
+
+def test_local_only_never_sends_and_threshold_mode_sends_only_the_unsure(engine, tiny_gguf):
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"label": "login"}'}}]})
+
+    blocked = _runner(engine, tiny_gguf, handler, privacy="local_only").run(TEXTS)
+    assert not calls and all(a.details["escalation_blocked"] == "local_only" for a in blocked)
+    unsure = _runner(engine, tiny_gguf, handler, mode="threshold").run(TEXTS)  # threshold 0.99: all unsure here
+    assert len(calls) == sum(a.details["source"] == "upstream" for a in unsure) == 3
