@@ -83,6 +83,7 @@ def settings(tiny_gguf, tasks_dir) -> ServeSettings:
         max_body_bytes=64_000,
         max_item_chars=2_000,
         max_tokens_limit=2048,
+        call_log=str(tasks_dir / "calls.db"),
     )
 
 
@@ -361,3 +362,71 @@ def _ready(url: str) -> bool:
         return httpx.get(url + "/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_task_calls_are_logged_and_take_feedback(server):
+    answer = httpx.post(server.url + "/v1/tasks/toy-intents", json={"input": "charge back my card"}).json()
+    call_id = answer["call_id"]
+    logged = httpx.get(f"{server.url}/v1/calls/{call_id}").json()
+    assert logged["input"] == "charge back my card" and logged["final_answer"] == answer["answer"]
+    assert logged["source"] == "local" and logged["task"] == "toy-intents"
+    given = httpx.post(f"{server.url}/v1/calls/{call_id}/feedback", json={"label": "card"})
+    assert given.status_code == 200
+    assert httpx.get(f"{server.url}/v1/calls/{call_id}").json()["feedback"] == {"label": "card"}
+    assert httpx.post(f"{server.url}/v1/calls/999999/feedback", json={"label": "card"}).status_code == 404
+    both = httpx.post(f"{server.url}/v1/calls/{call_id}/feedback", json={"label": "card", "fields": {}})
+    assert both.status_code == 422 and "exactly one" in both.json()["error"]["message"]
+
+
+def test_sigkill_under_load_loses_no_acknowledged_call(tiny_gguf, tasks_dir, tmp_path):
+    import signal
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    db = tmp_path / "calls.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workhorse.cli", "serve", "--model", str(tiny_gguf), "--port", str(port), "--threads", "1",
+         "--task", str(tasks_dir / "toy-intents.yaml"), "--call-log", str(db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            i = 0
+            while not stop.is_set():
+                try:
+                    response = http.post("/v1/tasks/toy-intents", json={"input": f"ticket {worker}-{i}"})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if response.status_code == 200:
+                    acknowledged.append(response.json()["call_id"])
+                i += 1
+
+    try:
+        _wait_for(lambda: _ready(url), timeout=60)
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        _wait_for(lambda: len(acknowledged) >= 60, timeout=60)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    connection = sqlite3.connect(db)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    present = {row[0] for row in connection.execute("SELECT id FROM calls")}
+    connection.close()
+    assert acknowledged and set(acknowledged) <= present

@@ -15,6 +15,7 @@ so the CLI and the server can show both without parsing text.
     │   └── DecodeError              llama_decode failed
     ├── DatasetNotFoundError         no datasets folder, or a dataset, split or file missing from it
     ├── DatasetFormatError           a row of a data file is malformed (names the file and line)
+    ├── PrivacyPolicyError           a task's privacy policy forbids sending its data off the machine
     └── TaskError
         ├── TaskSpecError            a task file is invalid (names the file, line and field)
         ├── TaskNotFoundError        no task by that name or path
@@ -77,6 +78,10 @@ class DatasetNotFoundError(WorkhorseError):
 
 
 class DatasetFormatError(WorkhorseError):
+    pass
+
+
+class PrivacyPolicyError(WorkhorseError):
     pass
 
 

@@ -85,7 +85,9 @@ def _savings(all_large: float | None, actual: float | None) -> float | None:
 
 
 def _matches(answer: Any, feedback: Any) -> bool:
-    """Feedback is a corrected label (a string or {"label": …}) or corrected fields (an object)."""
-    if isinstance(feedback, dict) and set(feedback) == {"label"}:
-        feedback = feedback["label"]
+    """Feedback is a corrected label (a string or {"label": …}), labels or fields (as the server stores them)."""
+    if isinstance(feedback, dict):
+        for key in ("label", "labels", "fields"):
+            if key in feedback:
+                return answer == feedback[key]
     return answer == feedback

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workhorse import __version__
-from workhorse.serve import openai_routes, task_routes
+from workhorse.serve import call_routes, openai_routes, task_routes
 from workhorse.serve.errors import error_body, install_error_handlers
 from workhorse.serve.metrics import Metrics
 from workhorse.serve.settings import ServeSettings
@@ -54,6 +54,7 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
     install_error_handlers(app)
     app.include_router(openai_routes.router)
     app.include_router(task_routes.router)
+    app.include_router(call_routes.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -42,6 +42,10 @@ class ServeSettings(BaseSettings):
     batch_window_ms: float = Field(2.0, ge=0, description="How long a task batch waits for more items.")
     default_deadline_ms: float = Field(30_000, gt=0, description="Deadline when a request sends no X-Deadline-Ms.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for requests in flight.")
+    log_calls: bool = Field(True, description="Record every task call in the call log (answers wait for the commit).")
+    call_log: str | None = Field(None, description="The call log file (default: calls.db in $WORKHORSE_HOME).")
+    retention_days: float | None = Field(None, gt=0, description="Delete logged calls older than this.")
+    retention_rows: int | None = Field(None, ge=1, description="Keep at most this many logged calls (the newest).")
 
     @field_validator("models")
     @classmethod

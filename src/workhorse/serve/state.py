@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workhorse.calllog import CallLog, Retention
 from workhorse.engine import EngineConfig, EngineWorker
+from workhorse.escalation.runner import EscalatingRunner
+from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
 from workhorse.errors import TaskError, TaskNotFoundError, UnknownModelError, WorkhorseError
 from workhorse.serve.batching import TaskBatcher
 from workhorse.serve.errors import ApiError
@@ -61,15 +64,28 @@ class ServedTask:
     model: ServedModel
     _batcher: TaskBatcher | None = field(default=None, repr=False)
 
-    def batcher(self, settings: ServeSettings, metrics: Metrics) -> TaskBatcher:
+    def batcher(self, settings: ServeSettings, metrics: Metrics, log: CallLog | None) -> TaskBatcher:
         """Built on first use: a head-mode task without a head fails here, with its fix."""
         if self._batcher is None:
-            runner = TaskRunner(self.spec, self.directory, self.model.worker)  # type: ignore[arg-type]
+            local = TaskRunner(self.spec, self.directory, self.model.worker)  # type: ignore[arg-type]
+            run = local.run
+            if log is not None or self.spec.escalation.mode != "never":
+                run = EscalatingRunner(self.spec, local, upstream=_upstream_client(self.spec), log=log).run
             observe = metrics.batch_size.labels(self.spec.name).observe
             self._batcher = TaskBatcher(
-                runner.run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items, on_batch=observe
+                run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items, on_batch=observe
             )
         return self._batcher
+
+
+def _upstream_client(spec: TaskSpec) -> UpstreamClient | None:
+    options = spec.escalation.upstream
+    if spec.escalation.mode == "never" or options is None:
+        return None
+    return UpstreamClient(
+        UpstreamSettings(base_url=options.base_url, model=options.model, api_key_env=options.api_key_env,
+                         timeout_s=options.timeout_s, retries=options.retries)
+    )
 
 
 class ServerState:
@@ -79,6 +95,7 @@ class ServerState:
         self.models: dict[str, ServedModel] = {}
         self.tasks: dict[str, ServedTask] = {}
         self.ready = False
+        self.call_log: CallLog | None = None
         self.metrics.watch_engines(self._engine_readings)
 
     def _engine_readings(self) -> list[EngineReading]:
@@ -104,6 +121,12 @@ class ServerState:
             worker = EngineWorker(resolved.path, config, name=resolved.name)
             self.models[resolved.name] = ServedModel(resolved.name, worker, self.settings.queue_limit)
         self._load_tasks()
+        if self.settings.log_calls:
+            from workhorse.paths import call_log_path
+
+            path = self.settings.call_log or call_log_path()
+            retention = Retention(days=self.settings.retention_days, max_rows=self.settings.retention_rows)
+            self.call_log = CallLog(path, retention=retention)
         self.ready = True
 
     def _load_tasks(self) -> None:
@@ -147,3 +170,5 @@ class ServerState:
                 await task._batcher.close()
         for model in self.models.values():
             model.worker.close()
+        if self.call_log is not None:
+            self.call_log.close()

@@ -55,7 +55,7 @@ async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, 
     call = call_context(request, "tasks", task.model.name, task=name, default_deadline_ms=task.spec.serve.deadline_ms)
     for i, text in enumerate(texts):
         call.check_text(text, "input" if body.input is not None else f"inputs[{i}]")
-    batcher = task.batcher(state.settings, state.metrics)
+    batcher = task.batcher(state.settings, state.metrics, state.call_log)
     started = time.perf_counter()
     async with call.running():
         futures = await batcher.submit(texts, call.deadline)
