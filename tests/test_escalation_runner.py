@@ -102,3 +102,28 @@ def test_local_only_never_sends_and_threshold_mode_sends_only_the_unsure(engine,
     assert not calls and all(a.details["escalation_blocked"] == "local_only" for a in blocked)
     unsure = _runner(engine, tiny_gguf, handler, mode="threshold").run(TEXTS)  # threshold 0.99: all unsure here
     assert len(calls) == sum(a.details["source"] == "upstream" for a in unsure) == 3
+
+
+def test_no_planted_secret_of_the_corpus_reaches_the_upstream(engine, tiny_gguf):
+    """The 220-item English and Chinese planted-secrets corpus through the whole escalation path:
+    everything the upstream received is captured and searched for every planted value."""
+    import re
+
+    from test_privacy import CORPUS, NUMERIC_FIELDS
+
+    received: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        received.append(request.content.decode())
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"label": "refund"}'}}]})
+
+    runner = _runner(engine, tiny_gguf, handler)
+    answers = runner.run([item.text for item in CORPUS])
+    runner.close()
+    assert len(received) == len(CORPUS) and all(a.details["source"] == "upstream" for a in answers)
+    everything = "\n".join(received)
+    for item in CORPUS:
+        for field, _, value in item.values:
+            assert value not in everything, f"{field} {value!r} leaked"
+            if field in NUMERIC_FIELDS:  # not even with its separators removed
+                assert re.sub(r"[^0-9]", "", value) not in everything, f"{field} {value!r} leaked as digits"
