@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workhorse.serve.errors import ApiError
 
 router = APIRouter(prefix="/v1/calls", tags=["call log"])
+CallId = Path(ge=1, le=2**63 - 1, description="The call's id (SQLite rowid).")
 
 
 class Feedback(BaseModel):
@@ -35,7 +36,7 @@ def _log(request: Request):
 
 
 @router.get("/{call_id}")
-async def show_call(call_id: int, request: Request) -> dict[str, Any]:
+async def show_call(request: Request, call_id: int = CallId) -> dict[str, Any]:
     row = await asyncio.to_thread(_log(request).get, call_id)
     if row is None:
         raise ApiError(404, f"no call with id {call_id}")
@@ -43,7 +44,7 @@ async def show_call(call_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{call_id}/feedback")
-async def feedback(call_id: int, body: Feedback, request: Request) -> dict[str, Any]:
+async def feedback(body: Feedback, request: Request, call_id: int = CallId) -> dict[str, Any]:
     """Record the right answer for a call: training data for the small model, and accuracy in `workhorse logs stats`."""
     value = body.model_dump(exclude_none=True)
     found = await asyncio.wrap_future(_log(request).feedback(call_id, value))
