@@ -146,6 +146,7 @@ def serve(
 def soak(
     minutes: float = typer.Option(10.0, help="How long to hold the overload."),
     overload: float = typer.Option(2.0, help="Offered load as a multiple of the measured saturation throughput."),
+    rate: float = typer.Option(None, help="Offered requests/s instead (e.g. twice a saturation measured by bench serve)."),
     data: str = typer.Option("bitext_cs:test", help="Tickets for the load."),
     task: str = typer.Option("bitext-intents", help="The task served; trained from --train if missing."),
     train: str = typer.Option("bitext_cs:train", help="Training data used when the task does not exist yet."),
@@ -159,7 +160,7 @@ def soak(
 
     console = Console(stderr=True)
     setup = _bench_setup(data, task, train, "qwen2.5-coder-0.5b", "gemma3-270m", threads, console)
-    report = run_soak(setup, minutes=minutes, overload=overload)
+    report = run_soak(setup, minutes=minutes, overload=overload, rate=rate)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
