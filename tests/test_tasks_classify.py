@@ -171,3 +171,20 @@ def test_cli_eval_escalate_prints_the_perfect_upstream_curve(tiny_gguf, tmp_path
     assert [p["upstream"] for p in curve] == ["perfect"] * 21
     assert curve[0]["escalation_rate"] == 0 and curve[0]["accuracy"] == pytest.approx(report["accuracy"])
     assert curve[-1]["accuracy"] == 1.0 and all(b["accuracy"] >= a["accuracy"] for a, b in zip(curve, curve[1:]))
+
+
+def test_calibrating_escalation_for_a_target_rate_saves_a_new_version(engine, tiny_gguf, tmp_path):
+    runner = CliRunner()
+    train = _write_data(tmp_path / "train.jsonl", 60, 2)
+    assert runner.invoke(app, ["fit", str(train), "--task", "cal-intents", "--model", str(tiny_gguf)]).exit_code == 0
+    dev = _write_data(tmp_path / "dev.jsonl", 40, 5)
+    result = runner.invoke(app, ["tasks", "calibrate", "cal-intents", str(dev), "--rate", "0.25",
+                                 "--base-url", "http://127.0.0.1:9/v1", "--model", "big"])
+    assert result.exit_code == 0, result.output
+    spec, directory = load_task("cal-intents")
+    assert spec.version == 2 and (directory / "head.npz").is_file()  # the head came along
+    assert spec.escalation.mode == "threshold" and spec.escalation.target_rate == 0.25
+    assert spec.escalation.upstream is not None and spec.escalation.upstream.model == "big"
+    predictions = make_classifier(spec, directory, engine).classify([ex.text for ex in load_file(dev).examples])
+    escalated = np.mean([p.confidence < spec.escalation.threshold for p in predictions])
+    assert escalated == pytest.approx(0.25)

@@ -98,3 +98,44 @@ def list_tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     for row in rows:
         table.add_row(row["name"], row["kind"], row["mode"] or "", ", ".join(map(str, row["versions"])), row["model"])
     Console().print(table)
+
+
+@app.command("calibrate")
+def calibrate(
+    task: str = typer.Argument(..., help="The task (name or file)."),
+    data: str = typer.Argument(..., help="Labelled dev data (file or dataset spec)."),
+    rate: float = typer.Option(..., min=0.001, max=0.999, help="Target share of items to escalate, e.g. 0.2."),
+    base_url: str = typer.Option(None, help="Upstream OpenAI-compatible base URL (default: the task's)."),
+    model: str = typer.Option(None, help="Upstream model (default: the task's)."),
+    limit: int = typer.Option(None, help="Use at most this many rows."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+) -> None:
+    """Set the escalation threshold that sends `rate` of DATA to the large model; saves a new task version."""
+    from workhorse.errors import TaskSpecError
+    from workhorse.escalation.policy import threshold_for_rate
+    from workhorse.evals.datasets import load
+    from workhorse.tasks.runner import TaskRunner
+    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.spec import EscalationOptions, UpstreamOptions
+    from workhorse.tasks.store import load_task, save_revision
+
+    spec, directory = load_task(task)
+    upstream = spec.escalation.upstream
+    if base_url or model:
+        if not (base_url or upstream) or not (model or upstream):
+            raise TaskSpecError("an upstream needs both a base URL and a model", "pass --base-url and --model")
+        upstream = UpstreamOptions(base_url=base_url or upstream.base_url, model=model or upstream.model)
+    if upstream is None:
+        raise TaskSpecError(f"task {spec.name} has no escalation upstream", "pass --base-url and --model")
+    dataset = load(data, limit=limit)
+    runner = TaskRunner(spec, directory, open_engine(spec.model, threads=threads))
+    texts = [ex.text for ex in dataset.examples]
+    confidences = [a.confidence or 0.0 for i in range(0, len(texts), 64) for a in runner.run(texts[i : i + 64])]
+    threshold = threshold_for_rate(confidences, rate)
+    escalation = EscalationOptions.model_validate(
+        spec.escalation.model_dump() | {"mode": "threshold", "threshold": threshold, "target_rate": rate,
+                                        "upstream": upstream.model_dump()}
+    )
+    saved = save_revision(spec.model_copy(update={"escalation": escalation}), directory)
+    typer.echo(f"{spec.name}: escalate below confidence {threshold:.4f} ({100 * rate:.1f} % of {len(texts)} rows of {data}) "
+               f"→ {saved}")

@@ -121,3 +121,16 @@ def save_task(spec: TaskSpec) -> Path:
 def next_version(name: str) -> int:
     versions = task_versions(name)
     return versions[-1] + 1 if versions else 1
+
+
+def save_revision(spec: TaskSpec, trained_from: Path) -> Path:
+    """Save `spec` as the next version of its task, carrying over the trained parts (heads,
+    detectors) of the version in `trained_from`. Returns the new version's directory."""
+    import shutil
+
+    revised = spec.model_copy(update={"version": next_version(spec.name)})
+    directory = version_dir(revised)
+    if trained_from.resolve() != EXAMPLES_DIR.resolve():
+        for part in trained_from.glob("*.npz"):
+            shutil.copy2(part, directory / part.name)
+    return save_task(revised)
