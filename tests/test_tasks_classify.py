@@ -163,14 +163,16 @@ def test_cli_eval_escalate_prints_the_perfect_upstream_curve(tiny_gguf, tmp_path
     runner = CliRunner()
     train = _write_data(tmp_path / "train.jsonl", 60, 2)
     assert runner.invoke(app, ["fit", str(train), "--task", "esc-intents", "--model", str(tiny_gguf)]).exit_code == 0
+    png = tmp_path / "curve.png"
     result = runner.invoke(app, ["eval", "esc-intents", str(_write_data(tmp_path / "t.jsonl", 20, 3)), "--json",
-                                 "--latency-sample", "2", "--escalate"])
+                                 "--latency-sample", "2", "--escalate", "--png", str(png)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     curve = report["escalation_curve"]
     assert [p["upstream"] for p in curve] == ["perfect"] * 21
     assert curve[0]["escalation_rate"] == 0 and curve[0]["accuracy"] == pytest.approx(report["accuracy"])
     assert curve[-1]["accuracy"] == 1.0 and all(b["accuracy"] >= a["accuracy"] for a, b in zip(curve, curve[1:]))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_calibrating_escalation_for_a_target_rate_saves_a_new_version(engine, tiny_gguf, tmp_path):
