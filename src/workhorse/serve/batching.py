@@ -3,9 +3,9 @@ run as one batch.
 
 A batch closes when it is full, when the window has passed, or earlier when waiting any longer
 would eat into the tightest deadline among its items. Items whose caller has gone (a
-disconnected client, a passed deadline) are dropped before the batch runs. Two batches of a task
-may run at once, so a new batch's items join the engine's batches while the previous one is
-still decoding; the engine thread merges batches of all tasks on a model.
+disconnected client, a passed deadline) are dropped before the batch runs. Several batches of a
+task may run at once, so a new batch's items join the engine's batches while earlier ones are
+still decoding or waiting for an upstream; the engine thread merges batches of all tasks on a model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CONCURRENT_BATCHES = 2
+# Batches of a task that may be in flight at once. The engine thread serialises (and merges) their
+# model work anyway; the room is for batches that wait on the network (escalations), so that new
+# items do not queue behind an upstream's time budget.
+CONCURRENT_BATCHES = 8
 
 
 class DeadlinePassed(Exception):
