@@ -113,3 +113,19 @@ def test_every_acknowledged_call_survives_sigkill(tmp_path):
     present = {row[0] for row in connection.execute("SELECT id FROM calls")}
     connection.close()
     assert set(acknowledged) <= present and len(acknowledged) >= 3000
+
+
+def test_an_older_log_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "calls.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    connection.execute("INSERT INTO calls (created_at, task, model, input, source) VALUES (1.0, 't', 'm', 'old', 'local')")
+    connection.commit()
+    connection.close()
+    log = CallLog(path)
+    new_id = log.record(_call(1, upstream_prompt_estimate=321)).result(10)
+    rows = {r["id"]: r for r in log.iterate()}
+    log.close()
+    assert rows[1]["input"] == "old" and rows[1]["upstream_prompt_estimate"] is None
+    assert rows[new_id]["upstream_prompt_estimate"] == 321
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

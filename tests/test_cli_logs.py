@@ -63,3 +63,15 @@ def test_stats_compare_the_bill_with_sending_everything_upstream(db):
 def test_a_missing_log_says_where_it_looked(tmp_path):
     result = CliRunner().invoke(app, ["logs", "list", "--db", str(tmp_path / "none.db")])
     assert result.exit_code != 0
+
+
+def test_all_large_uses_each_calls_own_estimate(tmp_path):
+    path = tmp_path / "calls.db"
+    log = CallLog(path)
+    log.record(CallRecord(task="t", model="m", input="a", source="upstream", escalated=True, upstream_model="gpt-4o",
+                          upstream_prompt_tokens=100, upstream_completion_tokens=10, upstream_cost=0.00035)).result(10)
+    log.record(CallRecord(task="t", model="m", input="b", source="local", upstream_prompt_estimate=300)).result(10)
+    log.close()
+    task = json.loads(CliRunner().invoke(app, ["logs", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
+    # gpt-4o: $2.50 / $10.00 per million; the local call at its own 300 tokens in and the mean 10 out
+    assert task["all_large_cost"] == pytest.approx((100 * 2.5 + 10 * 10) / 1e6 + (300 * 2.5 + 10 * 10) / 1e6)

@@ -42,6 +42,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_task_time ON calls (task, created_at);
     CREATE INDEX calls_time ON calls (created_at);
     """,
+    # 2: what the upstream request would have cost in tokens for calls that were not escalated,
+    #    so the bill can be compared with sending everything to the large model
+    """
+    ALTER TABLE calls ADD COLUMN upstream_prompt_estimate INTEGER;
+    """,
 )
 
 

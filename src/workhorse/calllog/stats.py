@@ -56,8 +56,10 @@ def _task_stats(rows: list[dict[str, Any]], prices: PriceTable, large_model: str
 
 
 def _all_large_cost(rows, escalated, prices: PriceTable, model: str | None) -> float | None:
-    """Every call sent upstream: escalated calls at their logged tokens, the others at the mean
-    upstream tokens of the escalated ones (or, without any, the local token counts)."""
+    """Every call sent upstream: escalated calls at their logged tokens; the others at their own
+    estimate of the upstream request (`upstream_prompt_estimate`) when logged, else at the mean
+    tokens of the escalated ones, else at the local token counts. Output tokens of calls never
+    sent are the escalated calls' mean (else none)."""
     if model is None:
         return None
     with_tokens = [r for r in escalated if r["upstream_prompt_tokens"] is not None]
@@ -67,6 +69,8 @@ def _all_large_cost(rows, escalated, prices: PriceTable, model: str | None) -> f
     for r in rows:
         if r["escalated"] and r["upstream_prompt_tokens"] is not None:
             tokens_in, tokens_out = r["upstream_prompt_tokens"], r["upstream_completion_tokens"] or 0
+        elif r.get("upstream_prompt_estimate") is not None:
+            tokens_in, tokens_out = r["upstream_prompt_estimate"], mean_out or 0
         elif mean_in is not None:
             tokens_in, tokens_out = mean_in, mean_out or 0
         else:

@@ -49,6 +49,7 @@ class CallRecord:
     upstream_completion_tokens: int | None = None
     upstream_cost: float | None = None
     redactions: dict[str, int] | None = None
+    upstream_prompt_estimate: int | None = None  # tokens of the upstream request had the call escalated
     final_answer: Any = None
     created_at: float = field(default_factory=time.time)
 

@@ -12,7 +12,7 @@ upstream fails, the small model's answer stands, flagged `escalation_failed`. Wi
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +49,16 @@ class EscalatingRunner:
         log: CallLog | None = None,
         prices: PriceTable | None = None,
         parallel: int = 8,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.spec = spec
         self.runner = runner
         self.upstream = upstream
         self.log = log
         self.prices = prices or PriceTable()
+        # Counts tokens of the upstream request a call would make (the local tokenizer stands in
+        # for the upstream's), so the log can price sending everything upstream.
+        self.count_tokens = count_tokens
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="escalate")
 
     def close(self) -> None:
@@ -86,6 +90,11 @@ class EscalatingRunner:
     def _escalate(self, text: str, reason: str) -> Escalation:
         assert self.upstream is not None
         return escalate_one(self.spec, self.upstream, self.prices, text, reason)
+
+    def _upstream_tokens(self, text: str) -> int | None:
+        if self.count_tokens is None:
+            return None
+        return self.count_tokens(_message_text(messages_for(self.spec, text)))
 
     @staticmethod
     def _final(local: Answer, escalation: Escalation | None) -> Answer:
@@ -119,9 +128,14 @@ class EscalatingRunner:
             upstream_completion_tokens=escalation.completion_tokens if escalation else None,
             upstream_cost=escalation.cost if escalation else None,
             redactions=escalation.redactions if escalation else None,
+            upstream_prompt_estimate=self._upstream_tokens(text),
             final_answer=final.answer,
             source=final.details["source"],
         )
+
+
+def _message_text(messages: list[dict[str, str]]) -> str:
+    return "\n".join(m["content"] for m in messages)
 
 
 def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, text: str, reason: str) -> Escalation:

@@ -70,7 +70,11 @@ class ServedTask:
             local = TaskRunner(self.spec, self.directory, self.model.worker)  # type: ignore[arg-type]
             run = local.run
             if log is not None or self.spec.escalation.mode != "never":
-                run = EscalatingRunner(self.spec, local, upstream=_upstream_client(self.spec), log=log).run
+                worker = self.model.worker
+                run = EscalatingRunner(
+                    self.spec, local, upstream=_upstream_client(self.spec), log=log,
+                    count_tokens=lambda text: len(worker.tokenize(text, add_special=False)),
+                ).run
             observe = metrics.batch_size.labels(self.spec.name).observe
             self._batcher = TaskBatcher(
                 run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items, on_batch=observe
