@@ -48,8 +48,11 @@ class Setup:
     log: Callable[[str], None]
 
     def workhorse_command(self, port: int, *extra: str) -> list[str]:
+        # Calls are logged as in production, but to a scratch file, not the user's call log.
+        call_log = Path(tempfile.mkdtemp(prefix="workhorse-bench-")) / "calls.db"
         return [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(self.threads),
-                "--model", self.embed_model, "--model", self.classify_model, "--task", self.task, *extra]
+                "--model", self.embed_model, "--model", self.classify_model, "--task", self.task,
+                "--call-log", str(call_log), *extra]
 
 
 def free_port() -> int:
