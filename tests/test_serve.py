@@ -430,3 +430,12 @@ def test_sigkill_under_load_loses_no_acknowledged_call(tiny_gguf, tasks_dir, tmp
     present = {row[0] for row in connection.execute("SELECT id FROM calls")}
     connection.close()
     assert acknowledged and set(acknowledged) <= present
+
+
+def test_chat_requests_sharing_a_system_prompt_reuse_its_kv(client, model_id, state):
+    system = {"role": "system", "content": "You sort support tickets into refund, login or card. " * 8}
+    worker = state.models[model_id].worker
+    hits_before = worker.call(lambda e: e.prefix_stats().hits)
+    for text in ("where is my refund", "cannot log in", "card blocked"):
+        client.chat.completions.create(model=model_id, messages=[system, {"role": "user", "content": text}], max_tokens=3)
+    assert worker.call(lambda e: e.prefix_stats().hits) - hits_before >= 2

@@ -45,8 +45,11 @@ async def chat_completions(body: ChatRequest, request: Request):
     if body.stream and tool_mode:
         raise ApiError(400, "streaming with tools is not supported; set stream to false", param="stream")
     model = call.model.worker.model
-    tokens = model.tokenize_rendered(_render_chat(model, body))
-    stream = TextStream(call.model.worker, _generate_request(call, body, tokens, constraint_schema), _stops(body))
+    text, earlier = _render_chat(model, body)
+    tokens = model.tokenize_rendered(text)
+    request = _generate_request(call, body, tokens, constraint_schema)
+    request.prefix_len = _shared_prefix(model, tokens, earlier)
+    stream = TextStream(call.model.worker, request, _stops(body))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return _sse(call, stream, _chat_chunks(stream, body, completion_id))
@@ -209,7 +212,18 @@ def _output_schema(body: ChatRequest) -> tuple[dict | None, bool]:
     return rf.json_schema.schema_, False
 
 
-def _render_chat(model: LlamaModel, body: ChatRequest) -> str:
+def _shared_prefix(model: LlamaModel, tokens: list[int], earlier: str) -> int:
+    """How many leading tokens are the conversation before its last message: requests that share
+    them (a system prompt with instructions or a label list, earlier turns) reuse their KV from
+    the engine's prefix cache instead of recomputing them."""
+    if not earlier:
+        return 0
+    prefix = model.tokenize_rendered(earlier)
+    return len(prefix) if 0 < len(prefix) < len(tokens) and tokens[: len(prefix)] == prefix else 0
+
+
+def _render_chat(model: LlamaModel, body: ChatRequest) -> tuple[str, str]:
+    """The prompt, and its rendering without the last message (empty when it cannot be had)."""
     messages = []
     for i, message in enumerate(body.messages):
         if isinstance(message.content, list) and any(part.get("type") != "text" for part in message.content):
@@ -233,11 +247,19 @@ def _render_chat(model: LlamaModel, body: ChatRequest) -> str:
         else:
             messages.insert(0, {"role": "system", "content": guide})
     if not model.chat_template:
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        lines = [f"{m['role']}: {m['content']}\n" for m in messages]
+        return "".join(lines) + "assistant: ", "".join(lines[:-1])
     try:
-        return model.apply_chat_template(messages, add_generation_prompt=True)
+        text = model.apply_chat_template(messages, add_generation_prompt=True)
     except Exception as error:  # a template that rejects the conversation (e.g. roles out of order)
         raise ApiError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
+    earlier = ""
+    if len(messages) > 1:
+        try:
+            earlier = model.apply_chat_template(messages[:-1], add_generation_prompt=False)
+        except Exception:  # some templates refuse a conversation that ends on a system message
+            earlier = ""
+    return text, earlier
 
 
 def _tool_message(text: str) -> dict[str, Any]:
