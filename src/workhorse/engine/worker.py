@@ -91,11 +91,6 @@ class EngineWorker:
         if self._thread.is_alive():
             self._queue.put(_CancelJob(future))
 
-    @property
-    def queue_depth(self) -> int:
-        """Jobs handed to the engine thread and not yet taken."""
-        return self._queue.qsize()
-
     def call(self, fn: Callable[[Engine], T]) -> T:
         """Run `fn(engine)` on the engine thread (for stats and KV inspection)."""
         future: Future = Future()
