@@ -143,8 +143,8 @@ def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, t
     if spec.escalation.privacy == "local_only":
         return Escalation(reason, blocked=True)
     redactor = Redactor(spec.escalation.privacy, task=spec.name)  # one per item: no mapping shared between items
-    [redacted], mapping = redactor.prepare([text])
-    counts = _count_kinds(mapping)
+    [redacted], _ = redactor.prepare([text])
+    counts = redactor.counts
     try:
         reply = upstream.ask(messages_for(spec, redacted), answer_schema(spec))
     except UpstreamError:
@@ -154,10 +154,3 @@ def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, t
     return Escalation(reason, value, prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                       cost=cost, redactions=counts)
 
-
-def _count_kinds(mapping: dict[str, str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for placeholder in mapping:
-        kind = placeholder.rsplit("_", 1)[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts

@@ -123,6 +123,11 @@ class Redactor:
     def mapping(self) -> dict[str, str]:
         return dict(self._ledger.mapping)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Kind → how many distinct values were replaced so far."""
+        return self._ledger.counts()
+
     def prepare(self, texts: list[str]) -> tuple[list[str], dict[str, str]]:
         """The texts as they may leave the machine, and the mapping (so far) to restore answers."""
         if self.policy == "local_only":
