@@ -51,18 +51,13 @@ def _real_upstream_answers(spec, dataset, confidence, url, model, max_rate) -> t
     from workhorse.escalation.ledger import PriceTable
     from workhorse.escalation.runner import escalate_one
     from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
+    from workhorse.tasks.spec import UpstreamOptions
 
     configured = spec.escalation.upstream
     url = url or (configured.base_url if configured else None)
     model = model or (configured.model if configured else None)
     if not url or not model:
         return None
-    settings = UpstreamSettings(
-        base_url=url, model=model,
-        api_key_env=configured.api_key_env if configured else "OPENAI_API_KEY",
-        timeout_s=configured.timeout_s if configured else 60.0,
-    )
-    client = UpstreamClient(settings)
     if spec.escalation.privacy == "local_only":
         from workhorse.errors import PrivacyPolicyError
 
@@ -70,6 +65,11 @@ def _real_upstream_answers(spec, dataset, confidence, url, model, max_rate) -> t
             f"task {spec.name} is local_only: its items may not be sent to {model}",
             "leave out --upstream-url for the perfect-upstream curve only, or change the task's escalation.privacy",
         )
+    if configured is not None:
+        options = configured.model_copy(update={"base_url": url, "model": model})
+    else:
+        options = UpstreamOptions(base_url=url, model=model, timeout_s=60.0)
+    client = UpstreamClient(UpstreamSettings.from_options(options))
     order = np.argsort(np.asarray(confidence), kind="stable")[: int(round(max_rate * len(confidence)))]
     answers: list[Any] = [None] * len(confidence)
     texts = [dataset.examples[i].text for i in order]

@@ -22,6 +22,7 @@ import jsonschema
 
 from workhorse.errors import WorkhorseError
 from workhorse.escalation.breaker import CircuitBreaker
+from workhorse.tasks.spec import UpstreamOptions
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -40,6 +41,12 @@ class UpstreamSettings:
     backoff_s: float = 0.25
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+
+    @classmethod
+    def from_options(cls, options: UpstreamOptions) -> UpstreamSettings:
+        """The settings a task's `escalation.upstream` asks for."""
+        return cls(base_url=options.base_url, model=options.model, api_key_env=options.api_key_env,
+                   timeout_s=options.timeout_s, retries=options.retries)
 
 
 @dataclass(frozen=True)

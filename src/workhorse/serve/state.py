@@ -86,10 +86,7 @@ def _upstream_client(spec: TaskSpec) -> UpstreamClient | None:
     options = spec.escalation.upstream
     if spec.escalation.mode == "never" or options is None:
         return None
-    return UpstreamClient(
-        UpstreamSettings(base_url=options.base_url, model=options.model, api_key_env=options.api_key_env,
-                         timeout_s=options.timeout_s, retries=options.retries)
-    )
+    return UpstreamClient(UpstreamSettings.from_options(options))
 
 
 class ServerState:
