@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from workhorse.bench.serve_bench import free_port, server
 from workhorse.evals.datasets import load
 from workhorse.evals.metrics import latency_summary
 from workhorse.tasks.store import load_task
@@ -67,32 +67,22 @@ def main() -> None:
     task_file.write_text(yaml.safe_dump(spec.to_yaml_dict() | {"escalation": escalation}, allow_unicode=True))
     for part in directory.glob("*.npz"):  # a file task reads its trained parts beside the file
         (work / part.name).write_bytes(part.read_bytes())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--model", spec.model,
-                               "--task", str(task_file), "--call-log", str(work / "calls.db")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--model", spec.model,
+               "--task", str(task_file), "--call-log", str(work / "calls.db")]
     try:
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        texts = [ex.text for ex in load(args.data).examples][: args.n]
+        with server(command, url, "/readyz"):
+            texts = [ex.text for ex in load(args.data).examples][: args.n]
 
-        def ask(text: str) -> tuple[float, dict]:
-            started = time.perf_counter()
-            response = httpx.post(f"{url}/v1/tasks/{spec.name}", json={"input": text}, timeout=60)
-            return time.perf_counter() - started, response.json() if response.status_code == 200 else {"status": response.status_code}
+            def ask(text: str) -> tuple[float, dict]:
+                started = time.perf_counter()
+                response = httpx.post(f"{url}/v1/tasks/{spec.name}", json={"input": text}, timeout=60)
+                return time.perf_counter() - started, response.json() if response.status_code == 200 else {"status": response.status_code}
 
-        with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(ask, texts))
+            with ThreadPoolExecutor(args.clients) as pool:
+                results = list(pool.map(ask, texts))
     finally:
-        server.terminate()
-        server.wait(30)
         hole.close()
     answered = [r for _, r in results if "answer" in r]
     flagged = [r for r in answered if r.get("escalation_failed")]
