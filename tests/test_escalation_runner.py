@@ -127,3 +127,17 @@ def test_no_planted_secret_of_the_corpus_reaches_the_upstream(engine, tiny_gguf)
             assert value not in everything, f"{field} {value!r} leaked"
             if field in NUMERIC_FIELDS:  # not even with its separators removed
                 assert re.sub(r"[^0-9]", "", value) not in everything, f"{field} {value!r} leaked as digits"
+
+
+def test_each_logged_call_estimates_its_upstream_request(engine, tiny_gguf, tmp_path):
+    from workhorse.escalation.request import messages_for
+
+    log = CallLog(tmp_path / "calls.db")
+    spec = parse_task(TASK.format(model=tiny_gguf, mode="never", privacy="redact"))
+    words = lambda text: len(text.split())  # noqa: E731 - any counter will do
+    runner = EscalatingRunner(spec, TaskRunner(spec, None, engine), upstream=None, log=log, count_tokens=words)
+    runner.run(TEXTS)
+    runner.close()
+    system = messages_for(spec, "")[0]["content"]
+    assert [r["upstream_prompt_estimate"] for r in log.iterate()] == [words(system) + words(t) for t in TEXTS]
+    log.close()

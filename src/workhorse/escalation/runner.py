@@ -59,6 +59,7 @@ class EscalatingRunner:
         # Counts tokens of the upstream request a call would make (the local tokenizer stands in
         # for the upstream's), so the log can price sending everything upstream.
         self.count_tokens = count_tokens
+        self._system_tokens: int | None = None
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="escalate")
 
     def close(self) -> None:
@@ -92,9 +93,14 @@ class EscalatingRunner:
         return escalate_one(self.spec, self.upstream, self.prices, text, reason)
 
     def _upstream_tokens(self, text: str) -> int | None:
+        """The upstream request's tokens: the task's system message (the same for every call,
+        counted once) and the item."""
         if self.count_tokens is None:
             return None
-        return self.count_tokens(_message_text(messages_for(self.spec, text)))
+        if self._system_tokens is None:
+            [system, _] = messages_for(self.spec, "")
+            self._system_tokens = self.count_tokens(system["content"])
+        return self._system_tokens + self.count_tokens(text)
 
     @staticmethod
     def _final(local: Answer, escalation: Escalation | None) -> Answer:
@@ -132,10 +138,6 @@ class EscalatingRunner:
             final_answer=final.answer,
             source=final.details["source"],
         )
-
-
-def _message_text(messages: list[dict[str, str]]) -> str:
-    return "\n".join(m["content"] for m in messages)
 
 
 def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, text: str, reason: str) -> Escalation:
