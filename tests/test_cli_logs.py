@@ -75,3 +75,20 @@ def test_all_large_uses_each_calls_own_estimate(tmp_path):
     task = json.loads(CliRunner().invoke(app, ["logs", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
     # gpt-4o: $2.50 / $10.00 per million; the local call at its own 300 tokens in and the mean 10 out
     assert task["all_large_cost"] == pytest.approx((100 * 2.5 + 10 * 10) / 1e6 + (300 * 2.5 + 10 * 10) / 1e6)
+
+
+def test_an_upstream_without_a_price_at_call_time_is_priced_from_its_tokens(tmp_path, monkeypatch):
+    """A local upstream has no list price when it is called; prices.yaml can price it afterwards."""
+    path = tmp_path / "calls.db"
+    log = CallLog(path)
+    log.record(CallRecord(task="t", model="m", input="a", source="upstream", escalated=True, upstream_model="local-qwen",
+                          upstream_prompt_tokens=200, upstream_completion_tokens=20, upstream_cost=None)).result(10)
+    log.close()
+    monkeypatch.setenv("WORKHORSE_HOME", str(tmp_path))
+
+    def stats() -> dict:
+        return json.loads(CliRunner().invoke(app, ["logs", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
+
+    assert stats()["upstream_cost"] is None  # no price anywhere: unknown, not zero
+    (tmp_path / "prices.yaml").write_text("models:\n  local-qwen: {input: 1.0, output: 2.0}\n")
+    assert stats()["upstream_cost"] == pytest.approx((200 * 1.0 + 20 * 2.0) / 1e6)

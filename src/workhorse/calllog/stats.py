@@ -29,7 +29,7 @@ def summarise(calls: Iterable[dict[str, Any]], prices: PriceTable, *, large_mode
 def _task_stats(rows: list[dict[str, Any]], prices: PriceTable, large_model: str | None) -> dict[str, Any]:
     escalated = [r for r in rows if r["escalated"]]
     local_seconds = sum(r["local_cpu_s"] or 0.0 for r in rows)
-    upstream_costs = [r["upstream_cost"] for r in escalated if r["upstream_cost"] is not None]
+    upstream_costs = [cost for r in escalated if (cost := _upstream_cost(r, prices)) is not None]
     model = large_model or next((r["upstream_model"] for r in escalated if r["upstream_model"]), None)
     all_large = _all_large_cost(rows, escalated, prices, model)
     local_cost = prices.local_cost(local_seconds)
@@ -53,6 +53,16 @@ def _task_stats(rows: list[dict[str, Any]], prices: PriceTable, large_model: str
         "with_feedback": len(judged),
         "accuracy": correct / len(judged) if judged else None,
     }
+
+
+def _upstream_cost(row: dict[str, Any], prices: PriceTable) -> float | None:
+    """The cost logged with the call; else its logged tokens at today's prices (an upstream that
+    had no price when it was called, a local server for instance, priced later in prices.yaml)."""
+    if row["upstream_cost"] is not None:
+        return row["upstream_cost"]
+    if row["upstream_model"] is None or row["upstream_prompt_tokens"] is None:
+        return None
+    return prices.upstream_cost(row["upstream_model"], row["upstream_prompt_tokens"], row["upstream_completion_tokens"] or 0)
 
 
 def _all_large_cost(rows, escalated, prices: PriceTable, model: str | None) -> float | None:
