@@ -62,12 +62,25 @@ class ServedTask:
     spec: TaskSpec
     directory: Path | None
     model: ServedModel
+    _local: TaskRunner | None = field(default=None, repr=False)
     _batcher: TaskBatcher | None = field(default=None, repr=False)
 
-    def batcher(self, settings: ServeSettings, metrics: Metrics, log: CallLog | None) -> TaskBatcher:
+    def local_runner(self) -> TaskRunner:
         """Built on first use: a head-mode task without a head fails here, with its fix."""
+        if self._local is None:
+            self._local = TaskRunner(self.spec, self.directory, self.model.worker)  # type: ignore[arg-type]
+        return self._local
+
+    def warm_up(self) -> None:
+        """Run one item through a classify or embed task, so that the first requests do not pay
+        for loading its head and computing its prompt prefix (one forward pass; generation tasks
+        would cost a whole answer each, and are left cold)."""
+        if self.spec.kind in ("classify", "embed"):
+            self.local_runner().run(["warm-up"])
+
+    def batcher(self, settings: ServeSettings, metrics: Metrics, log: CallLog | None) -> TaskBatcher:
         if self._batcher is None:
-            local = TaskRunner(self.spec, self.directory, self.model.worker)  # type: ignore[arg-type]
+            local = self.local_runner()
             run = local.run
             if log is not None or self.spec.escalation.mode != "never":
                 worker = self.model.worker
@@ -122,6 +135,11 @@ class ServerState:
             worker = EngineWorker(resolved.path, config, name=resolved.name)
             self.models[resolved.name] = ServedModel(resolved.name, worker, self.settings.queue_limit)
         self._load_tasks()
+        for task in self.tasks.values():
+            try:
+                task.warm_up()
+            except WorkhorseError as error:  # answered again, with its fix, on the task's first request
+                log.warning("task %s is not ready: %s", task.spec.name, error)
         if self.settings.log_calls:
             from workhorse.paths import call_log_path
 
