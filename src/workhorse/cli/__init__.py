@@ -34,11 +34,12 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, eval, fit, logs, models, run, serve, tasks
+    from workhorse.cli import bench, eval, fit, logparse, logs, models, run, serve, tasks
 
     app.add_typer(models.app, name="models")
     app.add_typer(tasks.app, name="tasks")
     app.add_typer(bench.app, name="bench")
+    logs.app.command("parse")(logparse.parse)
     app.add_typer(logs.app, name="logs")
     app.command("run")(run.run)
     app.command("fit")(fit.fit)

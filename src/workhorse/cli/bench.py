@@ -173,6 +173,47 @@ def soak(
     )
 
 
+@app.command("logs")
+def logs(
+    data: str = typer.Option(None, help="A directory laid out like Loghub-2k (default: loghub_2k in the datasets folder)."),
+    systems: str = typer.Option(None, help="Comma-separated systems (default: every one in log_formats.json)."),
+    model: str = typer.Option("qwen2.5-coder-0.5b", help="The template model."),
+    repeats: int = typer.Option(3, help="Warm passes per system (the median is reported)."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Log parsing per system from an empty cache: GA, PA, FGA, FTA, model calls, lines/s cold and warm; drain3 beside it."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from workhorse.bench.logs_bench import run as run_logs
+    from workhorse.evals.datasets import datasets_root
+    from workhorse.logparse.model import TemplateModel
+    from workhorse.tasks.runtime import open_engine
+
+    console = Console(stderr=True)
+    root = Path(data) if data else datasets_root() / "loghub_2k"
+    names = [n.strip() for n in systems.split(",")] if systems else None
+    report = run_logs(root, TemplateModel(open_engine(model, threads=threads)), names=names, repeats=repeats,
+                      log=lambda line: console.print(line, highlight=False))
+    report["model"] = model
+    report["machine"] = {"cpu": _cpu_name(), "threads": threads}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("system", "GA", "PA", "FGA", "FTA", "calls / templates", "lines/s warm", "lines/s cold",
+                  "drain3 GA", "drain3 PA", title=f"log parsing ({model}) vs drain3")
+    rows = list(report["systems"].items()) + [("average", report["average"])]
+    for name, r in rows:
+        calls = f"{r['model_calls']} / {r['true_templates']}"
+        table.add_row(name, *(f"{r[k]:.3f}" for k in ("GA", "PA", "FGA", "FTA")), calls, f"{r['lines_per_s_warm']:,.0f}",
+                      f"{r['lines_per_s_cold']:,.1f}", f"{r['drain3']['GA']:.3f}", f"{r['drain3']['PA']:.3f}")
+    Console().print(table)
+
+
 def _print_serve_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table

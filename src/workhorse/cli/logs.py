@@ -8,7 +8,8 @@ import time
 
 import typer
 
-app = typer.Typer(help="The call log: every answered call, with escalations, cost and feedback.", no_args_is_help=True)
+app = typer.Typer(help="Log parsing (`parse`), and the call log: every answered call, with escalations, cost and feedback.",
+                  no_args_is_help=True)
 
 DB_HELP = "The call log (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME)."
 

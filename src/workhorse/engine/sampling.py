@@ -7,6 +7,7 @@ so constrained decoding plugs in without the engine knowing about grammars.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -47,6 +48,8 @@ class SamplingParams:
     # Track the probability of each chosen token (a softmax over the allowed tokens per step,
     # ~0.3 ms on a 262k vocabulary); GenerateResult.confidence is then their geometric mean.
     confidence: bool = False
+    # Added to the logits of these tokens before choosing (a prior; OpenAI's logit_bias).
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -71,6 +74,10 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> int:
         """Choose a token. `logits` may be a view of llama.cpp's buffer: it is never modified."""
         row = logits
+        if self.params.logit_bias:
+            row = row.copy()
+            for token, bias in self.params.logit_bias.items():
+                row[token] += bias
         if self.constraint is not None:
             mask = self.constraint.allowed_tokens()
             if mask is not None:

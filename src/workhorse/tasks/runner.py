@@ -29,6 +29,10 @@ class TaskRunner:
             self._classifier = make_classifier(spec, directory, evaluator)
         elif spec.kind == "embed":
             self._embedder = Embedder(spec, evaluator)
+        elif spec.kind == "logs":
+            from workhorse.logparse.task import LogTask
+
+            self._logs = LogTask(spec, open_model=lambda: evaluator)
         else:
             self._generator = StructuredGenerator(spec, evaluator)
 
@@ -40,6 +44,8 @@ class TaskRunner:
             ]
         if self.spec.kind == "embed":
             return [Answer(vector.tolist()) for vector in self._embedder.embed(texts)]
+        if self.spec.kind == "logs":  # one record per line: header fields, template, typed parameters
+            return [Answer(record) for record in self._logs.records(texts)]
         return [
             Answer(a.value, a.confidence, {"valid": a.valid} | ({} if a.valid else {"raw": a.text}))
             for a in self._generator.run(texts)

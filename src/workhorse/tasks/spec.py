@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TaskKind = Literal["classify", "extract", "convert", "embed"]
+TaskKind = Literal["classify", "extract", "convert", "embed", "logs"]
 
 DEFAULT_FEATURE_PROMPT = 'This message: "{text}" means in one word: "'
 
@@ -130,6 +130,10 @@ class TaskSpec(_Strict):
     schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema of the answer (extract).")
     target: str | None = Field(None, description="Target format of a convert task: json, csv, yaml or value.")
     examples: list[Example] = Field(default_factory=list)
+    log_format: str | None = Field(
+        None, description="A logs task's header format, e.g. `<Date> <Time> <Level> <Component>: <Content>`; "
+        "without it the header is detected from the first lines."
+    )
     classify: ClassifyOptions = Field(default_factory=ClassifyOptions)
     embed: EmbedOptions = Field(default_factory=EmbedOptions)
     serve: ServeOptions = Field(default_factory=lambda: ServeOptions())

@@ -1,0 +1,92 @@
+"""`workhorse bench logs`: log parsing accuracy and speed per system, beside Drain (drain3).
+
+For each system of a Loghub-style directory, from an empty template cache:
+- cold: every line parsed in order, the model writing the template of each unseen line;
+- warm: the same lines again, the cache alone (no model), timed `repeats` times;
+- accuracy (GA, PA, FGA, FTA) of the cold pass, each line in its template's final group;
+- drain3 on the same contents, with one generic configuration.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from workhorse.logparse.cache import TemplateCache
+from workhorse.logparse.drain_baseline import run_drain
+from workhorse.logparse.header import LogFormat
+from workhorse.logparse.loghub import load_system, systems
+from workhorse.logparse.metrics import parsing_metrics
+from workhorse.logparse.model import TemplateModel
+from workhorse.logparse.parser import LogParser
+
+METRICS = ("GA", "PA", "FGA", "FTA")
+
+
+def bench_system(root: Path, name: str, model: TemplateModel, *, repeats: int = 3) -> dict[str, Any]:
+    system = load_system(root, name)
+    log_format = LogFormat.parse(system.log_format)
+    cache = TemplateCache()
+    calls_before = model.calls
+    parser = LogParser(log_format, cache, model)
+    started = time.perf_counter()
+    parsed = list(parser.parse(system.lines))
+    cold_s = time.perf_counter() - started
+    final = [cache.resolve(line.template_id) for line in parsed]
+    scores = parsing_metrics(system.truth_templates, [t.id for t in final], [t.text for t in final])
+
+    warm = []
+    for _ in range(repeats):
+        warm_parser = LogParser(log_format, cache, None)
+        started = time.perf_counter()
+        for _line in warm_parser.parse(system.lines):
+            pass
+        warm.append(len(system.lines) / (time.perf_counter() - started))
+
+    drain = run_drain(system.contents)
+    drain_scores = parsing_metrics(system.truth_templates, drain.groups, drain.templates)
+    return {
+        "lines": len(system.lines),
+        "true_templates": scores["n_true_templates"],
+        "templates": scores["n_predicted_templates"],
+        "model_calls": model.calls - calls_before,
+        "lines_per_s_cold": len(system.lines) / cold_s,
+        "lines_per_s_warm": statistics.median(warm),
+        "lines_per_s_warm_runs": warm,
+        **{key: scores[key.lower()] for key in METRICS},
+        "drain3": {
+            **{key: drain_scores[key.lower()] for key in METRICS},
+            "templates": drain.n_clusters,
+            "lines_per_s": len(system.lines) / drain.seconds if drain.seconds else None,
+        },
+    }
+
+
+def run(
+    root: Path, model: TemplateModel, *, names: Sequence[str] | None = None, repeats: int = 3,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {"data": str(root), "systems": {}}
+    for name in names or systems(root):
+        result = bench_system(root, name, model, repeats=repeats)
+        report["systems"][name] = result
+        log(f"{name}: GA {result['GA']:.3f} PA {result['PA']:.3f} FGA {result['FGA']:.3f} FTA {result['FTA']:.3f}, "
+            f"{result['model_calls']} model calls for {result['true_templates']} templates, "
+            f"{result['lines_per_s_warm']:,.0f} lines/s warm (drain3 GA {result['drain3']['GA']:.3f} PA {result['drain3']['PA']:.3f})")
+    rows = list(report["systems"].values())
+    report["average"] = {
+        **{key: statistics.mean(r[key] for r in rows) for key in METRICS},
+        "lines_per_s_warm": statistics.mean(r["lines_per_s_warm"] for r in rows),
+        "lines_per_s_cold": statistics.mean(r["lines_per_s_cold"] for r in rows),
+        "model_calls": sum(r["model_calls"] for r in rows),
+        "true_templates": sum(r["true_templates"] for r in rows),
+        "model_calls_per_true_template": sum(r["model_calls"] for r in rows) / max(1, sum(r["true_templates"] for r in rows)),
+        "drain3": {
+            **{key: statistics.mean(r["drain3"][key] for r in rows) for key in METRICS},
+            "lines_per_s": statistics.mean(r["drain3"]["lines_per_s"] or 0 for r in rows),
+        },
+    }
+    return report

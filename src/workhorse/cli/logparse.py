@@ -1,0 +1,90 @@
+"""`workhorse logs parse`: raw log lines to JSONL records (header fields, template, typed parameters)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import typer
+
+
+def parse(
+    source: str = typer.Argument("-", help="A log file, or - for stdin."),
+    log_format: str = typer.Option(
+        None, "--format", help="Header format, e.g. '<Date> <Time> <Level> <Component>: <Content>' (default: the task's, else detected)."
+    ),
+    task: str = typer.Option("log-templates", help="The logs task: its model, format and template cache."),
+    output: str = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep reading lines appended to FILE, like tail -f (Ctrl-C stops)."),
+    no_model: bool = typer.Option(False, "--no-model", help="The cache alone: unseen lines get only their certain variables."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+) -> None:
+    """Parse a log into templates: cached templates parse their lines at once; the small model writes
+    the template of each line it has not seen, which is cached for the next ones."""
+    from rich.console import Console
+
+    from workhorse.errors import WorkhorseError
+    from workhorse.logparse.task import DETECT_SAMPLE, LogTask
+    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.store import load_task
+
+    spec, _ = load_task(task)
+    if follow and source == "-":
+        raise WorkhorseError("--follow needs a file", "pass the log file's path, or read stdin without --follow")
+    if source != "-" and not Path(source).is_file():
+        raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
+    open_model = None if no_model else (lambda: open_engine(spec.model, threads=threads))
+    log_task = LogTask(spec, log_format=log_format, open_model=open_model)
+    stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
+    lines = _lines(stream, follow)
+    head = list(itertools.islice(lines, DETECT_SAMPLE))
+    log_task.detect(head)
+    console = Console(stderr=True)
+    if log_task.log_format is None:
+        console.print("no common header found: whole lines are parsed as content (pass --format to split one)")
+    else:
+        console.print(f"header format: {log_task.log_format.spec}")
+    out: TextIO = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    started, last = time.perf_counter(), 0.0
+    count = 0
+    try:
+        for count, record in enumerate(log_task.records(itertools.chain(head, lines)), start=1):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            now = time.perf_counter()
+            if now - last > 2:  # progress on stderr, so stdout stays pure JSONL
+                last = now
+                console.print(_progress(log_task, count, now - started), highlight=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log_task.save()
+        if output:
+            out.close()
+        if stream is not sys.stdin:
+            stream.close()
+    console.print(_progress(log_task, count, time.perf_counter() - started) + f"; cache: {log_task.cache_file}", highlight=False)
+
+
+def _progress(log_task, count: int, seconds: float) -> str:
+    rate = count / seconds if seconds else 0.0
+    return (f"{count} lines, {len(log_task.cache)} templates, {log_task.cache.hits} cache hits, "
+            f"{log_task.model_calls} model calls, {rate:,.0f} lines/s")
+
+
+def _lines(stream: TextIO, follow: bool) -> Iterator[str]:
+    partial = ""  # following a file, a line being written is read once it is whole
+    while True:
+        line = stream.readline()
+        if line.endswith("\n") or (line and not follow):
+            yield partial + line
+            partial = ""
+        elif follow:
+            partial += line
+            time.sleep(0.25)
+        else:
+            return

@@ -1,0 +1,1 @@
+"""Log parsing: raw log lines into header fields and a content template."""

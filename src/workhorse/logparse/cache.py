@@ -1,0 +1,148 @@
+"""The template cache: lines of a known template are parsed without the model.
+
+Templates are indexed by their first literal word, so a line is tried against the few templates
+that start like it (and those that start with a variable). When several match, the one with the
+most literal text wins: the most specific explanation of the line.
+
+A new template that generalizes cached ones (`Invalid user <*> from <*>` after
+`Invalid user admin from <*>`) replaces them; the replaced ids stay valid as aliases, so lines
+already parsed under them end up in the same group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from workhorse.errors import WorkhorseError
+from workhorse.logparse.template import WILDCARD, Template, chunk, first_word
+
+CACHE_VERSION = 1
+SIBLING_SHARED = 2  # words two templates must share, besides the one they differ in, to merge
+
+
+class TemplateCache:
+    def __init__(self) -> None:
+        self._templates: dict[int, Template] = {}  # live templates by id
+        self._by_word: dict[str | None, list[Template]] = defaultdict(list)
+        self._alias: dict[int, int] = {}  # replaced id → the id that replaced it
+        self._next_id = 1
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    def __iter__(self) -> Iterator[Template]:
+        return iter(self._templates.values())
+
+    def match(self, content: str) -> tuple[Template, list[str]] | None:
+        """The best template for a (normalized) content and its parameter values."""
+        best: tuple[Template, list[str]] | None = None
+        for key in {first_word(content), None}:
+            for template in self._by_word.get(key, ()):
+                if best is not None and template.literal_chars <= best[0].literal_chars:
+                    continue
+                params = template.match(content)
+                if params is not None:
+                    best = (template, params)
+        if best is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            best[0].hits += 1
+        return best
+
+    def add(self, text: str, example: str) -> Template:
+        """Cache a template made for `example`; it replaces the cached templates it generalizes.
+        A template already cached (or one a cached template generalizes) is returned as is."""
+        for template in self._templates.values():
+            if template.text == text or template.generalizes(Template(text)):
+                return template
+        new = Template(text, id=self._next_id, example=example)
+        self._next_id += 1
+        for old in [t for t in self._templates.values() if new.generalizes(t)]:
+            self._remove(old)
+            self._alias[old.id] = new.id
+            new.hits += old.hits
+        self._templates[new.id] = new
+        self._by_word[new.first_word].append(new)
+        return new
+
+    def sibling(self, text: str) -> Template | None:
+        """A cached template that differs from `text` in exactly one word, both words literal,
+        with at least `SIBLING_SHARED` other words the same and the same first word: the same
+        event whose value the model kept as a word twice (`Invalid user admin from <*>`, then
+        `Invalid user test from <*>`). Their merge replaces both."""
+        pieces = _pieces(text)
+        for template in self._by_word.get(first_word(text), ()):
+            other = _pieces(template.text)
+            if len(other) != len(pieces):
+                continue
+            differing = [i for i, (a, b) in enumerate(zip(pieces, other, strict=True)) if a != b]
+            if len(differing) != 1 or differing[0] == 0:
+                continue
+            a, b = pieces[differing[0]], other[differing[0]]
+            shared = sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum())
+            if WILDCARD not in (a, b) and a[0].isalnum() and b[0].isalnum() and shared - 1 >= SIBLING_SHARED:
+                return template
+        return None
+
+    def resolve(self, template_id: int) -> Template:
+        """The live template behind an id, following replacements."""
+        while template_id in self._alias:
+            template_id = self._alias[template_id]
+        return self._templates[template_id]
+
+    def _remove(self, template: Template) -> None:
+        del self._templates[template.id]
+        self._by_word[template.first_word].remove(template)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write atomically (a crash leaves the previous file)."""
+        data = {
+            "version": CACHE_VERSION,
+            "next_id": self._next_id,
+            "templates": [{"id": t.id, "text": t.text, "example": t.example, "hits": t.hits} for t in self._templates.values()],
+            "aliases": {str(k): v for k, v in self._alias.items()},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, ensure_ascii=False, indent=1)
+        os.replace(scratch, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TemplateCache:
+        cache = cls()
+        if not path.is_file():
+            return cache
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") != CACHE_VERSION:
+                raise ValueError(f"version {data.get('version')!r}, expected {CACHE_VERSION}")
+            for row in data["templates"]:
+                template = Template(row["text"], id=int(row["id"]), example=row.get("example", ""), hits=int(row.get("hits", 0)))
+                cache._templates[template.id] = template
+                cache._by_word[template.first_word].append(template)
+            cache._alias = {int(k): int(v) for k, v in data.get("aliases", {}).items()}
+            cache._next_id = int(data["next_id"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise WorkhorseError(f"the template cache {path} is unreadable: {error}",
+                                 "delete it to start from an empty cache (templates are learnt again)") from None
+        return cache
+
+
+def _pieces(text: str) -> list[str]:
+    """A template's chunks, each wildcard one piece."""
+    out: list[str] = []
+    for i, part in enumerate(text.split(WILDCARD)):
+        if i:
+            out.append(WILDCARD)
+        out.extend(c.text for c in chunk(part))
+    return out

@@ -1,0 +1,137 @@
+"""Raw log lines in, one JSON-ready record per line out: header fields, template, typed parameters.
+
+    parser = LogParser(LogFormat.parse("<Date> <Time> <Level> <Component>: <Content>"), TemplateCache(), model)
+    for record in parser.parse(lines): ...
+
+A line whose content matches a cached template is parsed by the cache alone. Otherwise the model
+writes its template, which is checked against the line and cached; a template that does not
+match its own line (an answer cut short) is replaced by the line with only its certain variables
+(numbers, hex values) abstracted, so every line gets a template that parses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from workhorse.logparse.cache import TemplateCache
+from workhorse.logparse.header import LogFormat
+from workhorse.logparse.model import TemplateModel
+from workhorse.logparse.template import (
+    WILDCARD,
+    Template,
+    chunk,
+    normalize,
+    render,
+    template_from_choices,
+)
+from workhorse.logparse.types import param_type
+
+
+@dataclass
+class ParsedLine:
+    number: int  # 1-based position in the input
+    header: dict[str, str]
+    content: str  # normalized
+    template_id: int
+    source: str  # "cache" | "model"
+    params: list[str]
+    fits_format: bool = True
+
+    def record(self, cache: TemplateCache) -> dict[str, Any]:
+        template = cache.resolve(self.template_id)
+        return {
+            "line": self.number,
+            **({"header": self.header} if self.header else {}),
+            "content": self.content,
+            "template_id": template.id,
+            "template": template.text,
+            "params": [{"value": v, "type": param_type(v)} for v in self.params],
+            "source": self.source,
+            **({} if self.fits_format else {"fits_format": False}),
+        }
+
+
+class LogParser:
+    def __init__(
+        self,
+        log_format: LogFormat | None,
+        cache: TemplateCache,
+        model: TemplateModel | Callable[[], TemplateModel] | None,
+        *,
+        on_learn: Callable[[Template], None] | None = None,
+    ) -> None:
+        """`model`: a TemplateModel, a function that opens one on the first cache miss, or None
+        (the cache alone). `on_learn` is called with each template the model adds."""
+        self.log_format = log_format
+        self.cache = cache
+        self._model = model
+        self._on_learn = on_learn
+        self.lines = 0
+        self.unfit = 0  # lines that did not fit the header format (parsed whole)
+
+    def parse(self, lines: Iterable[str]) -> Iterator[ParsedLine]:
+        for line in lines:
+            yield self.parse_line(line.rstrip("\r\n"))
+
+    def parse_line(self, line: str) -> ParsedLine:
+        self.lines += 1
+        header: dict[str, str] = {}
+        content, fits = line, True
+        if self.log_format is not None:
+            split = self.log_format.split(line)
+            if split is None:
+                self.unfit += 1
+                fits = False
+            else:
+                header, content = split
+        content = normalize(content)
+        found = self.cache.match(content)
+        if found is not None:
+            template, params = found
+            return ParsedLine(self.lines, header, content, template.id, "cache", params, fits)
+        template = self._learn(content)
+        if self._on_learn is not None:
+            self._on_learn(template)
+        params = template.match(content) or []
+        return ParsedLine(self.lines, header, content, template.id, "model", params, fits)
+
+    @property
+    def model_calls(self) -> int:
+        return self._model.calls if isinstance(self._model, TemplateModel) else 0
+
+    @property
+    def model(self) -> TemplateModel | None:
+        if self._model is not None and not isinstance(self._model, TemplateModel):
+            self._model = self._model()
+        return self._model
+
+    def _learn(self, content: str) -> Template:
+        text = None
+        model = self.model
+        if model is not None:
+            [text] = model.templates([content], list(self.cache))
+            if Template(text).match(content) is None or _degenerate(text, content):
+                text = None
+        if text is None:
+            chunks = chunk(content)
+            text = template_from_choices(chunks, [c.variable for c in chunks])
+        sibling = self.cache.sibling(text)
+        if sibling is not None:  # the same event with a value kept as a word: generalize both
+            text = _merge(text, sibling.text)
+        return self.cache.add(text, content)
+
+
+def _degenerate(template: str, content: str) -> bool:
+    """A template that keeps none of the line's words (`<*> <*> <*>`) would swallow unrelated lines."""
+    has_words = any(c.kind == "word" and not c.variable and any(ch.isalpha() for ch in c.text) for c in chunk(content))
+    kept = any(c.kind == "word" and c.text != WILDCARD and any(ch.isalpha() for ch in c.text) for c in chunk(template))
+    return has_words and not kept
+
+
+def _merge(text: str, other: str) -> str:
+    """Two templates of equal chunks but one word: that word becomes a wildcard."""
+    from workhorse.logparse.cache import _pieces
+
+    return render([a if a == b else WILDCARD for a, b in zip(_pieces(text), _pieces(other), strict=True)])

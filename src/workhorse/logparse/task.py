@@ -1,0 +1,75 @@
+"""A `logs` task: its header format, its persistent template cache and its model, put together.
+
+The model is opened only when a line misses the cache, so parsing a log whose templates are all
+known never loads it. The cache lives at `$WORKHORSE_HOME/logs/<task>/templates.json` and is
+saved after every new template (atomically), so an interrupted run keeps what it learnt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from workhorse.errors import TaskSpecError
+from workhorse.logparse.cache import TemplateCache
+from workhorse.logparse.header import LogFormat, detect_format
+from workhorse.logparse.model import TemplateModel
+from workhorse.logparse.parser import LogParser, ParsedLine
+from workhorse.paths import workhorse_home
+from workhorse.tasks.features import Evaluator
+from workhorse.tasks.spec import TaskSpec
+
+DETECT_SAMPLE = 200  # lines read ahead to detect a header format
+
+
+def cache_path(task: str) -> Path:
+    return workhorse_home() / "logs" / task / "templates.json"
+
+
+class LogTask:
+    def __init__(
+        self,
+        spec: TaskSpec,
+        *,
+        log_format: str | None = None,
+        open_model: Callable[[], Evaluator] | None = None,
+        cache_file: Path | None = None,
+    ) -> None:
+        """`open_model` gives the engine on the first cache miss (None: no model, the cache alone).
+        `cache_file`: where the cache persists (default: the task's; pass a scratch path to start empty)."""
+        if spec.kind != "logs":
+            raise TaskSpecError(f"task {spec.name} is a {spec.kind} task, not a logs task", "use a task with kind: logs")
+        self.spec = spec
+        spec_format = log_format or spec.log_format
+        self.log_format = LogFormat.parse(spec_format) if spec_format else None
+        self.cache_file = cache_file if cache_file is not None else cache_path(spec.name)
+        self.cache = TemplateCache.load(self.cache_file)
+        self._lock = threading.Lock()  # one cache, parsed into by concurrent server batches
+        model = (lambda: TemplateModel(open_model())) if open_model is not None else None
+        self._parser = LogParser(self.log_format, self.cache, model, on_learn=lambda _: self.cache.save(self.cache_file))
+
+    @property
+    def model_calls(self) -> int:
+        return self._parser.model_calls
+
+    def detect(self, sample: Sequence[str]) -> None:
+        """Detect the header format from `sample` when none was given (no header found: whole lines)."""
+        if self.log_format is None and sample:
+            self.log_format = detect_format(list(sample)[:DETECT_SAMPLE])
+            self._parser.log_format = self.log_format
+
+    def parse(self, lines: Iterable[str]) -> Iterator[ParsedLine]:
+        for line in lines:
+            with self._lock:
+                parsed = self._parser.parse_line(line.rstrip("\r\n"))
+            yield parsed
+
+    def records(self, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+        for parsed in self.parse(lines):
+            yield parsed.record(self.cache)
+
+    def save(self) -> None:
+        with self._lock:
+            self.cache.save(self.cache_file)

@@ -1,0 +1,178 @@
+"""Log templates: a line's content cut into chunks, a template as that content with some chunks
+replaced by `<*>`, and the matcher that parses later lines of a template without the model.
+
+A chunk is a run of word characters, one punctuation character, or one space. Choosing per chunk
+is fine enough for every template of the Loghub-2k ground truth (each is reproduced exactly by
+marking the chunks its variables cover, then merging as `render` does), and coarse enough that a
+model picks from a handful of alternatives per line instead of writing free text.
+
+Some chunks are variables whatever the system, following the published guidelines for log
+template ground truth (Khan et al., ICSE 2022) that the corrected Loghub labels apply: numbers,
+hexadecimal values, booleans and nulls. A model decides the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+WILDCARD = "<*>"
+
+# Punctuation that separates chunks; everything else that is not a space belongs to word chunks.
+_SPLIT = re.compile(r"(\s+|[=,;:()\[\]{}\"'<>|#/@.+\-!?*&%$~^`\\])")
+_SPACES = re.compile(r"\s+")
+_NUMBER = re.compile(r"\d+")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}")
+_VALUE_WORDS = frozenset({"true", "false", "null", "root"})  # the guidelines' defaults
+# Variables joined by these characters are one variable (the guidelines' dot-separated values).
+_JOINERS = (".", "-")
+_BRACKETS = {"(": ")", "[": "]", "{": "}"}
+_PATH = re.compile(r"(?:/[^/\s]+){2,}/?")
+_PATH_DELIMITERS = frozenset(",;:=|\"'()[]{}")
+
+
+def normalize(content: str) -> str:
+    """Runs of whitespace become one space (templates are compared that way)."""
+    return _SPACES.sub(" ", content).strip()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    kind: str  # "space" | "punct" | "word"
+    variable: bool = False  # a variable whatever the model says (numbers, hex, booleans)
+
+
+def chunk(content: str) -> list[Chunk]:
+    """`content` (normalized) cut into chunks. A sign before a number belongs to it, and a path
+    (`/var/lib/x`, two segments or more) is one variable: the guidelines' path rule."""
+    chunks: list[Chunk] = []
+    for part in _SPLIT.split(content):
+        if not part:
+            continue
+        if part.isspace():
+            chunks.append(Chunk(" ", "space"))
+        elif len(part) == 1 and _SPLIT.fullmatch(part):
+            chunks.append(Chunk(part, "punct"))
+        elif _NUMBER.fullmatch(part) and chunks and chunks[-1].text == "-" and (len(chunks) == 1 or chunks[-2].kind != "word"):
+            chunks[-1] = Chunk("-" + part, "word", True)
+        else:
+            chunks.append(Chunk(part, "word", _is_value(part)))
+    return _paths_as_values(chunks)
+
+
+def _paths_as_values(chunks: list[Chunk]) -> list[Chunk]:
+    out = list(chunks)
+    start = 0
+    for end in range(len(chunks) + 1):
+        if end == len(chunks) or chunks[end].kind == "space" or chunks[end].text in _PATH_DELIMITERS:
+            if _PATH.fullmatch("".join(c.text for c in chunks[start:end])):
+                for i in range(start, end):
+                    out[i] = Chunk(chunks[i].text, chunks[i].kind, chunks[i].kind != "space")
+            start = end + 1
+    return out
+
+
+def _is_value(word: str) -> bool:
+    return bool(_NUMBER.fullmatch(word) or _HEX.fullmatch(word)) or word.lower() in _VALUE_WORDS
+
+
+def render(pieces: Sequence[str]) -> str:
+    """Join chunk texts and wildcards into a canonical template: adjacent wildcards, and
+    wildcards joined by `.` or `-`, become one."""
+    text = "".join(pieces)
+    while True:
+        merged = text.replace(WILDCARD + WILDCARD, WILDCARD)
+        for joiner in _JOINERS:
+            merged = merged.replace(WILDCARD + joiner + WILDCARD, WILDCARD)
+        if merged == text:
+            return text
+        text = merged
+
+
+def empty_slots(chunks: Sequence[Chunk]) -> set[int]:
+    """Chunk indexes where an empty bracket pair opens after a space or at the start, `… ()`:
+    an empty value slot, whose template is `(<*>)` (a call such as `init()` is not one)."""
+    slots = set()
+    for i in range(len(chunks) - 1):
+        opener, closer = chunks[i].text, chunks[i + 1].text
+        if _BRACKETS.get(opener) == closer and (i == 0 or chunks[i - 1].kind == "space"):
+            slots.add(i)
+    return slots
+
+
+@dataclass
+class Template:
+    """A template and the matcher for its lines. `<*>` matches any text without a space, also none:
+    templates are made per chunk and spaces are never variables, and a wildcard that could
+    swallow spaces would let `… rhost=<*>` parse `… rhost=10.0.0.1 user=root` too."""
+
+    text: str
+    id: int = 0
+    example: str = ""  # the first line (content) it was made for: shown to the model as a demonstration
+    hits: int = 0
+    literal_chars: int = field(init=False)
+    _pattern: re.Pattern = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = self.text.split(WILDCARD)
+        self.literal_chars = sum(len(p) for p in parts)
+        self._pattern = re.compile("".join(
+            re.escape(part) + (r"(\S*?)" if i < len(parts) - 1 else "") for i, part in enumerate(parts)
+        ), re.DOTALL)
+
+    @property
+    def n_params(self) -> int:
+        return self.text.count(WILDCARD)
+
+    @property
+    def first_word(self) -> str | None:
+        """The first chunk when it is literal (the cache's index key), else None."""
+        return first_word(self.text)
+
+    def match(self, content: str) -> list[str] | None:
+        """The parameter values when the (normalized) content is a line of this template."""
+        found = self._pattern.fullmatch(content)
+        return list(found.groups()) if found else None
+
+    def generalizes(self, other: Template) -> bool:
+        """Every line of `other` is a line of this one (and they differ)."""
+        return other.text != self.text and self._pattern.fullmatch(other.text) is not None
+
+
+def first_word(text: str) -> str | None:
+    if text.startswith(WILDCARD):
+        return None
+    head = _SPLIT.split(text, maxsplit=1)[0]
+    return head or text[:1]
+
+
+def template_from_choices(chunks: Sequence[Chunk], variable: Sequence[bool], filled: set[int] = frozenset()) -> str:
+    """The template that marks `variable` chunks as `<*>` (and fills the empty slots in `filled`)."""
+    pieces = []
+    for i, (piece, is_variable) in enumerate(zip(chunks, variable, strict=True)):
+        pieces.append(WILDCARD if is_variable else piece.text)
+        if i in filled:
+            pieces.append(WILDCARD)
+    return render(pieces)
+
+
+def choice_pattern(chunks: Sequence[Chunk]) -> str:
+    """A regex (Rust syntax, for a grammar-constrained model) of every template of these chunks:
+    each word or punctuation chunk as itself or `<*>` (fixed variables only as `<*>`), spaces as
+    themselves, and an optional `<*>` in each empty slot."""
+    wildcard = re.escape(WILDCARD)
+    slots = empty_slots(chunks)
+    parts = []
+    for i, piece in enumerate(chunks):
+        literal = re.escape(piece.text)
+        if piece.kind == "space":
+            parts.append(literal)
+        elif piece.variable:
+            parts.append(wildcard)
+        else:
+            parts.append(f"(?:{literal}|{wildcard})")
+        if i in slots:
+            parts.append(f"(?:{wildcard})?")
+    return "".join(parts)
