@@ -195,7 +195,7 @@ def logs(
     console = Console(stderr=True)
     root = Path(data) if data else datasets_root() / "loghub_2k"
     names = [n.strip() for n in systems.split(",")] if systems else None
-    report = run_logs(root, TemplateModel(open_engine(model, threads=threads)), names=names, repeats=repeats,
+    report = run_logs(root, TemplateModel(open_engine(model, threads=threads, n_ctx=8192)), names=names, repeats=repeats,
                       log=lambda line: console.print(line, highlight=False))
     report["model"] = model
     report["machine"] = {"cpu": _cpu_name(), "threads": threads}

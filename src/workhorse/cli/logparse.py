@@ -38,7 +38,7 @@ def parse(
         raise WorkhorseError("--follow needs a file", "pass the log file's path, or read stdin without --follow")
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
-    open_model = None if no_model else (lambda: open_engine(spec.model, threads=threads))
+    open_model = None if no_model else (lambda: open_engine(spec.model, threads=threads, n_ctx=8192))
     log_task = LogTask(spec, log_format=log_format, open_model=open_model)
     stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
     lines = _lines(stream, follow)

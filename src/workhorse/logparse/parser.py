@@ -12,9 +12,11 @@ match its own line (an answer cut short) is replaced by the line with only its c
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.header import LogFormat
 from workhorse.logparse.model import TemplateModel
@@ -27,6 +29,8 @@ from workhorse.logparse.template import (
     template_from_choices,
 )
 from workhorse.logparse.types import param_type
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +74,7 @@ class LogParser:
         self._on_learn = on_learn
         self.lines = 0
         self.unfit = 0  # lines that did not fit the header format (parsed whole)
+        self.model_failures = 0  # lines the model failed on (they get their certain variables)
 
     def parse(self, lines: Iterable[str]) -> Iterator[ParsedLine]:
         for line in lines:
@@ -111,8 +116,13 @@ class LogParser:
         text = None
         model = self.model
         if model is not None:
-            [text] = model.templates([content], list(self.cache))
-            if Template(text).match(content) is None or _degenerate(text, content):
+            try:
+                [text] = model.templates([content], list(self.cache))
+            except WorkhorseError as error:  # one line the model cannot take must not end the run
+                self.model_failures += 1
+                log.warning("no template from the model for %r: %s", content[:80], error)
+                text = None
+            if text is not None and (Template(text).match(content) is None or _degenerate(text, content)):
                 text = None
         if text is None:
             chunks = chunk(content)
