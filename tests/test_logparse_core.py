@@ -205,3 +205,46 @@ def test_logs_parse_detects_a_header_and_refuses_bad_input(tmp_path):
     assert missing.exit_code != 0
     follow_stdin = CliRunner().invoke(app, ["logs", "parse", "-", "--follow"], input="x\n")
     assert follow_stdin.exit_code != 0
+
+
+def _loghub_dir(tmp_path):
+    """One system, Loghub's layout: raw lines, the structured CSV with true templates, the formats file."""
+    import csv
+
+    root = tmp_path / "logs"
+    (root / "Mini").mkdir(parents=True)
+    (root / "log_formats.json").write_text(json.dumps({"Mini": {"log_file": "Mini/Mini_2k.log", "log_format": "<Level> <Content>"}}))
+    rows = [("INFO", f"Job {i} finished in {i + 3} s", "Job <*> finished in <*> s") for i in range(4)]
+    rows += [("WARN", f"Disk {d} is full", "Disk <*> is full") for d in ("sda", "sdb")]
+    (root / "Mini" / "Mini_2k.log").write_text("".join(f"{level} {content}\n" for level, content, _ in rows))
+    with open(root / "Mini" / "Mini_2k.log_structured_corrected.csv", "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["LineId", "Level", "Content", "EventId", "EventTemplate"])
+        for i, (level, content, template) in enumerate(rows, start=1):
+            writer.writerow([i, level, content, "E1" if template.startswith("Job") else "E2", template])
+    return root
+
+
+@pytest.mark.real_model
+def test_eval_and_bench_of_a_logs_task_report_the_loghub_measures(tmp_path, real_model_path, monkeypatch):
+    from workhorse.bench.logs_bench import run
+    from workhorse.engine import Engine, EngineConfig, LlamaModel
+    from workhorse.logparse.model import TemplateModel
+
+    root = _loghub_dir(tmp_path)
+    engine = Engine(LlamaModel(real_model_path("qwen2.5-coder-0.5b")), EngineConfig(n_ctx=4096, n_slots=2, prefix_slots=2))
+    try:
+        report = run(root, TemplateModel(engine), repeats=1)
+    finally:
+        engine.close()
+    mini = report["systems"]["Mini"]
+    assert mini["lines"] == 6 and mini["true_templates"] == 2
+    assert 1 <= mini["model_calls"] <= 6
+    for key in ("GA", "PA", "FGA", "FTA"):
+        assert 0.0 <= mini[key] <= 1.0 and key in report["average"] and key in report["average"]["drain3"]
+    assert mini["lines_per_s_warm"] > 0 and report["average"]["model_calls"] == mini["model_calls"]
+
+
+def test_eval_of_a_logs_task_wants_dir_and_system():
+    result = CliRunner().invoke(app, ["eval", "log-templates", "HDFS"])
+    assert result.exit_code != 0 and "DIR:SYSTEM" in str(result.exception)

@@ -10,7 +10,7 @@ import typer
 
 def eval_command(
     task: str = typer.Argument(..., help="Task name or task file."),
-    data: str = typer.Argument(..., help="A labelled file or a dataset spec like banking77:test."),
+    data: str = typer.Argument(..., help="A labelled file or a dataset spec like banking77:test (logs tasks: DIR:SYSTEM, e.g. loghub_2k:HDFS)."),
     limit: int = typer.Option(None, help="Use at most this many rows (a seeded, label-stratified sample)."),
     latency_sample: int = typer.Option(100, help="Items timed one at a time for latency percentiles."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
@@ -30,8 +30,11 @@ def eval_command(
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
+    if spec.kind == "logs":
+        _eval_logs(spec, data, threads)
+        return
     if spec.kind not in ("classify", "extract", "convert"):
-        raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract or convert task")
+        raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract, convert or logs task")
     dataset = load(data, limit=limit)
     engine = open_engine(spec.model, threads=threads)
     if spec.kind != "classify":
@@ -72,6 +75,26 @@ def eval_command(
         from workhorse.cli.escalate import print_curves
 
         print_curves(report)
+
+
+def _eval_logs(spec, data: str, threads: int) -> None:
+    """DATA is `DIR:SYSTEM`: a Loghub-style directory (a path, or a folder of the datasets root such
+    as loghub_2k) and one of its systems. Parsed from an empty cache; prints one JSON object."""
+    from pathlib import Path
+
+    from workhorse.bench.logs_bench import bench_system
+    from workhorse.errors import WorkhorseError
+    from workhorse.evals.datasets import datasets_root
+    from workhorse.logparse.model import TemplateModel
+    from workhorse.tasks.runtime import open_engine
+
+    folder, _, system = data.rpartition(":")
+    if not folder or not system:
+        raise WorkhorseError(f"logs data must be DIR:SYSTEM, got {data!r}", "e.g. loghub_2k:HDFS or /path/to/logs:MySystem")
+    root = Path(folder) if Path(folder).is_dir() else datasets_root() / folder
+    model = TemplateModel(open_engine(spec.model, threads=threads, n_ctx=8192))
+    report = bench_system(root, system, model) | {"task": spec.name, "model": spec.model, "data": data}
+    typer.echo(json.dumps(report, indent=2))
 
 
 def _timed_run(run, texts: list[str], *, batch: int, latency_sample: int, label: str) -> tuple[list, float, list[float]]:
