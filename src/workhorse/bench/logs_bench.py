@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
-from workhorse.logparse.drain_baseline import run_drain
 from workhorse.logparse.header import LogFormat
 from workhorse.logparse.loghub import load_system, systems
 from workhorse.logparse.metrics import parsing_metrics
@@ -26,7 +26,7 @@ from workhorse.logparse.parser import LogParser
 METRICS = ("GA", "PA", "FGA", "FTA")
 
 
-def bench_system(root: Path, name: str, model: TemplateModel, *, repeats: int = 3) -> dict[str, Any]:
+def bench_system(root: Path, name: str, model: TemplateModel, *, repeats: int = 3, drain: bool = True) -> dict[str, Any]:
     system = load_system(root, name)
     log_format = LogFormat.parse(system.log_format)
     cache = TemplateCache()
@@ -46,9 +46,7 @@ def bench_system(root: Path, name: str, model: TemplateModel, *, repeats: int = 
             pass
         warm.append(len(system.lines) / (time.perf_counter() - started))
 
-    drain = run_drain(system.contents)
-    drain_scores = parsing_metrics(system.truth_templates, drain.groups, drain.templates)
-    return {
+    result: dict[str, Any] = {
         "lines": len(system.lines),
         "true_templates": scores["n_true_templates"],
         "templates": scores["n_predicted_templates"],
@@ -57,11 +55,23 @@ def bench_system(root: Path, name: str, model: TemplateModel, *, repeats: int = 
         "lines_per_s_warm": statistics.median(warm),
         "lines_per_s_warm_runs": warm,
         **{key: scores[key.lower()] for key in METRICS},
-        "drain3": {
-            **{key: drain_scores[key.lower()] for key in METRICS},
-            "templates": drain.n_clusters,
-            "lines_per_s": len(system.lines) / drain.seconds if drain.seconds else None,
-        },
+    }
+    if drain:
+        result["drain3"] = _drain(system.contents, system.truth_templates)
+    return result
+
+
+def _drain(contents: Sequence[str], truth: Sequence[str]) -> dict[str, Any]:
+    try:
+        from workhorse.logparse.drain_baseline import run_drain
+    except ImportError:
+        raise WorkhorseError("the Drain baseline needs drain3", "run scripts/setup --bench (or pip install drain3==0.9.11)") from None
+    found = run_drain(contents)
+    scores = parsing_metrics(truth, found.groups, found.templates)
+    return {
+        **{key: scores[key.lower()] for key in METRICS},
+        "templates": found.n_clusters,
+        "lines_per_s": len(contents) / found.seconds if found.seconds else None,
     }
 
 
