@@ -31,6 +31,9 @@ from workhorse.logparse.template import (
 from workhorse.logparse.types import param_type
 
 log = logging.getLogger(__name__)
+# Longer contents (lists of ids, dumps) get their certain variables without the model: a decision
+# per chunk would take seconds, and such lines rarely share a template with a fixed length anyway.
+MAX_MODEL_CHARS = 600
 
 
 @dataclass
@@ -114,7 +117,7 @@ class LogParser:
 
     def _learn(self, content: str) -> Template:
         text = None
-        model = self.model
+        model = self.model if len(content) <= MAX_MODEL_CHARS else None
         if model is not None:
             try:
                 [text] = model.templates([content], list(self.cache))
