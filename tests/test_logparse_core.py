@@ -248,3 +248,16 @@ def test_eval_and_bench_of_a_logs_task_report_the_loghub_measures(tmp_path, real
 def test_eval_of_a_logs_task_wants_dir_and_system():
     result = CliRunner().invoke(app, ["eval", "log-templates", "HDFS"])
     assert result.exit_code != 0 and "DIR:SYSTEM" in str(result.exception)
+
+
+def test_a_timestamp_is_one_value_and_its_wildcard_spans_spaces():
+    assert _certain("connection from 10.0.0.1 () at Wed Jul 27 10:59:53 2005") == "connection from <*> () at <*>"
+    assert _certain("job 1 failed") == "job <*> failed"
+    cache = TemplateCache()
+    cache.add("connection from <*> (<*>) at <*>", "connection from 10.0.0.1 () at Wed Jul 27 10:59:53 2005")
+    template, params = cache.match("connection from 10.0.0.2 (host.example.org) at Thu Jul 28 01:02:03 2005")
+    assert params == ["10.0.0.2", "host.example.org", "Thu Jul 28 01:02:03 2005"]
+
+
+def test_words_with_long_digit_runs_are_ids():
+    assert _certain("Task attempt_1445144423722_0020_m_000000_0 done by ssh2") == "Task <*> done by ssh2"

@@ -60,10 +60,10 @@ class TemplateCache:
     def add(self, text: str, example: str) -> Template:
         """Cache a template made for `example`; it replaces the cached templates it generalizes.
         A template already cached (or one a cached template generalizes) is returned as is."""
-        for template in self._templates.values():
-            if template.text == text or template.generalizes(Template(text)):
-                return template
         new = Template(text, id=self._next_id, example=example)
+        for template in self._templates.values():
+            if template.text == text or template.generalizes(new):
+                return template
         self._next_id += 1
         for old in [t for t in self._templates.values() if new.generalizes(t)]:
             self._remove(old)

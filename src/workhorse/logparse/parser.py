@@ -125,7 +125,7 @@ class LogParser:
                 self.model_failures += 1
                 log.warning("no template from the model for %r: %s", content[:80], error)
                 text = None
-            if text is not None and (Template(text).match(content) is None or _degenerate(text, content)):
+            if text is not None and (Template(text, example=content).match(content) is None or _degenerate(text, content)):
                 text = None
         if text is None:
             chunks = chunk(content)

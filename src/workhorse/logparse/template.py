@@ -23,6 +23,7 @@ WILDCARD = "<*>"
 _SPLIT = re.compile(r"(\s+|[=,;:()\[\]{}\"'<>|#/@.+\-!?*&%$~^`\\])")
 _SPACES = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+")
+_DIGIT_RUN = re.compile(r"\d{4,}")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}")
 _VALUE_WORDS = frozenset({"true", "false", "null", "root"})  # the guidelines' defaults
 # Variables joined by these characters are one variable (the guidelines' dot-separated values).
@@ -30,6 +31,11 @@ _JOINERS = (".", "-")
 _BRACKETS = {"(": ")", "[": "]", "{": "}"}
 _PATH = re.compile(r"(?:/[^/\s]+){2,}/?")
 _PATH_DELIMITERS = frozenset(",;:=|\"'()[]{}")
+# A date and time written with spaces is one value: `Wed Jul 27 10:59:53 2005`, `2015-10-18 18:01:47,978`.
+_TIMESTAMP = re.compile(
+    r"\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{1,2} "
+    r"\d{2}:\d{2}:\d{2}(?: \d{4})?|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?)\b"
+)
 
 
 def normalize(content: str) -> str:
@@ -59,7 +65,19 @@ def chunk(content: str) -> list[Chunk]:
             chunks[-1] = Chunk("-" + part, "word", True)
         else:
             chunks.append(Chunk(part, "word", _is_value(part)))
-    return _paths_as_values(chunks)
+    return _timestamps_as_values(content, _paths_as_values(chunks))
+
+
+def _timestamps_as_values(content: str, chunks: list[Chunk]) -> list[Chunk]:
+    spans = [m.span() for m in _TIMESTAMP.finditer(content)]
+    if not spans:
+        return chunks
+    out, position = [], 0
+    for piece in chunks:
+        start, position = position, position + len(piece.text)
+        inside = any(a <= start and position <= b for a, b in spans)
+        out.append(Chunk(piece.text, piece.kind, True) if inside else piece)
+    return out
 
 
 def _paths_as_values(chunks: list[Chunk]) -> list[Chunk]:
@@ -75,7 +93,9 @@ def _paths_as_values(chunks: list[Chunk]) -> list[Chunk]:
 
 
 def _is_value(word: str) -> bool:
-    return bool(_NUMBER.fullmatch(word) or _HEX.fullmatch(word)) or word.lower() in _VALUE_WORDS
+    # A word with a run of four or more digits is an id (`job_1445144423722_0020`): on Loghub-2k's
+    # labels, all 2,087 such words are variables, while `ssh2`, `e820` or `SOCKS5` stay words.
+    return bool(_NUMBER.fullmatch(word) or _HEX.fullmatch(word) or _DIGIT_RUN.search(word)) or word.lower() in _VALUE_WORDS
 
 
 def render(pieces: Sequence[str]) -> str:
@@ -105,8 +125,9 @@ def empty_slots(chunks: Sequence[Chunk]) -> set[int]:
 @dataclass
 class Template:
     """A template and the matcher for its lines. `<*>` matches any text without a space, also none:
-    templates are made per chunk and spaces are never variables, and a wildcard that could
-    swallow spaces would let `… rhost=<*>` parse `… rhost=10.0.0.1 user=root` too."""
+    templates are made per chunk and a wildcard that could swallow spaces would let `… rhost=<*>`
+    parse `… rhost=10.0.0.1 user=root` too. The exception is a wildcard that covers spaces in the
+    template's own example line (a timestamp): that one matches any text."""
 
     text: str
     id: int = 0
@@ -118,8 +139,10 @@ class Template:
     def __post_init__(self) -> None:
         parts = self.text.split(WILDCARD)
         self.literal_chars = sum(len(p) for p in parts)
+        spans = _spanning(parts, self.example)
         self._pattern = re.compile("".join(
-            re.escape(part) + (r"(\S*?)" if i < len(parts) - 1 else "") for i, part in enumerate(parts)
+            re.escape(part) + (("(.*?)" if spans[i] else r"(\S*?)") if i < len(parts) - 1 else "")
+            for i, part in enumerate(parts)
         ), re.DOTALL)
 
     @property
@@ -160,19 +183,29 @@ def template_from_choices(chunks: Sequence[Chunk], variable: Sequence[bool], fil
 
 def choice_pattern(chunks: Sequence[Chunk]) -> str:
     """A regex (Rust syntax, for a grammar-constrained model) of every template of these chunks:
-    each word or punctuation chunk as itself or `<*>` (fixed variables only as `<*>`), spaces as
-    themselves, and an optional `<*>` in each empty slot."""
+    each word or punctuation chunk as itself or `<*>` (fixed variables, a timestamp's spaces
+    included, only as `<*>`), other spaces as themselves, and an optional `<*>` in each empty slot."""
     wildcard = re.escape(WILDCARD)
     slots = empty_slots(chunks)
     parts = []
     for i, piece in enumerate(chunks):
         literal = re.escape(piece.text)
-        if piece.kind == "space":
-            parts.append(literal)
-        elif piece.variable:
+        if piece.variable:
             parts.append(wildcard)
+        elif piece.kind == "space":
+            parts.append(literal)
         else:
             parts.append(f"(?:{literal}|{wildcard})")
         if i in slots:
             parts.append(f"(?:{wildcard})?")
     return "".join(parts)
+
+
+def _spanning(parts: list[str], example: str) -> list[bool]:
+    """For each wildcard, whether it covers a space in `example` (aligned by the template's text)."""
+    if not example or len(parts) == 1:
+        return [False] * (len(parts) - 1)
+    found = re.fullmatch("(.*?)".join(re.escape(p) for p in parts), example, re.DOTALL)
+    if found is None:
+        return [False] * (len(parts) - 1)
+    return [" " in value for value in found.groups()]
