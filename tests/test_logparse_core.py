@@ -261,3 +261,8 @@ def test_a_timestamp_is_one_value_and_its_wildcard_spans_spaces():
 
 def test_words_with_long_digit_runs_are_ids():
     assert _certain("Task attempt_1445144423722_0020_m_000000_0 done by ssh2") == "Task <*> done by ssh2"
+
+
+def test_host_names_are_values_and_package_names_are_not():
+    assert _certain("Opening proxy : proxy.cse.example.hk:5070") == "Opening proxy : <*>:<*>"
+    assert _certain("Caught java.net.ConnectException here") == "Caught java.net.ConnectException here"
