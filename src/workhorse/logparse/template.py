@@ -33,9 +33,11 @@ _PATH = re.compile(r"(?:/[^/\s]+){2,}/?")
 _PATH_DELIMITERS = frozenset(",;:=|\"'()[]{}")
 # A host name under a common top-level domain (`proxy.cse.cuhk.edu.hk`, `ns1.example.com`): on
 # Loghub-2k's labels 3,577 of 3,581 such names are variables (`java.net.…` is not one: it goes on).
+# An address with its port and a leading `/` is one value too (`/10.251.71.240:50010`), as most of
+# the labels have it (Zookeeper's alone keep `<*>:<*>`).
 _HOSTNAME = re.compile(
-    r"(?<![\w.-])[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|net|org|edu|gov|mil|int|io|cn|hk|uk|de|jp|ru|fr|"
-    r"info|biz|local|internal|lan|corp)(?![\w.-])"
+    r"(?<![\w.-])/?(?:(?:\d{1,3}\.){3}\d{1,3}|[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|net|org|edu|gov|"
+    r"mil|int|io|cn|hk|uk|de|jp|ru|fr|info|biz|local|internal|lan|corp))(?::\d{1,5})?(?![\w.-])"
 )
 # A date and time written with spaces is one value: `Wed Jul 27 10:59:53 2005`, `2015-10-18 18:01:47,978`.
 _TIMESTAMP = re.compile(
