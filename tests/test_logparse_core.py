@@ -268,3 +268,11 @@ def test_host_names_are_values_and_package_names_are_not():
     assert _certain("Opening proxy : proxy.cse.example.hk:5070") == "Opening proxy : <*>"
     assert _certain("Receiving block from /10.251.202.181:47130 and /10.0.0.1") == "Receiving block from <*> and <*>"
     assert _certain("Caught java.net.ConnectException here") == "Caught java.net.ConnectException here"
+
+
+def test_words_in_capitals_are_never_wildcards():
+    import re
+
+    chunks = chunk("proxy 10.0.0.1:80 HTTPS")
+    pattern = re.compile(choice_pattern(chunks))
+    assert pattern.fullmatch("proxy " + "<*>" * 9 + " HTTPS") and not pattern.fullmatch("proxy " + "<*>" * 9 + " <*>")
