@@ -276,3 +276,10 @@ def test_words_in_capitals_are_never_wildcards():
     chunks = chunk("proxy 10.0.0.1:80 HTTPS")
     pattern = re.compile(choice_pattern(chunks))
     assert pattern.fullmatch("proxy " + "<*>" * 9 + " HTTPS") and not pattern.fullmatch("proxy " + "<*>" * 9 + " <*>")
+
+
+def test_templates_differing_in_a_word_in_capitals_do_not_merge():
+    parser = LogParser(None, TemplateCache(), None)
+    parser.parse_line("chrome.exe open through proxy 10.0.0.1:80 HTTPS")
+    parser.parse_line("chrome.exe open through proxy 10.0.0.1:80 SOCKS5")
+    assert sorted(t.text for t in parser.cache) == ["chrome.exe open through proxy <*> HTTPS", "chrome.exe open through proxy <*> SOCKS5"]

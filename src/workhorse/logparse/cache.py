@@ -88,7 +88,9 @@ class TemplateCache:
                 continue
             a, b = pieces[differing[0]], other[differing[0]]
             shared = sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum())
-            if WILDCARD not in (a, b) and a[0].isalnum() and b[0].isalnum() and shared - 1 >= SIBLING_SHARED:
+            # Words in capitals name different things (`… proxy <*> HTTPS` and `… SOCKS5`): never merged.
+            constant = any(c.constant for c in chunk(a) + chunk(b))
+            if WILDCARD not in (a, b) and a[0].isalnum() and b[0].isalnum() and not constant and shared - 1 >= SIBLING_SHARED:
                 return template
         return None
 
