@@ -120,6 +120,10 @@ def test_lines_differing_in_one_kept_word_merge_into_one_template():
     # one differing word at the start is a different event
     parser.parse_line("Accepted user admin from 1.2.3.4")
     assert len(cache) == 2
+    # two shared words are too few to tell a value from a different event
+    parser.parse_line("cupsd startup succeeded")
+    parser.parse_line("cupsd shutdown succeeded")
+    assert len(cache) == 4
 
 
 def test_records_carry_header_fields_and_typed_parameters():
@@ -283,3 +287,11 @@ def test_templates_differing_in_a_word_in_capitals_do_not_merge():
     parser.parse_line("chrome.exe open through proxy 10.0.0.1:80 HTTPS")
     parser.parse_line("chrome.exe open through proxy 10.0.0.1:80 SOCKS5")
     assert sorted(t.text for t in parser.cache) == ["chrome.exe open through proxy <*> HTTPS", "chrome.exe open through proxy <*> SOCKS5"]
+
+
+def test_punctuation_that_ends_a_certain_value_stays():
+    import re
+
+    pattern = re.compile(choice_pattern(chunk("disconnect from 10.0.0.1: 11: Bye [10.0.0.2]")))
+    assert pattern.fullmatch("disconnect from " + "<*>" * 7 + ": <*>: Bye [" + "<*>" * 7 + "]")
+    assert not pattern.fullmatch("disconnect from " + "<*>" * 8 + " <*>: Bye [" + "<*>" * 7 + "]")

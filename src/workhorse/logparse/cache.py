@@ -22,7 +22,7 @@ from workhorse.errors import WorkhorseError
 from workhorse.logparse.template import WILDCARD, Template, chunk, first_word
 
 CACHE_VERSION = 1
-SIBLING_SHARED = 2  # words two templates must share, besides the one they differ in, to merge
+SIBLING_SHARED = 3  # words two templates must share, besides the one they differ in, to merge
 
 
 class TemplateCache:

