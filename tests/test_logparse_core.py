@@ -260,7 +260,7 @@ def test_a_timestamp_is_one_value_and_its_wildcard_spans_spaces():
     assert _certain("job 1 failed") == "job <*> failed"
     cache = TemplateCache()
     cache.add("connection from <*> (<*>) at <*>", "connection from 10.0.0.1 () at Wed Jul 27 10:59:53 2005")
-    template, params = cache.match("connection from 10.0.0.2 (host.example.org) at Thu Jul 28 01:02:03 2005")
+    _, params = cache.match("connection from 10.0.0.2 (host.example.org) at Thu Jul 28 01:02:03 2005")
     assert params == ["10.0.0.2", "host.example.org", "Thu Jul 28 01:02:03 2005"]
 
 

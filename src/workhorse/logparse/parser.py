@@ -11,8 +11,8 @@ match its own line (an answer cut short) is replaced by the line with only its c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
