@@ -19,7 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from workhorse.errors import WorkhorseError
-from workhorse.logparse.template import WILDCARD, Template, chunk, first_word
+from workhorse.logparse.template import (
+    WILDCARD,
+    Template,
+    chunk,
+    first_word,
+    template_pieces,
+)
 
 CACHE_VERSION = 1
 SIBLING_SHARED = 3  # words two templates must share, besides the one they differ in, to merge
@@ -78,9 +84,9 @@ class TemplateCache:
         with at least `SIBLING_SHARED` other words the same and the same first word: the same
         event whose value the model kept as a word twice (`Invalid user admin from <*>`, then
         `Invalid user test from <*>`). Their merge replaces both."""
-        pieces = _pieces(text)
+        pieces = template_pieces(text)
         for template in self._by_word.get(first_word(text), ()):
-            other = _pieces(template.text)
+            other = template_pieces(template.text)
             if len(other) != len(pieces):
                 continue
             differing = [i for i, (a, b) in enumerate(zip(pieces, other, strict=True)) if a != b]
@@ -138,13 +144,3 @@ class TemplateCache:
             raise WorkhorseError(f"the template cache {path} is unreadable: {error}",
                                  "delete it to start from an empty cache (templates are learnt again)") from None
         return cache
-
-
-def _pieces(text: str) -> list[str]:
-    """A template's chunks, each wildcard one piece."""
-    out: list[str] = []
-    for i, part in enumerate(text.split(WILDCARD)):
-        if i:
-            out.append(WILDCARD)
-        out.extend(c.text for c in chunk(part))
-    return out

@@ -27,6 +27,7 @@ from workhorse.logparse.template import (
     normalize,
     render,
     template_from_choices,
+    template_pieces,
 )
 from workhorse.logparse.types import param_type
 
@@ -145,6 +146,4 @@ def _degenerate(template: str, content: str) -> bool:
 
 def _merge(text: str, other: str) -> str:
     """Two templates of equal chunks but one word: that word becomes a wildcard."""
-    from workhorse.logparse.cache import _pieces
-
-    return render([a if a == b else WILDCARD for a, b in zip(_pieces(text), _pieces(other), strict=True)])
+    return render([a if a == b else WILDCARD for a, b in zip(template_pieces(text), template_pieces(other), strict=True)])

@@ -234,3 +234,13 @@ def _closes_value(chunks: Sequence[Chunk], i: int) -> bool:
         return False
     ends_token = i + 1 == len(chunks) or chunks[i + 1].kind == "space"
     return piece.text in ")]}" or (piece.text in ":,;" and ends_token)
+
+
+def template_pieces(text: str) -> list[str]:
+    """A template's chunks as texts, each wildcard one piece."""
+    out: list[str] = []
+    for i, part in enumerate(text.split(WILDCARD)):
+        if i:
+            out.append(WILDCARD)
+        out.extend(c.text for c in chunk(part))
+    return out
