@@ -32,8 +32,8 @@ _VALUE_WORDS = frozenset({"true", "false", "null", "root"})  # the guidelines' d
 # Variables joined by these characters are one variable (the guidelines' dot-separated values).
 _JOINERS = (".", "-")
 _BRACKETS = {"(": ")", "[": "]", "{": "}"}
-_PATH = re.compile(r"(?:/[^/\s]+){2,}/?")
-_PATH_DELIMITERS = frozenset(",;:=|\"'()[]{}")
+# A path of two segments or more, as a whole token between spaces and these delimiters.
+_PATH = re.compile(r"(?<![^\s,;:=|\"'()\[\]{}])(?:/[^/\s,;:=|\"'()\[\]{}]+){2,}/?(?![^\s,;:=|\"'()\[\]{}])")
 # A host name under a common top-level domain (`proxy.cse.cuhk.edu.hk`, `ns1.example.com`): on
 # Loghub-2k's labels 3,577 of 3,581 such names are variables (`java.net.…` is not one: it goes on).
 # An address with its port and a leading `/` is one value too (`/10.251.71.240:50010`), as most of
@@ -78,12 +78,12 @@ def chunk(content: str) -> list[Chunk]:
         else:
             value = _is_value(part)
             chunks.append(Chunk(part, "word", value, not value and bool(_CAPITALS.fullmatch(part))))
-    return _spans_as_values(content, _paths_as_values(chunks))
+    return _spans_as_values(content, chunks)
 
 
 def _spans_as_values(content: str, chunks: list[Chunk]) -> list[Chunk]:
-    """Chunks inside a timestamp or a host name are variables."""
-    spans = [m.span() for pattern in (_TIMESTAMP, _HOSTNAME) for m in pattern.finditer(content)]
+    """Chunks inside a path, a timestamp or a host name are variables."""
+    spans = [m.span() for pattern in (_PATH, _TIMESTAMP, _HOSTNAME) for m in pattern.finditer(content)]
     if not spans:
         return chunks
     out, position = [], 0
@@ -91,18 +91,6 @@ def _spans_as_values(content: str, chunks: list[Chunk]) -> list[Chunk]:
         start, position = position, position + len(piece.text)
         inside = any(a <= start and position <= b for a, b in spans)
         out.append(Chunk(piece.text, piece.kind, True, False) if inside else piece)
-    return out
-
-
-def _paths_as_values(chunks: list[Chunk]) -> list[Chunk]:
-    out = list(chunks)
-    start = 0
-    for end in range(len(chunks) + 1):
-        if end == len(chunks) or chunks[end].kind == "space" or chunks[end].text in _PATH_DELIMITERS:
-            if _PATH.fullmatch("".join(c.text for c in chunks[start:end])):
-                for i in range(start, end):
-                    out[i] = Chunk(chunks[i].text, chunks[i].kind, chunks[i].kind != "space", False)
-            start = end + 1
     return out
 
 
