@@ -125,7 +125,6 @@ class LogParser:
             except WorkhorseError as error:  # one line the model cannot take must not end the run
                 self.model_failures += 1
                 log.warning("no template from the model for %r: %s", content[:80], error)
-                text = None
             if text is not None and (Template(text, example=content).match(content) is None or _degenerate(text, content)):
                 text = None
         if text is None:
@@ -140,7 +139,7 @@ class LogParser:
 def _degenerate(template: str, content: str) -> bool:
     """A template that keeps none of the line's words (`<*> <*> <*>`) would swallow unrelated lines."""
     has_words = any(c.kind == "word" and not c.variable and any(ch.isalpha() for ch in c.text) for c in chunk(content))
-    kept = any(c.kind == "word" and c.text != WILDCARD and any(ch.isalpha() for ch in c.text) for c in chunk(template))
+    kept = any(c.kind == "word" and any(ch.isalpha() for ch in c.text) for c in chunk(template))  # `<*>` cuts into punctuation
     return has_words and not kept
 
 
