@@ -19,16 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from workhorse.errors import WorkhorseError
-from workhorse.logparse.template import (
-    WILDCARD,
-    Template,
-    chunk,
-    first_word,
-    template_pieces,
-)
+from workhorse.logparse.template import Template, first_word
 
 CACHE_VERSION = 1
-SIBLING_SHARED = 3  # words two templates must share, besides the one they differ in, to merge
 
 
 class TemplateCache:
@@ -63,10 +56,10 @@ class TemplateCache:
             best[0].hits += 1
         return best
 
-    def add(self, text: str, example: str) -> Template:
+    def add(self, text: str, example: str, spanning: frozenset[int] = frozenset()) -> Template:
         """Cache a template made for `example`; it replaces the cached templates it generalizes.
         A template already cached (or one a cached template generalizes) is returned as is."""
-        new = Template(text, id=self._next_id, example=example)
+        new = Template(text, id=self._next_id, example=example, spanning=spanning)
         for template in self._templates.values():
             if template.text == text or template.generalizes(new):
                 return template
@@ -79,26 +72,10 @@ class TemplateCache:
         self._by_word[new.first_word].append(new)
         return new
 
-    def sibling(self, text: str) -> Template | None:
-        """A cached template that differs from `text` in exactly one word, both words literal,
-        with at least `SIBLING_SHARED` other words the same and the same first word: the same
-        event whose value the model kept as a word twice (`Invalid user admin from <*>`, then
-        `Invalid user test from <*>`). Their merge replaces both."""
-        pieces = template_pieces(text)
-        for template in self._by_word.get(first_word(text), ()):
-            other = template_pieces(template.text)
-            if len(other) != len(pieces):
-                continue
-            differing = [i for i, (a, b) in enumerate(zip(pieces, other, strict=True)) if a != b]
-            if len(differing) != 1 or differing[0] == 0:
-                continue
-            a, b = pieces[differing[0]], other[differing[0]]
-            shared = sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum())
-            # Words in capitals name different things (`… proxy <*> HTTPS` and `… SOCKS5`): never merged.
-            constant = any(c.constant for c in chunk(a) + chunk(b))
-            if WILDCARD not in (a, b) and a[0].isalnum() and b[0].isalnum() and not constant and shared - 1 >= SIBLING_SHARED:
-                return template
-        return None
+    def related(self, text: str) -> list[Template]:
+        """Cached templates that start like `text` (the same first word, or both a wildcard):
+        the ones a new template may be the same event as (`refine`)."""
+        return list(self._by_word.get(first_word(text), ()))
 
     def resolve(self, template_id: int) -> Template:
         """The live template behind an id, following replacements."""
@@ -116,7 +93,10 @@ class TemplateCache:
         data = {
             "version": CACHE_VERSION,
             "next_id": self._next_id,
-            "templates": [{"id": t.id, "text": t.text, "example": t.example, "hits": t.hits} for t in self._templates.values()],
+            "templates": [
+                {"id": t.id, "text": t.text, "example": t.example, "hits": t.hits, "spanning": sorted(t.spanning)}
+                for t in self._templates.values()
+            ],
             "aliases": {str(k): v for k, v in self._alias.items()},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +115,8 @@ class TemplateCache:
             if data.get("version") != CACHE_VERSION:
                 raise ValueError(f"version {data.get('version')!r}, expected {CACHE_VERSION}")
             for row in data["templates"]:
-                template = Template(row["text"], id=int(row["id"]), example=row.get("example", ""), hits=int(row.get("hits", 0)))
+                template = Template(row["text"], id=int(row["id"]), example=row.get("example", ""), hits=int(row.get("hits", 0)),
+                                    spanning=frozenset(int(i) for i in row.get("spanning", ())))
                 cache._templates[template.id] = template
                 cache._by_word[template.first_word].append(template)
             cache._alias = {int(k): int(v) for k, v in data.get("aliases", {}).items()}

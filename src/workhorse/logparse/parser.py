@@ -20,14 +20,13 @@ from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.header import LogFormat
 from workhorse.logparse.model import TemplateModel
+from workhorse.logparse.refine import merge_phrases, merge_siblings
 from workhorse.logparse.template import (
-    WILDCARD,
     Template,
     chunk,
+    keep_words_in_wildcard_runs,
     normalize,
-    render,
     template_from_choices,
-    template_pieces,
 )
 from workhorse.logparse.types import param_type
 
@@ -122,6 +121,7 @@ class LogParser:
         if model is not None:
             try:
                 [text] = model.templates([content], list(self.cache))
+                text = keep_words_in_wildcard_runs(text, content)
             except WorkhorseError as error:  # one line the model cannot take must not end the run
                 self.model_failures += 1
                 log.warning("no template from the model for %r: %s", content[:80], error)
@@ -130,10 +130,13 @@ class LogParser:
         if text is None:
             chunks = chunk(content)
             text = template_from_choices(chunks, [c.variable for c in chunks])
-        sibling = self.cache.sibling(text)
-        if sibling is not None:  # the same event with a value kept as a word: generalize both
-            text = _merge(text, sibling.text)
-        return self.cache.add(text, content)
+        new = Template(text, example=content)
+        for cached in self.cache.related(text):  # the same event as a cached template: join them
+            joined = merge_siblings(new, cached) or merge_phrases(new, cached)
+            if joined is not None:
+                new = joined
+                break
+        return self.cache.add(new.text, content, new.spanning)
 
 
 def _degenerate(template: str, content: str) -> bool:
@@ -142,7 +145,3 @@ def _degenerate(template: str, content: str) -> bool:
     kept = any(c.kind == "word" and any(ch.isalpha() for ch in c.text) for c in chunk(template))  # `<*>` cuts into punctuation
     return has_words and not kept
 
-
-def _merge(text: str, other: str) -> str:
-    """Two templates of equal chunks but one word: that word becomes a wildcard."""
-    return render([a if a == b else WILDCARD for a, b in zip(template_pieces(text), template_pieces(other), strict=True)])

@@ -32,6 +32,7 @@ _VALUE_WORDS = frozenset({"true", "false", "null", "root"})  # the guidelines' d
 # Variables joined by these characters are one variable (the guidelines' dot-separated values).
 _JOINERS = (".", "-")
 _BRACKETS = {"(": ")", "[": "]", "{": "}"}
+WILDCARD_RUN = 3  # whole-token wildcards in a row from which plain words are taken back
 # A path of two segments or more, as a whole token between spaces and these delimiters.
 _PATH = re.compile(r"(?<![^\s,;:=|\"'()\[\]{}])(?:/[^/\s,;:=|\"'()\[\]{}]+){2,}/?(?![^\s,;:=|\"'()\[\]{}])")
 # A host name under a common top-level domain (`proxy.cse.cuhk.edu.hk`, `ns1.example.com`): on
@@ -128,22 +129,24 @@ def empty_slots(chunks: Sequence[Chunk]) -> set[int]:
 class Template:
     """A template and the matcher for its lines. `<*>` matches any text without a space, also none:
     templates are made per chunk and a wildcard that could swallow spaces would let `… rhost=<*>`
-    parse `… rhost=10.0.0.1 user=root` too. The exception is a wildcard that covers spaces in the
-    template's own example line (a timestamp): that one matches any text."""
+    parse `… rhost=10.0.0.1 user=root` too. The exceptions span: a wildcard that covers spaces in
+    the template's own example line (a timestamp), and those in `spanning` (a value phrase,
+    `refine.merge_phrases`); they match any text."""
 
     text: str
     id: int = 0
     example: str = ""  # the first line (content) it was made for: shown to the model as a demonstration
     hits: int = 0
+    spanning: frozenset[int] = frozenset()  # indexes of wildcards that match spaces too
     literal_chars: int = field(init=False)
     _pattern: re.Pattern = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         parts = self.text.split(WILDCARD)
         self.literal_chars = sum(len(p) for p in parts)
-        spans = _spanning(parts, self.example)
+        self.spanning = frozenset(self.spanning) | spanning_in(self.text, self.example)
         self._pattern = re.compile("".join(
-            re.escape(part) + (("(.*?)" if spans[i] else r"(\S*?)") if i < len(parts) - 1 else "")
+            re.escape(part) + (("(.*?)" if i in self.spanning else r"(\S*?)") if i < len(parts) - 1 else "")
             for i, part in enumerate(parts)
         ), re.DOTALL)
 
@@ -203,14 +206,15 @@ def choice_pattern(chunks: Sequence[Chunk]) -> str:
     return "".join(parts)
 
 
-def _spanning(parts: list[str], example: str) -> list[bool]:
-    """For each wildcard, whether it covers a space in `example` (aligned by the template's text)."""
+def spanning_in(text: str, example: str) -> frozenset[int]:
+    """Indexes of the template's wildcards that cover a space in `example` (aligned by the text)."""
+    parts = text.split(WILDCARD)
     if not example or len(parts) == 1:
-        return [False] * (len(parts) - 1)
+        return frozenset()
     found = re.fullmatch("(.*?)".join(re.escape(p) for p in parts), example, re.DOTALL)
     if found is None:
-        return [False] * (len(parts) - 1)
-    return [" " in value for value in found.groups()]
+        return frozenset()
+    return frozenset(i for i, value in enumerate(found.groups()) if " " in value)
 
 
 def _closes_value(chunks: Sequence[Chunk], i: int) -> bool:
@@ -222,6 +226,30 @@ def _closes_value(chunks: Sequence[Chunk], i: int) -> bool:
         return False
     ends_token = i + 1 == len(chunks) or chunks[i + 1].kind == "space"
     return piece.text in ")]}" or (piece.text in ":,;" and ends_token)
+
+
+def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD_RUN) -> str:
+    """A template whose runs of `run` or more whole-token wildcards keep the tokens that hold no
+    certain variable (`Could not connect to proxy <*> <*> <*> <*> <*> <*>` from
+    `… proxy a.org:80 - Could not resolve a.org` becomes `… proxy <*> - Could not resolve <*>`).
+
+    A small model that has written a few wildcards in a row tends to go on to the end of the line;
+    the labels never do: on Loghub-2k no run of two or more whole-token variables covers a token
+    without a certain variable."""
+    tokens, values = template.split(" "), content.split(" ")
+    if len(tokens) != len(values):  # a wildcard spans spaces: tokens do not line up
+        return template
+    out, i = list(tokens), 0
+    while i < len(tokens):
+        end = i
+        while end < len(tokens) and tokens[end] == WILDCARD:
+            end += 1
+        if end - i >= run:
+            for k in range(i, end):
+                if not any(c.variable for c in chunk(values[k])):
+                    out[k] = values[k]
+        i = max(end, i + 1)
+    return " ".join(out)
 
 
 def template_pieces(text: str) -> list[str]:

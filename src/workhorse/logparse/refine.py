@@ -1,0 +1,147 @@
+"""Refining a template when a new line of the same event conflicts with a cached one.
+
+Two ways a small model splits one event over two templates, and how they are joined again:
+
+- **Siblings**: the two differ in one word, a value the model kept as a word twice
+  (`Invalid user admin from <*>`, then `Invalid user test from <*>`). That word becomes `<*>`.
+- **Value phrases**: the two differ in the shape of a value, `0 bytes sent` against
+  `1190 bytes (1.16 KB) sent`, or `lifetime 00:01` against `lifetime <1 sec`. A value whose
+  shape varies between lines of one event is one variable spanning spaces, with its units:
+  `<*> sent`, `lifetime <*>` (the Loghub labels fold such values the same way).
+
+Both need enough words in common that the two are plainly one event; words in capitals name
+different things (`… HTTPS` and `… SOCKS5`) and never join.
+"""
+
+from __future__ import annotations
+
+from difflib import SequenceMatcher
+
+from workhorse.logparse.template import (
+    WILDCARD,
+    Template,
+    chunk,
+    render,
+    spanning_in,
+    template_pieces,
+)
+
+SHARED_WORDS = 3  # words two templates must share, besides where they differ, to join
+
+
+def merge_siblings(new: Template, old: Template) -> Template | None:
+    """The join of two templates of equal chunks but one word (not the first), or None."""
+    pieces, other = template_pieces(new.text), template_pieces(old.text)
+    if len(pieces) != len(other):
+        return None
+    differing = [i for i, (a, b) in enumerate(zip(pieces, other, strict=True)) if a != b]
+    if len(differing) != 1 or differing[0] == 0:
+        return None
+    a, b = pieces[differing[0]], other[differing[0]]
+    if WILDCARD in (a, b) or not (a[0].isalnum() and b[0].isalnum()):
+        return None
+    if any(c.constant for c in chunk(a) + chunk(b)):
+        return None
+    shared = sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum()) - 1
+    if shared < SHARED_WORDS:
+        return None
+    text = render([p if p == q else WILDCARD for p, q in zip(pieces, other, strict=True)])
+    return _checked(Template(text, example=new.example, spanning=spanning_in(text, old.example)), new, old)
+
+
+def merge_phrases(new: Template, old: Template) -> Template | None:
+    """The join of two templates that differ only where a value's shape varies, or None.
+
+    Templates are compared token by token (split at spaces). Where they differ, each side must be
+    a value phrase: wildcards and units, each unit word right after a token holding a wildcard
+    (`(<*> KB)`, `<<*> sec`), and at least one side must hold a wildcard or be a lone unit word
+    after a value; `invalid user <*>` against `<*>` is a different event, not a value phrase. Where one side is empty, the phrase
+    takes in the value before it (`<*>`, or `<*> bytes`), so that the join still parses both."""
+    a, b = new.text.split(" "), old.text.split(" ")
+    if a[0] != b[0]:
+        return None
+    a_spans, b_spans = _token_spans(new), _token_spans(old)
+    tokens: list[str] = []
+    spans: list[tuple[bool, ...]] = []
+    shared = 0
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
+                tokens.append(a[i])
+                spans.append(tuple(x or y for x, y in zip(a_spans[i], b_spans[j], strict=True)))
+                shared += _is_word(a[i])
+            continue
+        side_a, side_b = a[i1:i2], b[j1:j2]
+        previous = tokens[-1] if tokens else ""
+        if not any(WILDCARD in t for t in side_a + side_b) and not _unit_alone(side_a + side_b, previous):
+            return None
+        if not (_value_phrase(side_a, previous) and _value_phrase(side_b, previous)):
+            return None
+        if not side_a or not side_b:
+            taken = _value_before(tokens)
+            if not taken:
+                return None
+            shared -= sum(_is_word(t) for t in tokens[-taken:])
+            del tokens[-taken:], spans[-taken:]
+        tokens.append(WILDCARD)
+        spans.append((True,))
+    if shared < SHARED_WORDS:
+        return None
+    spanning = frozenset(i for i, flag in enumerate(f for token_spans in spans for f in token_spans) if flag)
+    return _checked(Template(" ".join(tokens), example=new.example, spanning=spanning), new, old)
+
+
+def _value_phrase(side: list[str], previous: str) -> bool:
+    """Wildcards and units only: each word right after a wildcard, punctuation between allowed
+    (`(<*> KB)`, `<<*> sec`; not `LOGIN(uid=<*>)`)."""
+    after_value = _ends_with_value(previous)
+    for piece in template_pieces(" ".join(side)):
+        if piece == WILDCARD:
+            after_value = True
+        elif piece[0].isalnum():
+            if not after_value:
+                return False
+            after_value = False
+    return True
+
+
+def _ends_with_value(token: str) -> bool:
+    """Whether the last word or wildcard in `token` is a wildcard."""
+    last = [p for p in template_pieces(token) if p == WILDCARD or p[0].isalnum()]
+    return bool(last) and last[-1] == WILDCARD
+
+
+def _unit_alone(tokens: list[str], previous: str) -> bool:
+    """A unit word written after a value on one side only (`lifetime <*> sec`, `lifetime <*>`)."""
+    return previous == WILDCARD and len(tokens) == 1 and tokens[0].isalpha()
+
+
+def _value_before(tokens: list[str]) -> int:
+    """How many tokens at the end of `tokens` are a value the phrase after it belongs to:
+    `<*>` (1), a value and its unit `<*> bytes` (2), or none (0)."""
+    if tokens and tokens[-1] == WILDCARD:
+        return 1
+    if len(tokens) >= 2 and tokens[-2] == WILDCARD and _is_word(tokens[-1]):
+        return 2
+    return 0
+
+
+def _is_word(token: str) -> bool:
+    return WILDCARD not in token and any(ch.isalpha() for ch in token)
+
+
+def _token_spans(template: Template) -> list[tuple[bool, ...]]:
+    """Per space-separated token of the template, whether each of its wildcards spans spaces."""
+    out, index = [], 0
+    for token in template.text.split(" "):
+        n = token.count(WILDCARD)
+        out.append(tuple(i in template.spanning for i in range(index, index + n)))
+        index += n
+    return out
+
+
+def _checked(joined: Template, new: Template, old: Template) -> Template | None:
+    """The join when it parses both templates' lines."""
+    if joined.match(new.example) is None or not (joined.generalizes(old) or joined.text == old.text):
+        return None
+    return joined
