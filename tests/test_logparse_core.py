@@ -106,24 +106,24 @@ def test_a_cache_survives_a_round_trip_and_a_broken_file_says_what_to_do(tmp_pat
         TemplateCache.load(path)
 
 
-def test_lines_differing_in_one_kept_word_merge_into_one_template():
-    """Without a model, unseen lines get their certain variables; two lines of one event then
-    differ in one word, and the second merges both."""
+def test_lines_differing_in_one_kept_word_merge_once_three_words_were_seen():
+    """Without a model, unseen lines get their certain variables; lines of one event then differ
+    in one word, and the third different word there joins all three."""
     parser = LogParser(None, TemplateCache(), None)
     first = parser.parse_line("Invalid user admin from 1.2.3.4")
     second = parser.parse_line("Invalid user test from 5.6.7.8")
     cache = parser.cache
-    assert cache.resolve(first.template_id) is cache.resolve(second.template_id)
-    assert cache.resolve(first.template_id).text == "Invalid user <*> from <*>"
+    assert cache.resolve(first.template_id) is not cache.resolve(second.template_id)  # two words may be two events
     third = parser.parse_line("Invalid user guest from 9.9.9.9")
-    assert third.source == "cache"
+    assert {cache.resolve(p.template_id).text for p in (first, second, third)} == {"Invalid user <*> from <*>"}
+    assert parser.parse_line("Invalid user oracle from 9.9.9.9").source == "cache"
     # one differing word at the start is a different event
     parser.parse_line("Accepted user admin from 1.2.3.4")
     assert len(cache) == 2
     # two shared words are too few to tell a value from a different event
-    parser.parse_line("cupsd startup succeeded")
-    parser.parse_line("cupsd shutdown succeeded")
-    assert len(cache) == 4
+    for verb in ("startup", "shutdown", "restart"):
+        parser.parse_line(f"cupsd {verb} succeeded")
+    assert len(cache) == 5
 
 
 def test_records_carry_header_fields_and_typed_parameters():

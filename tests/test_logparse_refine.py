@@ -35,6 +35,7 @@ def test_values_whose_shape_varies_become_one_value_phrase():
     ("a.example.org:80 error : Could not connect to proxy p.example.org:5070 - Could not resolve p.example.org error 11001",
      "a.example.org:80 error : Could not connect to proxy p.example.org:5070 - connection attempt failed with error 10061"),
     ("Connection closed by 10.0.0.1 port 22", "Connection closed by 10.0.0.1 port 22 [preauth]"),
+    ("Failed password for invalid user bob from 10.0.0.1 port 22 ssh2", "Failed none for invalid user bob from 10.0.0.1 port 22 ssh2"),
 ])
 def test_different_events_are_not_value_phrases(first, second):
     parser = LogParser(None, TemplateCache(), None)

@@ -20,7 +20,7 @@ from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.header import LogFormat
 from workhorse.logparse.model import TemplateModel
-from workhorse.logparse.refine import merge_phrases, merge_siblings
+from workhorse.logparse.refine import join
 from workhorse.logparse.template import (
     Template,
     chunk,
@@ -130,12 +130,7 @@ class LogParser:
         if text is None:
             chunks = chunk(content)
             text = template_from_choices(chunks, [c.variable for c in chunks])
-        new = Template(text, example=content)
-        for cached in self.cache.related(text):  # the same event as a cached template: join them
-            joined = merge_siblings(new, cached) or merge_phrases(new, cached)
-            if joined is not None:
-                new = joined
-                break
+        new = join(Template(text, example=content), self.cache.related(text))
         return self.cache.add(new.text, content, new.spanning)
 
 

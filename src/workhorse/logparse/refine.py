@@ -2,8 +2,10 @@
 
 Two ways a small model splits one event over two templates, and how they are joined again:
 
-- **Siblings**: the two differ in one word, a value the model kept as a word twice
-  (`Invalid user admin from <*>`, then `Invalid user test from <*>`). That word becomes `<*>`.
+- **Siblings**: templates that differ in one word, a value the model kept as a word
+  (`Invalid user admin from <*>`, `Invalid user test from <*>`, `Invalid user oracle from <*>`).
+  That word becomes `<*>` once three different words were seen there: two may still be two
+  events (`Failed password for …` and `Failed none for …`; `failure` and `failures`).
 - **Value phrases**: the two differ in the shape of a value, `0 bytes sent` against
   `1190 bytes (1.16 KB) sent`, or `lifetime 00:01` against `lifetime <1 sec`. A value whose
   shape varies between lines of one event is one variable spanning spaces, with its units:
@@ -15,6 +17,8 @@ different things (`… HTTPS` and `… SOCKS5`) and never join.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from difflib import SequenceMatcher
 
 from workhorse.logparse.template import (
@@ -27,10 +31,27 @@ from workhorse.logparse.template import (
 )
 
 SHARED_WORDS = 3  # words two templates must share, besides where they differ, to join
+SIBLINGS = 3  # different words seen in one place before that place is a value
+
+
+def join(new: Template, related: Iterable[Template]) -> Template:
+    """`new`, or its join with the cached templates it is the same event as."""
+    siblings: Counter[str] = Counter()
+    for cached in related:
+        phrase = merge_phrases(new, cached)
+        if phrase is not None:
+            return phrase
+        sibling = merge_siblings(new, cached)
+        if sibling is not None:
+            siblings[sibling.text] += 1
+            if siblings[sibling.text] >= SIBLINGS - 1:
+                return sibling
+    return new
 
 
 def merge_siblings(new: Template, old: Template) -> Template | None:
-    """The join of two templates of equal chunks but one word (not the first), or None."""
+    """The join of two templates of equal chunks but one word (not the first), or None
+    (`join` applies it once there are enough siblings)."""
     pieces, other = template_pieces(new.text), template_pieces(old.text)
     if len(pieces) != len(other):
         return None
