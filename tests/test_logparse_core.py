@@ -33,6 +33,10 @@ def _certain(content: str) -> str:
     ("ip 10.0.0.1 up", "ip <*> up"),  # an address is one value
     ("v 1.2.3 up", "v <*> up"),  # numbers joined by dots are one value
     ("version ssh2 SOCKS5", "version ssh2 SOCKS5"),  # words with digits are for the model to judge
+    ("Resolved node to /default-rack", "Resolved node to <*>"),  # a path of one segment too
+    ("Old: msra-sa-41/10.1.2.3:9000 New: msra-sa-41:9000", "Old: <*> New: <*>"),  # a host with its address or port
+    ("retry at msra-sa-41:8030. Already", "retry at <*>. Already"),  # a full stop ends the host
+    ("ContAlloc:11 memory:1024", "ContAlloc:<*> memory:<*>"),  # counters are not hosts
 ])
 def test_certain_variables_follow_the_guidelines(content, template):
     assert _certain(content) == template
@@ -287,6 +291,22 @@ def test_templates_differing_in_a_word_in_capitals_do_not_merge():
     parser.parse_line("chrome.exe open through proxy 10.0.0.1:80 HTTPS")
     parser.parse_line("chrome.exe open through proxy 10.0.0.1:80 SOCKS5")
     assert sorted(t.text for t in parser.cache) == ["chrome.exe open through proxy <*> HTTPS", "chrome.exe open through proxy <*> SOCKS5"]
+
+
+def test_capitalised_and_camel_case_words_are_names():
+    chunks = chunk("Got exception in getResources for EventType")
+    assert [c.text for c in chunks if c.constant] == ["Got", "getResources", "EventType"]
+
+
+def test_punctuation_standing_alone_or_around_a_value_stays():
+    import re
+
+    pattern = re.compile(choice_pattern(chunk("size = 3, to - a [DFSClient_1234_5] 10.0.0.1:50010:Got it")))
+    address = "<*>" * 9  # the model writes one wildcard per chunk; `render` joins them
+    assert pattern.fullmatch(f"size = <*>, to - a [<*>] {address}:Got it")
+    for wrong in (f"size <*> <*>, to - a [<*>] {address}:Got it", f"size = <*>, to <*> a [<*>] {address}:Got it",
+                  f"size = <*>, to - a <*><*>] {address}:Got it", f"size = <*>, to - a [<*>] {address}<*>Got it"):
+        assert not pattern.fullmatch(wrong), wrong
 
 
 def test_punctuation_that_ends_a_certain_value_stays():
