@@ -43,7 +43,7 @@ def test_certain_variables_follow_the_guidelines(content, template):
 
 
 def test_render_merges_adjacent_and_joined_wildcards():
-    assert render(["<*>", "<*>", ".", "<*>", " a ", "<*>", "-", "<*>", ":", "<*>"]) == "<*> a <*>:<*>"
+    assert render(["<*>", "<*>", ".", "<*>", " a ", "<*>", "-", "<*>", ":", "<*>", " ", "<*>", "/", "<*>"]) == "<*> a <*>:<*> <*>"
 
 
 def test_choice_pattern_admits_the_line_and_its_templates_only():
