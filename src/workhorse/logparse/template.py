@@ -2,13 +2,15 @@
 replaced by `<*>`, and the matcher that parses later lines of a template without the model.
 
 A chunk is a run of word characters, one punctuation character, or one space. Choosing per chunk
-is fine enough for every template of the Loghub-2k ground truth (each is reproduced exactly by
-marking the chunks its variables cover, then merging as `render` does), and coarse enough that a
-model picks from a handful of alternatives per line instead of writing free text.
+is fine enough for every template of the Loghub-2k ground truth but Proxifier's value phrases
+(each is reproduced exactly by marking the chunks its variables cover, then merging as `render`
+does; `refine.merge_phrases` makes the phrases), and coarse enough that a model picks from a
+handful of alternatives per line instead of writing free text.
 
-Some chunks are variables whatever the system, following the published guidelines for log
-template ground truth (Khan et al., ICSE 2022) that the corrected Loghub labels apply: numbers,
-hexadecimal values, booleans and nulls. A model decides the rest.
+Some chunks are decided whatever the system, following the published guidelines for log template
+ground truth (Khan et al., ICSE 2022) that the corrected Loghub labels apply, and counts on those
+labels: numbers, hexadecimal values, addresses, paths are variables; names and the punctuation
+around a value are literal (`decided`). A model decides the rest.
 """
 
 from __future__ import annotations
