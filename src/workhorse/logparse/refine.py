@@ -11,8 +11,8 @@ Two ways a small model splits one event over two templates, and how they are joi
   shape varies between lines of one event is one variable spanning spaces, with its units:
   `<*> sent`, `lifetime <*>` (the Loghub labels fold such values the same way).
 
-Both need enough words in common that the two are plainly one event; words in capitals name
-different things (`… HTTPS` and `… SOCKS5`) and never join.
+Both need enough words in common that the two are plainly one event; names (`… HTTPS` and
+`… SOCKS5`) never join as siblings.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ def merge_phrases(new: Template, old: Template) -> Template | None:
     """The join of two templates that differ only where a value's shape varies, or None.
 
     Templates are compared token by token (split at spaces). Where they differ, each side must be
-    a value phrase: wildcards and units, each unit word right after a token holding a wildcard
-    (`(<*> KB)`, `<<*> sec`), and at least one side must hold a wildcard or be a lone unit word
-    after a value; `invalid user <*>` against `<*>` is a different event, not a value phrase. Where one side is empty, the phrase
-    takes in the value before it (`<*>`, or `<*> bytes`), so that the join still parses both."""
+    a value phrase: wildcards and units, each unit word right after a wildcard (`(<*> KB)`,
+    `<<*> sec`), and one side at least must hold a wildcard or be a lone unit word after a value;
+    `invalid user <*>` against `<*>` is a different event, not a value phrase. Where one side is
+    empty, the phrase takes in the value before it (`<*>`, or `<*> bytes`), so that the join
+    still parses both."""
     a, b = new.text.split(" "), old.text.split(" ")
     if a[0] != b[0]:
         return None

@@ -45,8 +45,8 @@ _PATH = re.compile(r"(?<![^\s,;:=|\"'()\[\]{}])(?:/[^/\s,;:=|\"'()\[\]{}]+)+/?(?
 # Loghub-2k's labels 3,577 of 3,581 such names are variables (`java.net.…` is not one: it goes on).
 # An address with its port and a leading `/` is one value too (`/10.251.71.240:50010`), as most of
 # the labels have it (Zookeeper's alone keep `<*>:<*>`), and so is a bare host name with its address
-# or port (`msra-sa-41/10.190.173.170:9000`, `msra-sa-41:9000`; 628 of 642 on the labels, the rest
-# are counters such as `ContAlloc:11`, which have no hyphen).
+# or a hyphenated one with its port (`msra-sa-41/10.190.173.170:9000`, `msra-sa-41:9000`: 1,110 of
+# 1,116 on the labels; counters such as `ContAlloc:11` have no hyphen and stay).
 _IP = r"(?:\d{1,3}\.){3}\d{1,3}"
 _HOST_END = r"(?![\w-]|\.\w)"  # the name ends here (a full stop may end the sentence)
 _HOSTNAME = re.compile(
