@@ -37,6 +37,7 @@ def _certain(content: str) -> str:
     ("Old: msra-sa-41/10.1.2.3:9000 New: msra-sa-41:9000", "Old: <*> New: <*>"),  # a host with its address or port
     ("retry at msra-sa-41:8030. Already", "retry at <*>. Already"),  # a full stop ends the host
     ("ContAlloc:11 memory:1024", "ContAlloc:<*> memory:<*>"),  # counters are not hosts
+    ("[instance: b9000564-fe1a-409b-b8cc-1e88b294cd1d] VM Started", "[instance: <*>] VM Started"),  # a UUID
 ])
 def test_certain_variables_follow_the_guidelines(content, template):
     assert _certain(content) == template
