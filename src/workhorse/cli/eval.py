@@ -85,14 +85,14 @@ def _eval_logs(spec, data: str, threads: int) -> None:
     from workhorse.bench.logs_bench import bench_system
     from workhorse.errors import WorkhorseError
     from workhorse.evals.datasets import datasets_root
-    from workhorse.logparse.model import TemplateModel
+    from workhorse.logparse.model import CONTEXT_TOKENS, TemplateModel
     from workhorse.tasks.runtime import open_engine
 
     folder, _, system = data.rpartition(":")
     if not folder or not system:
         raise WorkhorseError(f"logs data must be DIR:SYSTEM, got {data!r}", "e.g. loghub_2k:HDFS or /path/to/logs:MySystem")
     root = Path(folder) if Path(folder).is_dir() else datasets_root() / folder
-    model = TemplateModel(open_engine(spec.model, threads=threads, n_ctx=8192))
+    model = TemplateModel(open_engine(spec.model, threads=threads, n_ctx=CONTEXT_TOKENS))
     report = bench_system(root, system, model, drain=False) | {"task": spec.name, "model": spec.model, "data": data}
     typer.echo(json.dumps(report, indent=2))
 

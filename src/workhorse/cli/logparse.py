@@ -29,6 +29,7 @@ def parse(
     from rich.console import Console
 
     from workhorse.errors import WorkhorseError
+    from workhorse.logparse.model import CONTEXT_TOKENS
     from workhorse.logparse.task import DETECT_SAMPLE, LogTask
     from workhorse.tasks.runtime import open_engine
     from workhorse.tasks.store import load_task
@@ -38,7 +39,7 @@ def parse(
         raise WorkhorseError("--follow needs a file", "pass the log file's path, or read stdin without --follow")
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
-    open_model = None if no_model else (lambda: open_engine(spec.model, threads=threads, n_ctx=8192))
+    open_model = None if no_model else (lambda: open_engine(spec.model, threads=threads, n_ctx=CONTEXT_TOKENS))
     log_task = LogTask(spec, log_format=log_format, open_model=open_model)
     stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
     lines = _lines(stream, follow)

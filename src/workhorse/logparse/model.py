@@ -28,6 +28,9 @@ INSTRUCTION = (
     "addresses with their ports, paths, hosts, user and object names, times and sizes) with <*>.\n\n"
 )
 RETRIEVED = 3  # cached templates shown with each new line
+# KV cells the model's engine needs: the demonstrations, three retrieved templates with their
+# example lines, a line of up to `parser.MAX_MODEL_CHARS` characters and its answer.
+CONTEXT_TOKENS = 8192
 # Logit added to tokens that begin a wildcard: a chunk becomes a variable only when the model
 # prefers that clearly. A 0.5B model left to itself wildcards words once it has started.
 WILDCARD_BIAS = float(os.environ.get("WORKHORSE_LOGS_WILDCARD_BIAS", "-2.0"))

@@ -75,7 +75,7 @@ class Chunk:
     text: str
     kind: str  # "space" | "punct" | "word"
     variable: bool = False  # a variable whatever the model says (numbers, hex, booleans)
-    constant: bool = False  # a word whatever the model says (capitals: `HTTPS`, `INFO`, `SOCKS5`)
+    constant: bool = False  # a word whatever the model says (names: `HTTPS`, `Got`, `getResources`)
 
 
 def chunk(content: str) -> list[Chunk]:
