@@ -16,11 +16,10 @@ import time
 
 import numpy as np
 
-from workhorse.engine.engine import Engine, EngineConfig, EvalRequest
-from workhorse.engine.model import LlamaModel
+from workhorse.engine import EvalRequest
 from workhorse.evals.datasets import load
 from workhorse.evals.metrics import latency_summary
-from workhorse.models import resolve
+from workhorse.tasks.engines import engine_config, open_engine
 
 
 def main() -> None:
@@ -33,8 +32,8 @@ def main() -> None:
     args = parser.parse_args()
 
     texts = [" ".join(example.text.split()[:20]) for example in load(args.data).examples][: args.n]
-    model = LlamaModel(resolve(args.model).path)
-    engine = Engine(model, EngineConfig(n_threads=args.threads))
+    engine = open_engine(args.model, engine_config(threads=args.threads, kinds=["embed"]))  # as the server runs it
+    model = engine.model
     tokens = [model.tokenize(text) for text in texts]
     engine.evaluate([EvalRequest(tokens[0], pooling="mean")])  # warm-up
 

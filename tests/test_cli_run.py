@@ -29,6 +29,17 @@ def trained_task(tiny_gguf, tmp_path) -> str:
     return "run-intents"
 
 
+def _calls() -> list[dict]:
+    from workhorse.calllog import CallLog
+    from workhorse.paths import call_log_path
+
+    log = CallLog(call_log_path())
+    try:
+        return list(log.iterate())
+    finally:
+        log.close()
+
+
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workhorse.cli", "run", *args], input=stdin,
                           capture_output=True, text=True, timeout=120)
@@ -45,11 +56,18 @@ def test_jsonl_with_bad_rows_then_resume(trained_task, tmp_path: Path):
     assert [r["id"] for r in records] == ["1", "b"]
     assert [r["answer"] for r in records] == ["refund", "login"]
     assert all(r["task"] == trained_task and r["version"] == 1 and 0 <= r["confidence"] <= 1 for r in records)
-    # An interrupted earlier run left a torn line: it is dropped, done ids are skipped.
+    assert all(r["source"] == "local" and isinstance(r["call_id"], int) for r in records)
+    # An earlier run that crashed after logging "b" left its output line torn: the line is dropped,
+    # done ids are skipped, and "b" is found answered in the call log, not answered (and logged) again.
     out.write_text(out.read_text().splitlines(keepends=True)[0] + '{"id": "b", "ans')
     second = _run(trained_task, str(source), "--out", str(out))
-    assert "1 answered, 1 already done" in second.stderr
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["1", "b"]
+    assert "0 answered" in second.stderr and "1 already done" in second.stderr
+    assert "1 found answered in the call log" in second.stderr
+    resumed = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in resumed] == ["1", "b"] and resumed[1]["call_id"] == records[1]["call_id"]
+    assert resumed[1]["answer"] == "login"
+    calls = _calls()
+    assert [c["input"] for c in calls] == ["refund my money", "login error"]  # each item logged once
 
 
 def test_csv_and_stdin(trained_task, tmp_path: Path):

@@ -6,7 +6,7 @@ import pytest
 
 from workhorse.escalation.curve import accuracy_at_rate, escalation_curve, rate_at_threshold
 from workhorse.escalation.policy import escalation_reason, threshold_for_rate
-from workhorse.tasks.runner import Answer
+from workhorse.tasks.answer import LocalAnswer as Answer
 from workhorse.tasks.spec import TaskSpec
 
 

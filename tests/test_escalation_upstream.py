@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from workhorse.escalation.breaker import CircuitBreaker
-from workhorse.escalation.upstream import UpstreamClient, UpstreamError, UpstreamSettings
+from workhorse.escalation.upstream import UpstreamClient, UpstreamError
+from workhorse.tasks.spec import UpstreamOptions
 
 SCHEMA = {"type": "object", "properties": {"label": {"enum": ["refund", "login"]}}, "required": ["label"],
           "additionalProperties": False}
@@ -24,8 +25,8 @@ def _reply(content: str, status: int = 200) -> httpx.Response:
 
 
 def _client(handler, **settings) -> UpstreamClient:
-    config = UpstreamSettings(base_url="http://upstream.test/v1", model="big", api_key_env="TEST_UPSTREAM_KEY",
-                              **({"timeout_s": 2.0, "retries": 2, "backoff_s": 0.01} | settings))
+    config = UpstreamOptions(base_url="http://upstream.test/v1", model="big", api_key_env="TEST_UPSTREAM_KEY",
+                             **({"timeout_s": 2.0, "retries": 2, "backoff_s": 0.01} | settings))
     return UpstreamClient(config, transport=httpx.MockTransport(handler))
 
 
@@ -135,6 +136,7 @@ def test_a_real_workhorse_server_as_the_upstream(tiny_gguf):
     import asyncio
 
     from test_serve import LiveServer
+
     from workhorse.serve.app import create_app
     from workhorse.serve.settings import ServeSettings
     from workhorse.serve.state import ServerState
@@ -144,7 +146,7 @@ def test_a_real_workhorse_server_as_the_upstream(tiny_gguf):
     state.load()
     try:
         with LiveServer(create_app(settings, state=state)) as live:
-            config = UpstreamSettings(base_url=live.url + "/v1", model=next(iter(state.models)), api_key_env=None)
+            config = UpstreamOptions(base_url=live.url + "/v1", model=next(iter(state.models)), api_key_env=None)
             client = UpstreamClient(config)
             answers = [client.ask(MESSAGES, SCHEMA) for _ in range(3)]
             client.close()

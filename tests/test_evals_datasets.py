@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from workhorse.errors import DatasetFormatError, DatasetNotFoundError, WorkhorseError
-from workhorse.evals import datasets as datasets_module
 from workhorse.evals import available, datasets_root, load, load_file, sample
+from workhorse.evals import datasets as datasets_module
 
 
 def _shared_root() -> Path | None:
@@ -212,7 +212,7 @@ def test_csv_files(tmp_path: Path) -> None:
 
     no_text = tmp_path / "no_text.csv"
     no_text.write_text("utterance,label\nhi,greet\n")
-    with pytest.raises(DatasetFormatError, match="no_text.csv:1: no 'text' column"):
+    with pytest.raises(DatasetFormatError, match="no_text.csv:1: the header has no `text` column"):
         load_file(no_text)
 
     ragged = tmp_path / "ragged.csv"
@@ -223,6 +223,19 @@ def test_csv_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match="unknown file type"):
         (tmp_path / "data.xml").write_text("<x/>")
         load_file(tmp_path / "data.xml")
+
+
+def test_every_bad_row_is_listed_with_its_line(tmp_path: Path) -> None:
+    """fit and eval stop on a file with bad rows, naming all of them (the first ten and a count)."""
+    path = tmp_path / "mixed.jsonl"
+    lines = ['{"text": "fine", "label": "a"}'] + ["not json"] * 12 + ['{"text": "   ", "label": "b"}']
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError) as err:
+        load_file(path)
+    message = err.value.message
+    assert message.startswith(f"13 bad rows in {path}")
+    assert all(f"{path}:{line}: not valid JSON" in message for line in range(2, 12))
+    assert f"{path}:12:" not in message and "… and 3 more" in message
 
 
 def test_sample_keeps_label_proportions(tmp_path: Path) -> None:

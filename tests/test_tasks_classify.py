@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from workhorse.cli import app
 from workhorse.engine import Engine, EngineConfig
+from workhorse.errors import TaskNotTrainedError
 from workhorse.evals.datasets import load_file
 from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
 from workhorse.tasks.fit import fit, task_for_data
 from workhorse.tasks.head import LinearHead, train_head
 from workhorse.tasks.store import load_task
-from workhorse.errors import TaskNotTrainedError
 
 PHRASES = {
     "refund": ["refund my money", "I want a refund", "give the money back", "refund the order"],
@@ -110,7 +110,7 @@ def test_cli_fit_and_eval_json(tiny_gguf, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["eval", "cli-intents", str(_write_data(tmp_path / "t.jsonl", 20, 3)), "--json", "--latency-sample", "5"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     for key in ("accuracy", "macro_f1", "selective_accuracy", "ece", "items_per_s"):
         assert key in report
     assert {"p50", "p95", "p99"} <= report["latency_ms"].keys()
@@ -167,7 +167,7 @@ def test_cli_eval_escalate_prints_the_perfect_upstream_curve(tiny_gguf, tmp_path
     result = runner.invoke(app, ["eval", "esc-intents", str(_write_data(tmp_path / "t.jsonl", 20, 3)), "--json",
                                  "--latency-sample", "2", "--escalate", "--png", str(png)])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     curve = report["escalation_curve"]
     assert [p["upstream"] for p in curve] == ["perfect"] * 21
     assert curve[0]["escalation_rate"] == 0 and curve[0]["accuracy"] == pytest.approx(report["accuracy"])

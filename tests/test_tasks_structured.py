@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from workhorse.engine import Engine, EngineConfig
-from workhorse.tasks.runner import TaskRunner
+from workhorse.tasks.kinds import open_local_task
 from workhorse.tasks.store import load_task, parse_task
 
 SCHEMA_TASK = """
@@ -35,7 +35,7 @@ def engine(tiny_model):
 
 def test_extract_answers_are_schema_valid_with_a_confidence(engine):
     spec = parse_task(SCHEMA_TASK)
-    runner = TaskRunner(spec, None, engine)  # type: ignore[arg-type]
+    runner = open_local_task(spec, None, engine)
     answers = runner.run(["refund my 30 dollars", "cannot login", "my card", "hello"])
     for answer in answers:
         assert answer.details["valid"] is True
@@ -47,7 +47,7 @@ def test_extract_answers_are_schema_valid_with_a_confidence(engine):
 
 def test_value_convert_matches_its_pattern(engine):
     spec, directory = load_task("date-normalize")
-    runner = TaskRunner(spec, directory, engine)
+    runner = open_local_task(spec, directory, engine)
     for answer in runner.run(["March 3rd, 2024", "yesterday"]):
         assert answer.details["valid"]
         assert len(answer.answer) == 10 and answer.answer[4] == "-" and answer.answer[7] == "-"
@@ -66,7 +66,7 @@ def test_cli_eval_reports_extraction_metrics(tiny_gguf, tmp_path):
     data.write_text("".join(json.dumps({"text": t, "fields": {"action": a}}) + "\n" for t, a in [("refund 5", "refund"), ("login", "login")]))
     result = CliRunner().invoke(app, ["eval", str(task), str(data), "--json", "--latency-sample", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["json_valid_rate"] == 1.0 and report["n"] == 2
     assert 0 <= report["field_exact_match"] <= 1 and report["items_per_s"] > 0
 
@@ -100,7 +100,7 @@ def test_cli_eval_reports_entity_f1_when_gold_fields_are_entity_lists(tiny_gguf,
     data.write_text("".join(json.dumps({"text": t, "fields": f}) + "\n" for t, f in rows))
     result = CliRunner().invoke(app, ["eval", str(task), str(data), "--json", "--latency-sample", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["json_valid_rate"] == 1.0
     scores = report["entity_f1"]
     assert scores["gold_entities"] == 3 and 0 <= scores["f1"] <= 1

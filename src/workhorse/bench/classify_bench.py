@@ -93,11 +93,11 @@ def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResul
     from workhorse.bench.engine_bench import timed
     from workhorse.engine import EvalRequest
     from workhorse.tasks.classify import make_classifier
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
-    engine = open_engine(spec.model, threads=threads)
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
     classifier = make_classifier(spec, directory, engine)
     texts = [ex.text for ex in data.examples]
     classifier.classify(texts[:8])  # warm the prefix cache and the weights
@@ -151,26 +151,25 @@ def constrained_overhead(model: str, *, threads: int, repeats: int = 3) -> dict:
     import statistics
 
     from workhorse.engine import SamplingParams
-    from workhorse.engine.generation import generate
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.store import load_task
     from workhorse.tasks.structured import StructuredGenerator
 
     spec, _ = load_task("ticket-entities")
-    engine = open_engine(model, threads=threads, n_slots=4)
+    engine = open_engine(model, engine_config(threads=threads, n_slots=4))
     generator = StructuredGenerator(spec, engine)
     text = "I need a refund of 40 euros for order 00123842, the delivery to Lyon never came"
     template = generator.run([text])[0]  # warms the prefix cache and the tokenizer bridge
     plain, constrained = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        [c] = generate(engine, [generator.request(text, SamplingParams(max_tokens=96))])
+        [c] = engine.generate([generator.request(text, SamplingParams(max_tokens=96))])
         constrained.append((time.perf_counter() - start) / len(c.tokens))
         n = len(c.tokens)
         unconstrained = generator.request(text, SamplingParams(max_tokens=n, ignore_eos=True))
         unconstrained.constraint = None
         start = time.perf_counter()
-        generate(engine, [unconstrained])
+        engine.generate([unconstrained])
         plain.append((time.perf_counter() - start) / n)
     engine.close()
     per_token_plain, per_token_constrained = statistics.median(plain), statistics.median(constrained)

@@ -82,13 +82,12 @@ def timed(fn: Callable[[], object]) -> float:
 
 def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops: float) -> dict:
     """All engine figures for one model (runs in the child process)."""
-    from workhorse.engine import Engine, EngineConfig, EvalRequest, GenerateRequest, LlamaModel, SamplingParams
-    from workhorse.engine.generation import generate
+    from workhorse.engine import Engine, EvalRequest, GenerateRequest, LlamaModel, SamplingParams
+    from workhorse.tasks.engines import engine_config
 
     rss_start = rss_mb()
     model = LlamaModel(path, name=name)
-    config = EngineConfig(n_ctx=4096, n_batch=512, n_threads=threads, n_slots=BATCH_SEQUENCES, prefix_slots=4)
-    engine = Engine(model, config)
+    engine = Engine(model, engine_config(threads=threads, n_slots=BATCH_SEQUENCES))
     # Touch every weight once so "after load" is the resident model, not a cold mmap.
     engine.evaluate([EvalRequest([model.bos if model.bos >= 0 else 0] * 8, logits_at=[-1])])
     rss_after_load = rss_mb()
@@ -108,7 +107,7 @@ def bench_model(path: str, name: str, *, threads: int, repeats: int, gemm_gflops
     def decode_run(n_seqs: int) -> float:
         requests = [GenerateRequest(short_prompts[i], params) for i in range(n_seqs)]
         prefill = timed(lambda: engine.evaluate([EvalRequest(r.tokens, logits_at=[-1]) for r in requests]))
-        total = timed(lambda: generate(engine, requests))
+        total = timed(lambda: engine.generate(requests))
         return max(total - prefill, 1e-9)  # decode time: generation minus its own prefill
 
     single_s = [decode_run(1) for _ in range(repeats)]

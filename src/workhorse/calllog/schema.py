@@ -47,6 +47,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN upstream_prompt_estimate INTEGER;
     """,
+    # 3: the caller's own name for the item (a batch job's output file and row id), so that a
+    #    resumed job finds the items it already answered instead of answering and logging them twice
+    """
+    ALTER TABLE calls ADD COLUMN request_ref TEXT;
+    CREATE INDEX calls_request_ref ON calls (request_ref) WHERE request_ref IS NOT NULL;
+    """,
 )
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from workhorse.escalation.ledger import PriceTable
+from workhorse.calllog.prices import PriceTable
 
 
 def summarise(calls: Iterable[dict[str, Any]], prices: PriceTable, *, large_model: str | None = None) -> dict[str, Any]:

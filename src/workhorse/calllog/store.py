@@ -50,6 +50,7 @@ class CallRecord:
     upstream_cost: float | None = None
     redactions: dict[str, int] | None = None
     upstream_prompt_estimate: int | None = None  # tokens of the upstream request had the call escalated
+    request_ref: str | None = None  # the caller's name for the item (see `find_refs`)
     final_answer: Any = None
     created_at: float = field(default_factory=time.time)
 
@@ -121,6 +122,18 @@ class CallLog:
         with self._connect() as connection:
             for row in connection.execute(f"SELECT * FROM calls {where} ORDER BY id", args):
                 yield _decoded(row)
+
+    def find_refs(self, refs: list[str]) -> dict[str, dict[str, Any]]:
+        """The logged calls with these request refs (the newest of each), by ref."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._connect() as connection:
+            for start in range(0, len(refs), 500):  # SQLite's limit on bound parameters
+                chunk = refs[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                query = f"SELECT * FROM calls WHERE request_ref IN ({marks}) ORDER BY id"
+                for row in connection.execute(query, chunk):
+                    found[row["request_ref"]] = _decoded(row)
+        return found
 
     def count(self) -> int:
         with self._connect() as connection:

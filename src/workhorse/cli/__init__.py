@@ -34,17 +34,17 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, eval, fit, logparse, logs, models, run, serve, tasks
+    from workhorse.cli import bench, calls, eval, fit, logs, models, run, serve, tasks
 
     app.add_typer(models.app, name="models")
     app.add_typer(tasks.app, name="tasks")
     app.add_typer(bench.app, name="bench")
-    logs.app.command("parse")(logparse.parse)
     app.add_typer(logs.app, name="logs")
+    app.add_typer(calls.app, name="calls")
     app.command("run")(run.run)
     app.command("fit")(fit.fit)
     app.command("eval")(eval.eval_command)
-    app.command("serve")(serve.serve)
+    serve.register(app)
 
 
 _register_groups()

@@ -189,13 +189,13 @@ def logs(
 
     from workhorse.bench.logs_bench import run as run_logs
     from workhorse.evals.datasets import datasets_root
-    from workhorse.logparse.model import CONTEXT_TOKENS, TemplateModel
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.logparse.model import TemplateModel
+    from workhorse.tasks.engines import engine_config, open_engine
 
     console = Console(stderr=True)
     root = Path(data) if data else datasets_root() / "loghub_2k"
     names = [n.strip() for n in systems.split(",")] if systems else None
-    report = run_logs(root, TemplateModel(open_engine(model, threads=threads, n_ctx=CONTEXT_TOKENS)), names=names, repeats=repeats,
+    report = run_logs(root, TemplateModel(open_engine(model, engine_config(threads=threads, kinds=["logs"]))), names=names, repeats=repeats,
                       log=lambda line: console.print(line, highlight=False))
     report["model"] = model
     report["machine"] = {"cpu": _cpu_name(), "threads": threads}

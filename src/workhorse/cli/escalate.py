@@ -3,18 +3,19 @@ perfect upstream and, when one is configured, a real upstream model."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
 
 from workhorse.evals.datasets import Dataset
-from workhorse.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from workhorse.pipeline import Pipeline
 
 
 def escalation_report(
-    spec: TaskSpec,
+    pipeline: Pipeline,
     dataset: Dataset,
     predicted: list[Any],
     confidence: list[float],
@@ -26,10 +27,11 @@ def escalation_report(
 ) -> dict[str, Any]:
     from workhorse.escalation.curve import accuracy_at_rate, escalation_curve, plot, rate_at_threshold
 
+    spec = pipeline.spec
     truth = [ex.label for ex in dataset.examples]
     curves = [escalation_curve(truth, predicted, confidence, points=21)]  # every 5 %
     steps = max(1, round(max_rate / 0.05))  # the real curve on the same 5 % grid, up to max_rate
-    real = _real_upstream_answers(spec, dataset, confidence, upstream_url, upstream_model, steps * 0.05)
+    real = _real_upstream_answers(pipeline, dataset, confidence, upstream_url, upstream_model, steps * 0.05)
     if real is not None:
         name, answers = real
         curves.append(escalation_curve(truth, predicted, confidence, upstream=answers, upstream_name=name,
@@ -46,13 +48,14 @@ def escalation_report(
     return {"escalation_curve": [point for curve in curves for point in curve], "escalation_operating_point": operating}
 
 
-def _real_upstream_answers(spec, dataset, confidence, url, model, max_rate) -> tuple[str, list[Any]] | None:
-    """The upstream's answers for the least confident `max_rate` of the items (None elsewhere)."""
-    from workhorse.escalation.ledger import PriceTable
-    from workhorse.escalation.runner import escalate_one
-    from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
+def _real_upstream_answers(pipeline: Pipeline, dataset, confidence, url, model, max_rate) -> tuple[str, list[Any]] | None:
+    """The upstream's answers for the least confident `max_rate` of the items (None elsewhere),
+    asked through the task's pipeline (redacted under its privacy policy)."""
+    from workhorse.cli.progress import progress
+    from workhorse.escalation.upstream import UpstreamClient
     from workhorse.tasks.spec import UpstreamOptions
 
+    spec = pipeline.spec
     configured = spec.escalation.upstream
     url = url or (configured.base_url if configured else None)
     model = model or (configured.model if configured else None)
@@ -69,19 +72,19 @@ def _real_upstream_answers(spec, dataset, confidence, url, model, max_rate) -> t
         options = configured.model_copy(update={"base_url": url, "model": model})
     else:
         options = UpstreamOptions(base_url=url, model=model, timeout_s=60.0)
-    client = UpstreamClient(UpstreamSettings.from_options(options))
+    asking = pipeline.with_upstream(UpstreamClient(options))
     order = np.argsort(np.asarray(confidence), kind="stable")[: int(round(max_rate * len(confidence)))]
     answers: list[Any] = [None] * len(confidence)
-    texts = [dataset.examples[i].text for i in order]
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress, ThreadPoolExecutor(8) as pool:
-        bar = progress.add_task(f"asking {model}", total=len(texts))
-        ask = lambda text: escalate_one(spec, client, PriceTable(), text, "eval")  # noqa: E731
-        for i, escalation in zip(order, pool.map(ask, texts), strict=True):
-            answers[i] = None if escalation.failed else escalation.answer
-            progress.advance(bar)
-    client.close()
+    try:
+        with progress(f"asking {model}", total=len(order)) as bar:
+            for start in range(0, len(order), 32):
+                chosen = order[start : start + 32]
+                escalations = asking.ask_upstream([dataset.examples[i].text for i in chosen], reason="eval")
+                for i, escalation in zip(chosen, escalations, strict=True):
+                    answers[i] = None if escalation.failed else escalation.answer
+                bar.advance(len(chosen))
+    finally:
+        asking.close()
     return model, answers
 
 

@@ -25,8 +25,8 @@ def eval_command(
     from workhorse.errors import TaskError
     from workhorse.evals.datasets import load
     from workhorse.evals.metrics import classification_report, latency_summary
-    from workhorse.tasks.classify import make_classifier
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.pipeline import build_pipeline
+    from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
@@ -36,24 +36,24 @@ def eval_command(
     if spec.kind not in ("classify", "extract", "convert"):
         raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract, convert or logs task")
     dataset = load(data, limit=limit)
-    engine = open_engine(spec.model, threads=threads)
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    pipeline = build_pipeline(spec, directory, engine, escalate=False)  # the small model alone; --escalate asks aside
     if spec.kind != "classify":
-        report = _eval_structured(spec, directory, engine, dataset, latency_sample)
+        report = _eval_structured(pipeline, dataset, latency_sample)
         report["data"] = {"spec": data, "rows": len(dataset.examples), "note": dataset.note}
         report["prefix_cache"] = engine.prefix_stats().as_dict()
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False, default=float))
         return
-    classifier = make_classifier(spec, directory, engine)
     texts = [ex.text for ex in dataset.examples]
     predictions, wall, latencies = _timed_run(
-        classifier.classify, texts, batch=64, latency_sample=latency_sample, label=f"{spec.name} on {data}"
+        pipeline.run, texts, batch=64, latency_sample=latency_sample, label=f"{spec.name} on {data}"
     )
     oos = dataset.oos_label
     if oos and spec.classify.out_of_scope:
         # The task's abstention label stands for the dataset's out-of-scope label.
-        mapped = [oos if p.label == spec.classify.out_of_scope.label else p.label for p in predictions]
+        mapped = [oos if p.answer == spec.classify.out_of_scope.label else p.answer for p in predictions]
     else:
-        mapped = [p.label for p in predictions]
+        mapped = [p.answer for p in predictions]
     report = classification_report(
         [ex.label for ex in dataset.examples], mapped, [p.confidence for p in predictions], oos_label=oos
     )
@@ -65,7 +65,7 @@ def eval_command(
     if escalate:
         from workhorse.cli.escalate import escalation_report
 
-        report |= escalation_report(spec, dataset, mapped, [p.confidence for p in predictions], upstream_url=upstream_url,
+        report |= escalation_report(pipeline, dataset, mapped, [p.confidence for p in predictions], upstream_url=upstream_url,
                                     upstream_model=upstream_model, max_rate=max_rate, png=png)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=float))
@@ -85,14 +85,14 @@ def _eval_logs(spec, data: str, threads: int) -> None:
     from workhorse.bench.logs_bench import bench_system
     from workhorse.errors import WorkhorseError
     from workhorse.evals.datasets import datasets_root
-    from workhorse.logparse.model import CONTEXT_TOKENS, TemplateModel
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.logparse.model import TemplateModel
+    from workhorse.tasks.engines import engine_config, open_engine
 
     folder, _, system = data.rpartition(":")
     if not folder or not system:
         raise WorkhorseError(f"logs data must be DIR:SYSTEM, got {data!r}", "e.g. loghub_2k:HDFS or /path/to/logs:MySystem")
     root = Path(folder) if Path(folder).is_dir() else datasets_root() / folder
-    model = TemplateModel(open_engine(spec.model, threads=threads, n_ctx=CONTEXT_TOKENS))
+    model = TemplateModel(open_engine(spec.model, engine_config(threads=threads, kinds=["logs"])))
     report = bench_system(root, system, model, drain=False) | {"task": spec.name, "model": spec.model, "data": data}
     typer.echo(json.dumps(report, indent=2))
 
@@ -100,33 +100,33 @@ def _eval_logs(spec, data: str, threads: int) -> None:
 def _timed_run(run, texts: list[str], *, batch: int, latency_sample: int, label: str) -> tuple[list, float, list[float]]:
     """All texts in batches (for throughput, with a progress bar), then a sample one at a time
     (for latency). Returns (outputs, wall seconds of the batched pass, per-item latencies)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+    from workhorse.cli.progress import progress
 
     outputs: list = []
-    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), transient=True) as progress:
-        bar = progress.add_task(label, total=len(texts))
-        started = time.perf_counter()
+    started = time.perf_counter()
+    with progress(label, total=len(texts)) as bar:
         for i in range(0, len(texts), batch):
             outputs += run(texts[i : i + batch])
-            progress.advance(bar, len(texts[i : i + batch]))
-        wall = time.perf_counter() - started
-        latencies = []
+            bar.advance(len(texts[i : i + batch]))
+    wall = time.perf_counter() - started
+    latencies = []
+    with progress(f"{label}: latency, one at a time", total=min(latency_sample, len(texts))) as bar:
         for text in texts[:latency_sample]:
             t0 = time.perf_counter()
             run([text])
             latencies.append(time.perf_counter() - t0)
+            bar.advance()
     return outputs, wall, latencies
 
 
-def _eval_structured(spec, directory, engine, dataset, latency_sample: int) -> dict:
+def _eval_structured(pipeline, dataset, latency_sample: int) -> dict:
     """JSON validity and field exact-match of an extract/convert task against gold fields."""
     from workhorse.evals.metrics import entity_f1, extraction_report, latency_summary
-    from workhorse.tasks.runner import TaskRunner
 
-    runner = TaskRunner(spec, directory, engine)
+    spec = pipeline.spec
     texts = [ex.text for ex in dataset.examples]
     answers, wall, latencies = _timed_run(
-        runner.run, texts, batch=16, latency_sample=latency_sample, label=f"{spec.name} on {dataset.name}:{dataset.split}"
+        pipeline.run, texts, batch=16, latency_sample=latency_sample, label=f"{spec.name} on {dataset.name}:{dataset.split}"
     )
     gold = [ex.fields or {} for ex in dataset.examples]
     predicted = [a.answer if a.details.get("valid") else None for a in answers]

@@ -27,16 +27,16 @@ def fit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from workhorse.evals.datasets import load
+    from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.fit import fit as fit_head
     from workhorse.tasks.fit import task_for_data
-    from workhorse.tasks.runtime import open_engine
 
     if pooling not in (None, "last", "last+mean"):
         raise typer.BadParameter(f"{pooling!r}: use `last` or `last+mean`", param_hint="--pooling")
     dataset = load(data, limit=limit)
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list, pooling=pooling)
-    engine = open_engine(spec.model, threads=threads)
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
         bar = progress.add_task(f"features ({spec.model})", total=len(dataset.examples))

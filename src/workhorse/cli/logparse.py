@@ -29,9 +29,8 @@ def parse(
     from rich.console import Console
 
     from workhorse.errors import WorkhorseError
-    from workhorse.logparse.model import CONTEXT_TOKENS
-    from workhorse.logparse.task import DETECT_SAMPLE, LogTask
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.logs import DETECT_SAMPLE, LogTask
     from workhorse.tasks.store import load_task
 
     spec, _ = load_task(task)
@@ -39,7 +38,7 @@ def parse(
         raise WorkhorseError("--follow needs a file", "pass the log file's path, or read stdin without --follow")
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
-    open_model = None if no_model else (lambda: open_engine(spec.model, threads=threads, n_ctx=CONTEXT_TOKENS))
+    open_model = None if no_model else (lambda: open_engine(spec.model, engine_config(threads=threads, kinds=["logs"])))
     log_task = LogTask(spec, log_format=log_format, open_model=open_model)
     stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
     lines = _lines(stream, follow)
@@ -73,8 +72,9 @@ def parse(
 
 def _progress(log_task, count: int, seconds: float) -> str:
     rate = count / seconds if seconds else 0.0
+    failures = f" ({log_task.model_failures} failed: certain variables only)" if log_task.model_failures else ""
     return (f"{count} lines, {len(log_task.cache)} templates, {log_task.cache.hits} cache hits, "
-            f"{log_task.model_calls} model calls, {rate:,.0f} lines/s")
+            f"{log_task.model_calls} model calls{failures}, {rate:,.0f} lines/s")
 
 
 def _lines(stream: TextIO, follow: bool) -> Iterator[str]:

@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
 
 def run(
     task: str = typer.Argument(..., help="Task name or task file."),
-    source: str = typer.Argument("-", help="Input file (.jsonl, .csv, or text with one item per line), or - for stdin."),
+    source: str = typer.Argument("-", help="Input file (.jsonl, .csv, .tsv, or text with one item per line), or - for stdin."),
     out: Path = typer.Option(None, "--out", "-o", help="Write answers here (JSONL). Existing answers are kept and their ids skipped."),
     fmt: str = typer.Option(None, "--format", help="jsonl, csv, tsv or text (default: from the file name; stdin: jsonl)."),
     field: str = typer.Option("text", help="The input field or CSV column holding the text."),
     batch: int = typer.Option(32, min=1, help="Items per engine call."),
-    threads: int = typer.Option(2, help="llama.cpp threads."),
+    threads: int = typer.Option(2, min=1, help="llama.cpp threads."),
+    log: bool = typer.Option(True, "--log/--no-log", help="Record every answer in the call log (the flywheel learns from it)."),
+    call_log: Path = typer.Option(None, "--call-log", help="The call log file (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME, as for serve)."),
+    escalate: bool = typer.Option(True, "--escalate/--no-escalate", help="Send what the task's escalation policy selects to its upstream."),
 ) -> None:
-    """Answers carry the answer, its confidence, the latency and the task version."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    """Answer every item of FILE with TASK, streaming one JSON line per item.
 
+    Each line has the item's id, the answer, its confidence, where it came from (local, upstream),
+    the escalation reason, the call id, the latency and the task version. Items the task's policy
+    escalates go to its upstream, every answer is logged, bad rows are reported by line and
+    skipped, and with --out an interrupted run resumes where it stopped. A summary (sources and
+    cost) ends the run on stderr."""
+    from rich.console import Console
+
+    from workhorse.calllog import CallLog
+    from workhorse.cli.progress import progress
+    from workhorse.datafile import FORMATS, BadRow, guess_format, open_rows, read_rows
     from workhorse.errors import WorkhorseError
-    from workhorse.tasks.items import FORMATS, BadRow, guess_format, open_items, read_items
-    from workhorse.tasks.runner import TaskRunner
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.paths import call_log_path
+    from workhorse.pipeline import Answer, build_pipeline
+    from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
@@ -36,41 +47,48 @@ def run(
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"input file not found: {source}", "check the path, or use - for stdin")
     done = _done_ids(out) if out else set()
-    runner = TaskRunner(spec, directory, open_engine(spec.model, threads=threads))
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    log_path = (call_log or call_log_path()) if log else None
+    calls = CallLog(log_path) if log_path else None
+    pipeline = build_pipeline(spec, directory, engine, call_log=calls, escalate=escalate)
     if source == "-":
         sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
-    stream = sys.stdin if source == "-" else open_items(source)
+    stream = sys.stdin if source == "-" else open_rows(source)
     sink = out.open("a", encoding="utf-8") if out else sys.stdout
-    errors = Console(stderr=True)
-    counts = {"answered": 0, "skipped": len(done), "bad": 0}
-    pending = []
+    notes = Console(stderr=True, soft_wrap=True, highlight=False)
+    counts = {"skipped": len(done), "bad": 0, "recovered": 0}
+    pending: list = []
+    total = None if source == "-" else max(_count_rows(source, fmt) - len(done), 0)
+
+    # With --out and the call log, each item is logged under a name made of the output file and its
+    # id: a run resumed after a crash between the log's commit and the output's write finds the
+    # item's answer in the log instead of answering (and logging) it again.
+    ref_prefix = f"run:{out.resolve()}#" if out and calls else None
 
     def flush() -> None:
-        started = time.perf_counter()
-        answers = runner.run([item.text for item in pending])
-        per_item_ms = 1000 * (time.perf_counter() - started) / len(pending)
-        for item, answer in zip(pending, answers):
-            record = {"id": item.id, "answer": answer.answer, "confidence": answer.confidence, **answer.details,
-                      "latency_ms": round(per_item_ms, 2), "task": spec.name, "version": spec.version}
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+        refs = [ref_prefix + row.key for row in pending] if ref_prefix else None
+        logged = calls.find_refs(refs) if calls and refs else {}
+        fresh = [i for i, ref in enumerate(refs or [None] * len(pending)) if ref not in logged]
+        answers = dict(zip(fresh, pipeline.run([pending[i].text for i in fresh],
+                                               refs=[refs[i] for i in fresh] if refs else None), strict=True))
+        for i, row in enumerate(pending):
+            answer = answers[i] if i in answers else Answer.from_call(logged[refs[i]])  # type: ignore[index]
+            sink.write(json.dumps({"id": row.key} | answer.as_dict(), ensure_ascii=False) + "\n")
         sink.flush()
-        counts["answered"] += len(pending)
-        progress.advance(bar, len(pending))
+        counts["recovered"] += len(pending) - len(fresh)
+        bar.advance(len(pending))
         pending.clear()
 
     try:
-        with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=errors, transient=True) as progress:
-            bar = progress.add_task(f"{spec.name} v{spec.version}", total=None)
-            for entry in read_items(stream, fmt=fmt, field=field):
-                if isinstance(entry, BadRow):
+        with progress(f"{spec.name} v{spec.version}", total) as bar:
+            for row in read_rows(stream, fmt=fmt, field=field):
+                if isinstance(row, BadRow):
                     counts["bad"] += 1
-                    errors.print(f"{source}:{entry.line}: skipped: {entry.problem}", style="yellow", soft_wrap=True,
-                                 markup=False, highlight=False)
+                    notes.print(f"{source}:{row.line}: skipped: {row.problem}", style="yellow", markup=False)
                     continue
-                if entry.id in done:
+                if row.key in done:
                     continue
-                pending.append(entry)
+                pending.append(row)
                 if len(pending) == batch:
                     flush()
             if pending:
@@ -80,8 +98,37 @@ def run(
             stream.close()
         if sink is not sys.stdout:
             sink.close()
-    errors.print(f"{counts['answered']} answered, {counts['skipped']} already done, {counts['bad']} bad rows",
-                 soft_wrap=True, highlight=False)
+        pipeline.close()
+        if calls is not None:
+            calls.close()
+        engine.close()
+    notes.print(_summary(pipeline.tally.summary(), counts, log_path, bar.rate()))
+
+
+def _summary(tally: dict[str, Any], counts: dict[str, int], log_path: Path | None, rate: float) -> str:
+    sources = tally["sources"]
+    escalated = f"{tally['escalated']} escalated"
+    if tally["escalation_failed"]:
+        escalated += f" ({tally['escalation_failed']} failed, answered locally)"
+    parts = [f"{tally['items']} answered ({rate:,.1f}/s): {sources.get('local', 0)} local, {sources.get('upstream', 0)} upstream",
+             escalated]
+    if tally["escalation_blocked"]:
+        parts.append(f"{tally['escalation_blocked']} kept local by the task's privacy policy")
+    parts.append(f"{counts['skipped']} already done, {counts['bad']} bad rows")
+    if counts["recovered"]:
+        parts.append(f"{counts['recovered']} found answered in the call log")
+    cost = f"cost ${tally['cost']:.4f} (local ${tally['local_cost']:.4f}, upstream ${tally['upstream_cost']:.4f})"
+    if tally["unpriced_upstream_calls"]:
+        cost += f"; {tally['unpriced_upstream_calls']} upstream calls have no price (add the model to prices.yaml)"
+    logged = f"calls logged to {log_path}" if log_path else "not logged (--no-log)"
+    return "; ".join(parts) + f"\n{cost}\n{logged}"
+
+
+def _count_rows(path: str, fmt: str) -> int:
+    """Rows in the file, for the progress bar's total (a CSV record spanning lines counts twice)."""
+    with open(path, "rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    return lines - 1 if fmt in ("csv", "tsv") else lines
 
 
 def _done_ids(path: Path) -> set[str]:

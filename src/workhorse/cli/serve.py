@@ -1,5 +1,10 @@
 """`workhorse serve`: the HTTP server. Its flags are generated from the settings tree
-(serve/settings.py), so a flag, a `WORKHORSE_*` variable and a config-file key always agree."""
+(serve/settings.py), so a flag, a `WORKHORSE_*` variable and a config-file key always agree.
+
+The settings tree (pydantic-settings) takes a quarter of a second to import, so the flags are
+built only when `serve` runs: `register` adds a thin command that hands its arguments, `--help`
+included, to the real one, generated on the spot.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,29 @@ import typing
 from typing import Any
 
 import typer
-from pydantic import SecretStr
 
-from workhorse.serve.settings import ServeSettings
+HELP = "Serve OpenAI-compatible generation and embeddings, and the tasks, over HTTP."
+
+
+def register(app: typer.Typer) -> None:
+    settings = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+    @app.command("serve", help=HELP, context_settings=settings, add_help_option=False)
+    def serve_entry(ctx: typer.Context) -> None:
+        command = typer.main.get_command(_serve_app())
+        command.main(list(ctx.args), prog_name=f"{ctx.find_root().info_name} serve", standalone_mode=True)
+
+
+def _serve_app() -> typer.Typer:
+    inner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    serve.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]
+    inner.command(help=HELP)(serve)
+    return inner
 
 
 def _flag_type(annotation: Any) -> Any:
+    from pydantic import SecretStr
+
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         return list[str] if item in (str, SecretStr) else list[item]
@@ -21,6 +43,8 @@ def _flag_type(annotation: Any) -> Any:
 
 
 def _parameters() -> list[inspect.Parameter]:
+    from workhorse.serve.settings import ServeSettings
+
     params = [
         inspect.Parameter(
             "config",
@@ -49,7 +73,6 @@ def _parameters() -> list[inspect.Parameter]:
 
 
 def serve(**flags: Any) -> None:
-    """Serve OpenAI-compatible generation and embeddings, and the tasks, over HTTP."""
     import logging
 
     import uvicorn
@@ -75,6 +98,3 @@ def serve(**flags: Any) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         log_level="info",
     )
-
-
-serve.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]

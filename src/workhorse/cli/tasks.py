@@ -111,11 +111,12 @@ def calibrate(
     threads: int = typer.Option(2, help="llama.cpp threads."),
 ) -> None:
     """Set the escalation threshold that sends `rate` of DATA to the large model; saves a new task version."""
+    from workhorse.cli.progress import progress
     from workhorse.errors import TaskSpecError
     from workhorse.escalation.policy import threshold_for_rate
     from workhorse.evals.datasets import load
-    from workhorse.tasks.runner import TaskRunner
-    from workhorse.tasks.runtime import open_engine
+    from workhorse.pipeline import build_pipeline
+    from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.spec import EscalationOptions, UpstreamOptions
     from workhorse.tasks.store import load_task, save_revision
 
@@ -128,9 +129,15 @@ def calibrate(
     if upstream is None:
         raise TaskSpecError(f"task {spec.name} has no escalation upstream", "pass --base-url and --model")
     dataset = load(data, limit=limit)
-    runner = TaskRunner(spec, directory, open_engine(spec.model, threads=threads))
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    pipeline = build_pipeline(spec, directory, engine, escalate=False)  # the small model's own confidence
     texts = [ex.text for ex in dataset.examples]
-    confidences = [a.confidence or 0.0 for i in range(0, len(texts), 64) for a in runner.run(texts[i : i + 64])]
+    confidences: list[float] = []
+    with progress(f"{spec.name} on {data}", total=len(texts)) as bar:
+        for i in range(0, len(texts), 64):
+            confidences += [a.confidence or 0.0 for a in pipeline.run(texts[i : i + 64])]
+            bar.advance(len(texts[i : i + 64]))
+    engine.close()
     threshold = threshold_for_rate(confidences, rate)
     escalation = EscalationOptions.model_validate(
         spec.escalation.model_dump() | {"mode": "threshold", "threshold": threshold, "target_rate": rate,

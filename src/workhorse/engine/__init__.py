@@ -2,6 +2,7 @@
 
 from workhorse.engine.constraints import ChoiceConstraint, GrammarConstraint, JsonSchemaConstraint, RegexConstraint
 from workhorse.engine.engine import Engine, EngineConfig, EngineStats, EvalRequest, EvalResult
+from workhorse.engine.evaluator import Evaluator
 from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch, generate
 from workhorse.engine.model import LlamaModel
 from workhorse.engine.prefix_cache import PrefixCacheStats
@@ -19,6 +20,7 @@ __all__ = [
     "EngineWorker",
     "EvalRequest",
     "EvalResult",
+    "Evaluator",
     "GenerateRequest",
     "GenerateResult",
     "GenerationBatch",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from workhorse.engine.graph_capture import GraphCapture
 from workhorse.engine.model import LlamaModel, _llama
 from workhorse.engine.prefix_cache import PrefixCache, PrefixCacheStats, prefix_key
 from workhorse.errors import ContextFullError, DecodeError, EngineError
+
+if TYPE_CHECKING:
+    from workhorse.engine.generation import GenerateRequest, GenerateResult
 
 Pooling = Literal["none", "mean", "last"]
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
@@ -360,6 +363,12 @@ class Engine:
         for wave in self._waves(requests):
             self._evaluate_wave(requests, wave, results)
         return results  # type: ignore[return-value]
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """Generate for many prompts at once (continuous batching, see `generation.py`)."""
+        from workhorse.engine.generation import generate  # generation builds on this module
+
+        return generate(self, requests)
 
     def _check_request(self, req: EvalRequest) -> None:
         n = len(req.tokens)

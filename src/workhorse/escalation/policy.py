@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from workhorse.tasks.runner import Answer
+from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.spec import EscalationOptions, TaskSpec
 
 
-def escalation_reason(spec: TaskSpec, text: str, answer: Answer) -> str | None:
+def escalation_reason(spec: TaskSpec, text: str, answer: LocalAnswer) -> str | None:
     """Why this answer should be escalated (the first rule that fires), or None."""
     options: EscalationOptions = spec.escalation
     if options.mode == "never":

@@ -32,24 +32,6 @@ class UpstreamError(WorkhorseError):
 
 
 @dataclass(frozen=True)
-class UpstreamSettings:
-    base_url: str
-    model: str
-    api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never stored
-    timeout_s: float = 20.0  # the whole call, retries included
-    retries: int = 2
-    backoff_s: float = 0.25
-    breaker_failures: int = 5
-    breaker_cooldown_s: float = 30.0
-
-    @classmethod
-    def from_options(cls, options: UpstreamOptions) -> UpstreamSettings:
-        """The settings a task's `escalation.upstream` asks for."""
-        return cls(base_url=options.base_url, model=options.model, api_key_env=options.api_key_env,
-                   timeout_s=options.timeout_s, retries=options.retries)
-
-
-@dataclass(frozen=True)
 class UpstreamAnswer:
     value: Any
     prompt_tokens: int
@@ -61,18 +43,18 @@ class UpstreamAnswer:
 class UpstreamClient:
     def __init__(
         self,
-        settings: UpstreamSettings,
+        options: UpstreamOptions,
         *,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.settings = settings
-        self.breaker = CircuitBreaker(failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s)
+        self.options = options  # a task's `escalation.upstream`
+        self.breaker = CircuitBreaker(failures=options.breaker_failures, cooldown_s=options.breaker_cooldown_s)
         headers = {}
-        key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        key = os.environ.get(options.api_key_env) if options.api_key_env else None  # read here, never stored
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.Client(base_url=settings.base_url.rstrip("/"), headers=headers, transport=transport)
+        self._http = httpx.Client(base_url=options.base_url.rstrip("/"), headers=headers, transport=transport)
         self._sleep = sleep
 
     def close(self) -> None:
@@ -82,35 +64,35 @@ class UpstreamClient:
         """The upstream's answer as JSON valid against `schema`."""
         if not self.breaker.allow():
             raise UpstreamError(
-                f"upstream {self.settings.model} is failing: calls are paused for {self.settings.breaker_cooldown_s:g} s",
+                f"upstream {self.options.model} is failing: calls are paused for {self.options.breaker_cooldown_s:g} s",
                 "the small model's answer is used meanwhile",
             )
         started = time.monotonic()
-        deadline = started + self.settings.timeout_s
+        deadline = started + self.options.timeout_s
         body = {
-            "model": self.settings.model,
+            "model": self.options.model,
             "messages": messages,
             "temperature": 0,
             "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
         }
         problem = "no attempt made"
-        for attempt in range(1, self.settings.retries + 2):
+        for attempt in range(1, self.options.retries + 2):
             try:
                 answer = self._attempt(body, schema, deadline)
             except _Retryable as error:
                 problem = str(error)
             except _Fatal as error:
                 self.breaker.failure()
-                raise UpstreamError(f"upstream {self.settings.model}: {error}", "check the upstream settings") from None
+                raise UpstreamError(f"upstream {self.options.model}: {error}", "check the upstream settings") from None
             else:
                 self.breaker.success()
                 return UpstreamAnswer(answer[0], answer[1], answer[2], time.monotonic() - started, attempt)
-            pause = self.settings.backoff_s * 2 ** (attempt - 1)
+            pause = self.options.backoff_s * 2 ** (attempt - 1)
             if time.monotonic() + pause >= deadline:
                 break
             self._sleep(pause)
         self.breaker.failure()
-        raise UpstreamError(f"upstream {self.settings.model} failed: {problem}", "the small model's answer is used")
+        raise UpstreamError(f"upstream {self.options.model} failed: {problem}", "the small model's answer is used")
 
     def _attempt(self, body: dict[str, Any], schema: dict[str, Any], deadline: float) -> tuple[Any, int, int]:
         remaining = deadline - time.monotonic()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from workhorse.datafile import CSV_HINT, JSONL_HINT, BadRow, guess_format, open_rows, read_rows
 from workhorse.errors import DatasetFormatError, DatasetNotFoundError
 
 ROOT_ENV = "WORKHORSE_DATASETS"
@@ -30,6 +31,7 @@ OOS = "oos"
 _REPO_ROOT = Path(__file__).resolve().parents[3]  # src/workhorse/evals/datasets.py -> the repository
 
 Kind = Literal["classify", "multilabel", "extract"]
+BAD_ROWS_SHOWN = 10  # a file with more bad rows is named with the first ones and a count
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,6 @@ def sample(dataset: Dataset, limit: int, *, seed: int = 0) -> Dataset:
 
 # ---------------------------------------------------------------- users' files
 
-_LABEL_COLUMNS = ("label", "intent", "category")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -318,80 +319,6 @@ def _guess_language(texts: list[str]) -> str:
     """"zh" when CJK characters make up over 30 % of the first 200 texts' non-space characters; else "en"."""
     chars = "".join(texts[:200]).replace(" ", "")
     return "zh" if chars and len(_CJK.findall(chars)) / len(chars) > 0.3 else "en"
-
-
-_JSONL_HINT = (
-    'each line is one JSON object with a non-empty "text" and optionally "label" (a string), '
-    '"labels" (a list of strings), "fields" (an object) and "id"'
-)
-_CSV_HINT = "the file needs a header with a 'text' column, optionally 'label' (or 'intent', 'category') and 'id'"
-
-
-def _bad(path: Path, line: int, what: str, hint: str = _JSONL_HINT) -> DatasetFormatError:
-    return DatasetFormatError(f"{path}:{line}: {what}", hint=hint)
-
-
-def _jsonl_example(path: Path, line_no: int, line: str) -> Example:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise _bad(path, line_no, f"not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(row, dict):
-        raise _bad(path, line_no, f"expected a JSON object, got {type(row).__name__}")
-    text, label, labels, fields = row.get("text"), row.get("label"), row.get("labels"), row.get("fields")
-    if not isinstance(text, str) or not text.strip():
-        raise _bad(path, line_no, 'missing or empty "text"')
-    if label is not None and not isinstance(label, str):
-        raise _bad(path, line_no, '"label" must be a string')
-    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-        raise _bad(path, line_no, '"labels" must be a list of strings')
-    if fields is not None and not isinstance(fields, dict):
-        raise _bad(path, line_no, '"fields" must be an object')
-    if label is not None and labels is not None:
-        raise _bad(path, line_no, 'give "label" or "labels", not both')
-    row_id = row.get("id", f"{path.name}:{line_no}")
-    return Example(text, label=label, labels=tuple(labels or ()), fields=fields, id=str(row_id))
-
-
-def _read_jsonl(path: Path) -> tuple[list[Example], list[int]]:
-    examples, lines = [], []
-    with path.open("rb") as f:  # bytes, so that a decoding error is pinned to its line
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise _bad(path, line_no, "not UTF-8 text") from None
-            if line.strip():
-                examples.append(_jsonl_example(path, line_no, line))
-                lines.append(line_no)
-    return examples, lines
-
-
-def _read_user_csv(path: Path) -> tuple[list[Example], list[int]]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    examples, lines = [], []
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            header = reader.fieldnames or []
-            if "text" not in header:
-                found = ", ".join(header) or "nothing"
-                raise _bad(path, 1, f"no 'text' column in the header (found: {found})", _CSV_HINT)
-            label_column = next((c for c in _LABEL_COLUMNS if c in header), None)
-            for row in reader:
-                line_no = reader.line_num
-                if None in row or None in row.values():
-                    raise _bad(path, line_no, f"expected {len(header)} columns like the header", _CSV_HINT)
-                if not row["text"].strip():
-                    raise _bad(path, line_no, "empty text", _CSV_HINT)
-                label = (row[label_column] or None) if label_column else None
-                examples.append(Example(row["text"], label=label, id=row.get("id") or f"{path.name}:{line_no}"))
-                lines.append(line_no)
-    except UnicodeDecodeError:
-        raise DatasetFormatError(f"{path}: not UTF-8 text", hint="save the file as UTF-8") from None
-    except csv.Error as e:
-        raise DatasetFormatError(f"{path}:{reader.line_num}: malformed CSV ({e})", hint="check the quoting") from None
-    return examples, lines
 
 
 def load_file(path: str | Path) -> Dataset:
@@ -405,20 +332,31 @@ def load_file(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(f"no such file: {path}", hint="give an existing .jsonl or .csv file")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        examples, lines = _read_jsonl(path)
-    elif suffix in (".csv", ".tsv"):
-        examples, lines = _read_user_csv(path)
-    else:
-        raise DatasetFormatError(f"{path}: unknown file type {suffix!r}", hint="use .jsonl or .csv")
+    fmt = guess_format(path.name)
+    if fmt == "text":
+        raise DatasetFormatError(f"{path}: unknown file type {path.suffix!r}", hint="use .jsonl or .csv")
+    examples, lines, bad = [], [], []
+    with open_rows(str(path)) as stream:
+        for row in read_rows(stream, fmt=fmt):
+            if isinstance(row, BadRow):
+                bad.append(row)
+                continue
+            row_id = row.id if row.id is not None else f"{path.name}:{row.line}"
+            examples.append(Example(row.text, label=row.label, labels=row.labels, fields=row.fields, id=row_id))
+            lines.append(row.line)
+    if bad:
+        shown = "\n  ".join(f"{path}:{b.line}: {b.problem}" for b in bad[:BAD_ROWS_SHOWN])
+        more = f"\n  … and {len(bad) - BAD_ROWS_SHOWN} more" if len(bad) > BAD_ROWS_SHOWN else ""
+        raise DatasetFormatError(f"{len(bad)} bad row{'s' * (len(bad) > 1)} in {path}:\n  {shown}{more}",
+                                 hint=JSONL_HINT if fmt == "jsonl" else CSV_HINT)
     if not examples:
         raise DatasetFormatError(f"{path}: no rows", hint="the file needs at least one row with a text")
 
     multilabel = [line for e, line in zip(examples, lines, strict=True) if e.labels]
     single = [line for e, line in zip(examples, lines, strict=True) if e.label is not None]
     if multilabel and single:
-        raise _bad(path, max(multilabel[0], single[0]), 'rows mix "label" and "labels"; use one of them throughout')
+        raise DatasetFormatError(f"{path}:{max(multilabel[0], single[0])}: rows mix \"label\" and \"labels\"",
+                                 hint="use one of them throughout")
     kind: Kind
     if multilabel:
         kind, labels = "multilabel", sorted({x for e in examples for x in e.labels})

@@ -17,10 +17,8 @@ from importlib import resources
 
 import yaml
 
-from workhorse.engine import GenerateRequest, RegexConstraint, SamplingParams
-from workhorse.engine.generation import generate
+from workhorse.engine import Evaluator, GenerateRequest, RegexConstraint, SamplingParams
 from workhorse.logparse.template import Chunk, Template, choice_pattern, chunk, render
-from workhorse.tasks.features import Evaluator
 
 INSTRUCTION = (
     "Turn each log message into its template. Keep the words and punctuation that every message of "
@@ -83,8 +81,7 @@ class TemplateModel:
     def templates(self, contents: Sequence[str], known: Sequence[Template] = ()) -> list[str]:
         """One template per (normalized) content, generated together in one batch."""
         requests = [self._request(content, chunk(content), known) for content in contents]
-        run = getattr(self.evaluator, "generate", None)
-        results = run(requests) if run else generate(self.evaluator, requests)  # type: ignore[arg-type]
+        results = self.evaluator.generate(requests)
         self.calls += len(contents)
         return [render([self.model.detokenize(result.tokens)]) for result in results]
 

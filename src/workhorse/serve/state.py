@@ -6,20 +6,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workhorse.calllog import CallLog, Retention
-from workhorse.engine import EngineConfig, EngineWorker
-from workhorse.escalation.runner import EscalatingRunner
-from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
+from workhorse.engine import EngineWorker
 from workhorse.errors import TaskError, TaskNotFoundError, UnknownModelError, WorkhorseError
+from workhorse.pipeline import Pipeline, build_pipeline
 from workhorse.serve.batching import TaskBatcher
 from workhorse.serve.errors import ApiError
 from workhorse.serve.metrics import EngineReading, Metrics
 from workhorse.serve.settings import ServeSettings
-from workhorse.tasks.runner import TaskRunner
+from workhorse.tasks.engines import engine_config
 from workhorse.tasks.spec import TaskSpec
 
 log = logging.getLogger("workhorse.serve")
@@ -59,47 +58,45 @@ class ServedModel:
 
 @dataclass
 class ServedTask:
-    spec: TaskSpec
-    directory: Path | None
-    model: ServedModel
-    _local: TaskRunner | None = field(default=None, repr=False)
-    _batcher: TaskBatcher | None = field(default=None, repr=False)
+    """A task on its model: its pipeline behind a micro-batcher, or why it cannot answer (a
+    head-mode task without a head), said to every request with its fix."""
 
-    def local_runner(self) -> TaskRunner:
-        """Built on first use: a head-mode task without a head fails here, with its fix."""
-        if self._local is None:
-            self._local = TaskRunner(self.spec, self.directory, self.model.worker)  # type: ignore[arg-type]
-        return self._local
+    spec: TaskSpec
+    model: ServedModel
+    pipeline: Pipeline | None = None
+    batcher: TaskBatcher | None = None
+    problem: WorkhorseError | None = None
+
+    @classmethod
+    def build(cls, spec: TaskSpec, directory: Path | None, model: ServedModel, settings: ServeSettings,
+              metrics: Metrics, call_log: CallLog | None) -> ServedTask:
+        try:
+            pipeline = build_pipeline(spec, directory, model.worker, call_log=call_log)
+        except WorkhorseError as error:
+            log.warning("task %s is not ready: %s", spec.name, error)
+            return cls(spec, model, problem=error)
+        batcher = TaskBatcher(pipeline.run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items,
+                              on_batch=metrics.batch_size.labels(spec.name).observe)
+        return cls(spec, model, pipeline, batcher)
+
+    def ready(self) -> tuple[Pipeline, TaskBatcher]:
+        if self.problem is not None:
+            raise self.problem
+        assert self.pipeline is not None and self.batcher is not None
+        return self.pipeline, self.batcher
 
     def warm_up(self) -> None:
-        """Run one item through a classify or embed task, so that the first requests do not pay
-        for loading its head and computing its prompt prefix (one forward pass; generation tasks
-        would cost a whole answer each, and are left cold)."""
-        if self.spec.kind in ("classify", "embed"):
-            self.local_runner().run(["warm-up"])
+        """Run one item through a classify or embed task's kind (not logged), so that the first
+        requests do not pay for its prompt prefix (one forward pass; generation tasks would cost a
+        whole answer each, and are left cold)."""
+        if self.pipeline is not None and self.spec.kind in ("classify", "embed"):
+            self.pipeline.local.run(["warm-up"])
 
-    def batcher(self, settings: ServeSettings, metrics: Metrics, log: CallLog | None) -> TaskBatcher:
-        if self._batcher is None:
-            local = self.local_runner()
-            run = local.run
-            if log is not None or self.spec.escalation.mode != "never":
-                worker = self.model.worker
-                run = EscalatingRunner(
-                    self.spec, local, upstream=_upstream_client(self.spec), log=log,
-                    count_tokens=lambda text: len(worker.tokenize(text, add_special=False)),
-                ).run
-            observe = metrics.batch_size.labels(self.spec.name).observe
-            self._batcher = TaskBatcher(
-                run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items, on_batch=observe
-            )
-        return self._batcher
-
-
-def _upstream_client(spec: TaskSpec) -> UpstreamClient | None:
-    options = spec.escalation.upstream
-    if spec.escalation.mode == "never" or options is None:
-        return None
-    return UpstreamClient(UpstreamSettings.from_options(options))
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
 
 
 class ServerState:
@@ -128,48 +125,52 @@ class ServerState:
     def load(self) -> None:
         from workhorse.models import resolve
 
-        config = EngineConfig(n_ctx=self.settings.n_ctx, n_threads=self.settings.threads, n_slots=self.settings.n_slots)
-        for reference in self.settings.models:
-            resolved = resolve(reference)
-            log.info("loading %s from %s", resolved.name, resolved.path)
-            worker = EngineWorker(resolved.path, config, name=resolved.name)
-            self.models[resolved.name] = ServedModel(resolved.name, worker, self.settings.queue_limit)
-        self._load_tasks()
-        for task in self.tasks.values():
-            try:
-                task.warm_up()
-            except WorkhorseError as error:  # answered again, with its fix, on the task's first request
-                log.warning("task %s is not ready: %s", task.spec.name, error)
-        if self.settings.log_calls:
+        settings = self.settings
+        resolved = {r.name: r for r in (resolve(reference) for reference in settings.models)}
+        tasks = self._task_specs(list(resolved))
+        for name, model in resolved.items():
+            kinds = {spec.kind for spec, _, on in tasks if on == name}
+            config = engine_config(threads=settings.threads, n_ctx=settings.n_ctx, n_slots=settings.n_slots, kinds=kinds)
+            log.info("loading %s from %s (context %d)", name, model.path, config.n_ctx)
+            self.models[name] = ServedModel(name, EngineWorker(model.path, config, name=name), settings.queue_limit)
+        if settings.log_calls:
             from workhorse.paths import call_log_path
 
-            path = self.settings.call_log or call_log_path()
-            retention = Retention(days=self.settings.retention_days, max_rows=self.settings.retention_rows)
-            self.call_log = CallLog(path, retention=retention)
+            retention = Retention(days=settings.retention_days, max_rows=settings.retention_rows)
+            self.call_log = CallLog(settings.call_log or call_log_path(), retention=retention)
+        for spec, directory, on in tasks:
+            task = ServedTask.build(spec, directory, self.models[on], settings, self.metrics, self.call_log)
+            self.tasks[spec.name] = task
+            try:
+                task.warm_up()
+            except WorkhorseError as error:  # answered again, with its fix, on the task's requests
+                log.warning("task %s did not warm up: %s", spec.name, error)
         self.ready = True
 
-    def _load_tasks(self) -> None:
+    def _task_specs(self, models: list[str]) -> list[tuple[TaskSpec, Path | None, str]]:
+        """The tasks to serve, each with its directory and the loaded model it runs on."""
         from workhorse.models import resolve
         from workhorse.tasks.store import EXAMPLES_DIR, list_task_names, load_task
 
-        names = self.settings.tasks or sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))})
-        for name in names:
+        named = self.settings.tasks
+        found = []
+        for name in named or sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))}):
             try:
                 spec, directory = load_task(name)
-                model = self.models.get(resolve(spec.model, pull=False).name)
+                model = resolve(spec.model, pull=False).name
             except WorkhorseError as error:
-                if self.settings.tasks:  # asked for by name: a broken task is a startup error
+                if named:  # asked for by name: a broken task is a startup error
                     raise
                 log.warning("not serving task %s: %s", name, error)
                 continue
-            if model is None:
-                if self.settings.tasks:
-                    raise TaskError(
-                        f"task {spec.name} needs model {spec.model}, which is not loaded",
-                        f"add it to the models setting (loaded: {', '.join(self.models)})",
-                    )
-                continue
-            self.tasks[spec.name] = ServedTask(spec, directory, model)
+            if model in models:
+                found.append((spec, directory, model))
+            elif named:
+                raise TaskError(
+                    f"task {spec.name} needs model {spec.model}, which is not loaded",
+                    f"add it to the models setting (loaded: {', '.join(models)})",
+                )
+        return found
 
     def model(self, name: str) -> ServedModel:
         if name not in self.models:
@@ -185,8 +186,7 @@ class ServerState:
     async def close(self) -> None:
         self.ready = False
         for task in self.tasks.values():
-            if task._batcher is not None:
-                await task._batcher.close()
+            await task.close()
         for model in self.models.values():
             model.worker.close()
         if self.call_log is not None:

@@ -55,7 +55,7 @@ async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, 
     call = call_context(request, "tasks", task.model.name, task=name, default_deadline_ms=task.spec.serve.deadline_ms)
     for i, text in enumerate(texts):
         call.check_text(text, "input" if body.input is not None else f"inputs[{i}]")
-    batcher = task.batcher(state.settings, state.metrics, state.call_log)
+    pipeline, batcher = task.ready()
     started = time.perf_counter()
     async with call.running():
         futures = await batcher.submit(texts, call.deadline)
@@ -69,15 +69,10 @@ async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, 
                 raise
             if task.spec.serve.fallback is None:
                 raise call.deadline_error() if isinstance(error, DeadlinePassed) else error from None
-            answers = None
+            waited_ms = (time.perf_counter() - started) * 1000
+            answers = await asyncio.to_thread(pipeline.fallback, texts, waited_ms=waited_ms)
     latency_ms = (time.perf_counter() - started) * 1000
-    meta = {"task": name, "version": task.spec.version, "model": task.model.name}
-    if answers is None:
-        results = [{"answer": task.spec.serve.fallback, "confidence": None, "fallback": True} for _ in texts]
-    else:
-        results = [{"answer": a.answer, "confidence": a.confidence, **a.details} for a in answers]
-    for result in results:
-        result["latency_ms"] = latency_ms
+    results = [answer.as_dict() | {"latency_ms": latency_ms, "model": task.model.name} for answer in answers]
     if body.input is not None:
-        return meta | results[0]
-    return meta | {"answers": results}
+        return results[0]
+    return {"task": name, "version": task.spec.version, "model": task.model.name, "answers": results}

@@ -1,4 +1,4 @@
-"""Classification runners.
+"""The `classify` kind.
 
 `head` mode: features from one forward pass (see features.py) into a trained linear head.
 `score` mode (no training data): the instructions and the label list form a cached prefix; the
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from workhorse.engine import EvalRequest
+from workhorse.engine import EvalRequest, Evaluator
 from workhorse.errors import TaskNotTrainedError
-from workhorse.tasks.features import MAX_ITEM_TOKENS, Evaluator, FeatureExtractor
+from workhorse.tasks.answer import LocalAnswer
+from workhorse.tasks.features import MAX_ITEM_TOKENS, FeatureExtractor
 from workhorse.tasks.head import LinearHead
 from workhorse.tasks.oos import OOS_FILE, NeighbourDetector
 from workhorse.tasks.spec import TaskSpec
@@ -31,6 +32,7 @@ class Prediction:
     label: str | list[str]
     confidence: float
     probabilities: dict[str, float] = field(default_factory=dict)
+    prompt_tokens: int | None = None
 
 
 def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray, typicality: float | None = None) -> Prediction:
@@ -71,12 +73,17 @@ class HeadClassifier:
             self.detector = NeighbourDetector.load(directory / OOS_FILE)
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        features = self.features.extract(texts)
+        tokens: list[int] = []
+        features = self.features.extract(texts, token_counts=tokens)
         probs = self.head.predict_proba(features)
         if self.detector is None:
-            return [_answer(self.spec, self.head.labels, row) for row in probs]
-        typicality = self.detector.typicality(self.head, features, probs)
-        return [_answer(self.spec, self.head.labels, row, float(t)) for row, t in zip(probs, typicality, strict=True)]
+            predictions = [_answer(self.spec, self.head.labels, row) for row in probs]
+        else:
+            typicality = self.detector.typicality(self.head, features, probs)
+            predictions = [_answer(self.spec, self.head.labels, row, float(t)) for row, t in zip(probs, typicality, strict=True)]
+        for prediction, count in zip(predictions, tokens, strict=True):
+            prediction.prompt_tokens = count
+        return predictions
 
 
 class ScoreClassifier:
@@ -110,11 +117,34 @@ class ScoreClassifier:
             assert result.logits is not None
             scores = result.logits[0][self._first].astype(np.float64)
             probs = np.exp(scores - scores.max())
-            predictions.append(_answer(self.spec, self.labels, probs / probs.sum()))
+            prediction = _answer(self.spec, self.labels, probs / probs.sum())
+            prediction.prompt_tokens = result.n_tokens
+            predictions.append(prediction)
         return predictions
 
 
-def make_classifier(spec: TaskSpec, directory: Path, evaluator: Evaluator) -> HeadClassifier | ScoreClassifier:
+def make_classifier(spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> HeadClassifier | ScoreClassifier:
     if spec.classify.mode == "head":
+        if directory is None:
+            raise TaskNotTrainedError(
+                f"task {spec.name!r} is in head mode but was loaded from a file, not the task store",
+                f"train it into the store: workhorse fit DATA --task {spec.name}",
+            )
         return HeadClassifier(spec, directory, evaluator)
     return ScoreClassifier(spec, evaluator)
+
+
+class ClassifyTask:
+    """Answers are labels with their confidence and the `top_k` most probable labels."""
+
+    def __init__(self, spec: TaskSpec, directory: Path | None, evaluator: Evaluator, *, top_k: int = 5) -> None:
+        self.spec = spec
+        self.classifier = make_classifier(spec, directory, evaluator)
+        self.top_k = top_k
+
+    def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
+        return [
+            LocalAnswer(p.label, p.confidence, {"probabilities": dict(list(p.probabilities.items())[: self.top_k])},
+                        prompt_tokens=p.prompt_tokens, completion_tokens=0)
+            for p in self.classifier.classify(texts)
+        ]

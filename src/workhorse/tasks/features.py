@@ -10,21 +10,13 @@ last token's state in intermediate layers.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
-from workhorse.engine import EvalRequest, EvalResult, LlamaModel
+from workhorse.engine import EvalRequest, EvalResult, Evaluator
 
 MAX_ITEM_TOKENS = 384
-
-
-class Evaluator(Protocol):
-    """An Engine or an EngineWorker."""
-
-    model: LlamaModel
-
-    def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]: ...
 
 
 class FeatureExtractor:
@@ -49,15 +41,23 @@ class FeatureExtractor:
         return EvalRequest(tokens, prefix_len=len(self._prefix), hidden_at=[-1], pooling=pooling, layers=self.layers)
 
     def extract(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], None] | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        progress: Callable[[int], None] | None = None,
+        token_counts: list[int] | None = None,
     ) -> np.ndarray:
-        """(len(texts), dim) float32 features, computed `batch_size` items per engine call."""
+        """(len(texts), dim) float32 features, computed `batch_size` items per engine call.
+        `token_counts`, when given, receives each item's prompt length in tokens."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             results = self.evaluator.evaluate([self.request(t) for t in chunk])
             for i, result in enumerate(results):
                 out[start + i] = self.vector(result)
+            if token_counts is not None:
+                token_counts.extend(result.n_tokens for result in results)
             if progress:
                 progress(len(chunk))
         return out

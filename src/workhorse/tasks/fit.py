@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from workhorse.engine import Evaluator
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset
 from workhorse.tasks.classify import HEAD_FILE
-from workhorse.tasks.features import Evaluator, FeatureExtractor
+from workhorse.tasks.features import FeatureExtractor
 from workhorse.tasks.head import TrainReport, train_head
 from workhorse.tasks.oos import OOS_FILE, calibrate
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec

@@ -80,7 +80,10 @@ class UpstreamOptions(_Strict):
     model: str = Field(description="The upstream model's name.")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     timeout_s: float = Field(20.0, gt=0, description="Time budget of one escalation, retries included.")
-    retries: int = Field(2, ge=0)
+    retries: int = Field(2, ge=0, description="Retries after a timeout, a connection error, 429/5xx or an answer off the schema.")
+    backoff_s: float = Field(0.25, ge=0, description="Pause before the first retry; it doubles with each one.")
+    breaker_failures: int = Field(5, ge=1, description="Failed calls in a row that pause calls to this upstream.")
+    breaker_cooldown_s: float = Field(30.0, ge=0, description="How long calls stay paused before one is tried again.")
 
 
 class EscalationOptions(_Strict):

@@ -1,4 +1,4 @@
-"""`extract` and `convert` tasks: constrained generation of short, always-valid outputs.
+"""The `extract` and `convert` kinds: constrained generation of short, always-valid outputs.
 
 The prompt is the model's chat template (or a plain prompt for base models) with the
 instructions, the schema and the examples before the item, so everything up to the item is a
@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from workhorse.engine import GenerateRequest, JsonSchemaConstraint, RegexConstraint, SamplingParams
-from workhorse.engine.generation import generate
+from workhorse.engine import Evaluator, GenerateRequest, GenerateResult, JsonSchemaConstraint, RegexConstraint, SamplingParams
 from workhorse.errors import TaskSpecError
-from workhorse.tasks.features import MAX_ITEM_TOKENS, Evaluator
+from workhorse.tasks.answer import LocalAnswer
+from workhorse.tasks.features import MAX_ITEM_TOKENS
 from workhorse.tasks.spec import TaskSpec
 
 _ITEM = "\u0000ITEM\u0000"  # marks where the item goes when rendering the template
@@ -33,6 +34,8 @@ class StructuredAnswer:
     valid: bool
     confidence: float
     finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class StructuredGenerator:
@@ -71,23 +74,38 @@ class StructuredGenerator:
 
     def run(self, texts: Sequence[str]) -> list[StructuredAnswer]:
         model = self.evaluator.model
-        requests = [self.request(text) for text in texts]
-        run = getattr(self.evaluator, "generate", None)
-        results = run(requests) if run else generate(self.evaluator, requests)  # type: ignore[arg-type]
+        results = self.evaluator.generate([self.request(text) for text in texts])
         return [self._answer(model.detokenize(r.tokens), r) for r in results]
 
-    def _answer(self, text: str, result) -> StructuredAnswer:
+    def _answer(self, text: str, result: GenerateResult) -> StructuredAnswer:
         confidence = result.confidence if result.confidence is not None else 0.0
+        tokens = {"prompt_tokens": result.n_prompt, "completion_tokens": len(result.tokens)}
         if result.finish_reason == "length":
-            return StructuredAnswer(None, text, False, confidence, result.finish_reason)
+            return StructuredAnswer(None, text, False, confidence, result.finish_reason, **tokens)
         if self._regex is not None:
-            return StructuredAnswer(text, text, True, confidence, result.finish_reason)
+            return StructuredAnswer(text, text, True, confidence, result.finish_reason, **tokens)
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            return StructuredAnswer(None, text, False, confidence, result.finish_reason)
+            return StructuredAnswer(None, text, False, confidence, result.finish_reason, **tokens)
         valid = self._validator is None or self._validator.is_valid(value)
-        return StructuredAnswer(value if valid else None, text, valid, confidence, result.finish_reason)
+        return StructuredAnswer(value if valid else None, text, valid, confidence, result.finish_reason, **tokens)
+
+
+class StructuredTask:
+    """Answers are the parsed output with its confidence; an output that failed validation is
+    flagged `valid: false` with the model's raw text."""
+
+    def __init__(self, spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> None:
+        self.spec = spec
+        self.generator = StructuredGenerator(spec, evaluator)
+
+    def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
+        return [
+            LocalAnswer(a.value, a.confidence, {"valid": a.valid} | ({} if a.valid else {"raw": a.text}),
+                        prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens)
+            for a in self.generator.run(texts)
+        ]
 
 
 def _value_pattern(spec: TaskSpec) -> str | None:

@@ -1,4 +1,4 @@
-"""`workhorse logs list|show|export|stats` over a real call log."""
+"""`workhorse calls list|show|export|stats` over a real call log (and the old `logs` names, deprecated)."""
 
 from __future__ import annotations
 
@@ -34,19 +34,19 @@ def db(tmp_path):
 
 def test_list_show_and_export(db):
     runner = CliRunner()
-    listed = runner.invoke(app, ["logs", "list", "--db", db, "--json", "--limit", "3"])
+    listed = runner.invoke(app, ["calls", "list", "--db", db, "--json", "--limit", "3"])
     assert listed.exit_code == 0, listed.output
     assert [json.loads(line)["id"] for line in listed.output.splitlines()] == [8, 7, 6]
-    shown = runner.invoke(app, ["logs", "show", "1", "--db", db])
+    shown = runner.invoke(app, ["calls", "show", "1", "--db", db])
     assert json.loads(shown.output)["feedback"] == {"label": "login"}
-    missing = runner.invoke(app, ["logs", "show", "99", "--db", db])
+    missing = runner.invoke(app, ["calls", "show", "99", "--db", db])
     assert missing.exit_code != 0
-    exported = runner.invoke(app, ["logs", "export", "--jsonl", "--db", db])
+    exported = runner.invoke(app, ["calls", "export", "--jsonl", "--db", db])
     assert [json.loads(line)["input"] for line in exported.output.splitlines()] == [f"ticket {i}" for i in range(8)]
 
 
 def test_stats_compare_the_bill_with_sending_everything_upstream(db):
-    result = CliRunner().invoke(app, ["logs", "stats", "--db", db, "--json"])
+    result = CliRunner().invoke(app, ["calls", "stats", "--db", db, "--json"])
     assert result.exit_code == 0, result.output
     task = json.loads(result.output)["tasks"]["intents"]
     assert task["calls"] == 8 and task["escalated"] == 2 and task["escalation_rate"] == 0.25
@@ -56,12 +56,19 @@ def test_stats_compare_the_bill_with_sending_everything_upstream(db):
     assert task["actual_cost"] == pytest.approx(2 * upstream_each + task["local_cost"])
     assert task["savings"] == pytest.approx(1 - task["actual_cost"] / task["all_large_cost"])
     assert task["accuracy"] == 0.5 and task["with_feedback"] == 2
-    table = CliRunner().invoke(app, ["logs", "stats", "--db", db])
+    table = CliRunner().invoke(app, ["calls", "stats", "--db", db])
     assert table.exit_code == 0 and "call log" in table.output
 
 
+def test_the_old_logs_names_still_work_with_a_note(db):
+    result = CliRunner().invoke(app, ["logs", "list", "--db", db, "--json", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert "is now `workhorse calls list`" in result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [8, 7]
+
+
 def test_a_missing_log_says_where_it_looked(tmp_path):
-    result = CliRunner().invoke(app, ["logs", "list", "--db", str(tmp_path / "none.db")])
+    result = CliRunner().invoke(app, ["calls", "list", "--db", str(tmp_path / "none.db")])
     assert result.exit_code != 0
 
 
@@ -72,7 +79,7 @@ def test_all_large_uses_each_calls_own_estimate(tmp_path):
                           upstream_prompt_tokens=100, upstream_completion_tokens=10, upstream_cost=0.00035)).result(10)
     log.record(CallRecord(task="t", model="m", input="b", source="local", upstream_prompt_estimate=300)).result(10)
     log.close()
-    task = json.loads(CliRunner().invoke(app, ["logs", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
+    task = json.loads(CliRunner().invoke(app, ["calls", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
     # gpt-4o: $2.50 / $10.00 per million; the local call at its own 300 tokens in and the mean 10 out
     assert task["all_large_cost"] == pytest.approx((100 * 2.5 + 10 * 10) / 1e6 + (300 * 2.5 + 10 * 10) / 1e6)
 
@@ -87,7 +94,7 @@ def test_an_upstream_without_a_price_at_call_time_is_priced_from_its_tokens(tmp_
     monkeypatch.setenv("WORKHORSE_HOME", str(tmp_path))
 
     def stats() -> dict:
-        return json.loads(CliRunner().invoke(app, ["logs", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
+        return json.loads(CliRunner().invoke(app, ["calls", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]
 
     assert stats()["upstream_cost"] is None  # no price anywhere: unknown, not zero
     (tmp_path / "prices.yaml").write_text("models:\n  local-qwen: {input: 1.0, output: 2.0}\n")

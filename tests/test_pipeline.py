@@ -1,6 +1,6 @@
-"""The small model answers, the uncertain items go upstream with secrets redacted, every call is
-logged: the tiny model locally, the upstream captured through httpx's MockTransport (to see
-exactly what left the machine) and, once, a real workhorse server on loopback."""
+"""The pipeline: the small model answers, the uncertain items go upstream with secrets redacted,
+every call is logged — the tiny model locally, the upstream captured through httpx's
+MockTransport (to see exactly what left the machine)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import httpx
 import pytest
 
 from workhorse.calllog import CallLog
+from workhorse.calllog.prices import PriceTable
 from workhorse.engine import Engine, EngineConfig
-from workhorse.escalation.runner import EscalatingRunner
-from workhorse.escalation.upstream import UpstreamClient, UpstreamSettings
-from workhorse.tasks.runner import TaskRunner
+from workhorse.escalation.upstream import UpstreamClient
+from workhorse.pipeline import Pipeline, build_pipeline
+from workhorse.tasks.kinds import open_local_task
+from workhorse.tasks.spec import UpstreamOptions
 from workhorse.tasks.store import parse_task
 
 TASK = """
@@ -40,12 +42,12 @@ def engine(tiny_model):
     engine.close()
 
 
-def _runner(engine, tiny_gguf, handler, log=None, mode="always", privacy="redact"):
+def _runner(engine, tiny_gguf, handler, log=None, mode="always", privacy="redact") -> Pipeline:
     spec = parse_task(TASK.format(model=tiny_gguf, mode=mode, privacy=privacy))
-    settings = UpstreamSettings(base_url="http://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
-                                timeout_s=2, retries=1, backoff_s=0.01)
-    client = UpstreamClient(settings, transport=httpx.MockTransport(handler))
-    return EscalatingRunner(spec, TaskRunner(spec, None, engine), upstream=client, log=log)
+    options = UpstreamOptions(base_url="http://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
+                              timeout_s=2, retries=1, backoff_s=0.01)
+    client = UpstreamClient(options, transport=httpx.MockTransport(handler))
+    return build_pipeline(spec, None, engine, call_log=log, upstream=client, prices=PriceTable())
 
 
 def test_escalated_items_leave_redacted_and_come_back_answered_and_logged(engine, tiny_gguf, tmp_path):
@@ -64,7 +66,7 @@ def test_escalated_items_leave_redacted_and_come_back_answered_and_logged(engine
     answers = runner.run(TEXTS)
     runner.close()
     assert [a.answer for a in answers] == ["card"] * 3
-    assert all(a.details["source"] == "upstream" and a.details["escalation_reason"] == "always" for a in answers)
+    assert all(a.source == "upstream" and a.escalation_reason == "always" for a in answers)
     sent = json.dumps(received)
     for secret in PLANTED:
         assert secret not in sent
@@ -72,7 +74,7 @@ def test_escalated_items_leave_redacted_and_come_back_answered_and_logged(engine
     assert received[0]["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == ["refund", "login", "card"]
     rows = list(log.iterate())
     log.close()
-    assert [r["id"] for r in rows] == [a.details["call_id"] for a in answers]
+    assert [r["id"] for r in rows] == [a.call_id for a in answers]
     first = rows[0]
     assert first["escalated"] and first["source"] == "upstream" and first["final_answer"] == "card"
     assert first["upstream_model"] == "gpt-4o-mini" and first["upstream_prompt_tokens"] == 120
@@ -85,7 +87,7 @@ def test_a_failing_upstream_leaves_the_small_models_answer_flagged(engine, tiny_
     runner = _runner(engine, tiny_gguf, lambda request: httpx.Response(503), log)
     answers = runner.run(TEXTS)
     runner.close()
-    assert all(a.details["source"] == "local" and a.details["escalation_failed"] for a in answers)
+    assert all(a.source == "local" and a.details["escalation_failed"] for a in answers)
     assert all(a.answer in ("refund", "login", "card") and a.confidence is not None for a in answers)
     assert all(r["escalation_failed"] and r["source"] == "local" for r in log.iterate())
     log.close()
@@ -101,7 +103,7 @@ def test_local_only_never_sends_and_threshold_mode_sends_only_the_unsure(engine,
     blocked = _runner(engine, tiny_gguf, handler, privacy="local_only").run(TEXTS)
     assert not calls and all(a.details["escalation_blocked"] == "local_only" for a in blocked)
     unsure = _runner(engine, tiny_gguf, handler, mode="threshold").run(TEXTS)  # threshold 0.99: all unsure here
-    assert len(calls) == sum(a.details["source"] == "upstream" for a in unsure) == 3
+    assert len(calls) == sum(a.source == "upstream" for a in unsure) == 3
 
 
 def test_no_planted_secret_of_the_corpus_reaches_the_upstream(engine, tiny_gguf):
@@ -120,7 +122,7 @@ def test_no_planted_secret_of_the_corpus_reaches_the_upstream(engine, tiny_gguf)
     runner = _runner(engine, tiny_gguf, handler)
     answers = runner.run([item.text for item in CORPUS])
     runner.close()
-    assert len(received) == len(CORPUS) and all(a.details["source"] == "upstream" for a in answers)
+    assert len(received) == len(CORPUS) and all(a.source == "upstream" for a in answers)
     everything = "\n".join(received)
     for item in CORPUS:
         for field, _, value in item.values:
@@ -135,7 +137,7 @@ def test_each_logged_call_estimates_its_upstream_request(engine, tiny_gguf, tmp_
     log = CallLog(tmp_path / "calls.db")
     spec = parse_task(TASK.format(model=tiny_gguf, mode="never", privacy="redact"))
     words = lambda text: len(text.split())  # noqa: E731 - any counter will do
-    runner = EscalatingRunner(spec, TaskRunner(spec, None, engine), upstream=None, log=log, count_tokens=words)
+    runner = Pipeline(open_local_task(spec, None, engine), model="tiny", call_log=log, count_tokens=words)
     runner.run(TEXTS)
     runner.close()
     system = messages_for(spec, "")[0]["content"]

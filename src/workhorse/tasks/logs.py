@@ -1,4 +1,5 @@
-"""A `logs` task: its header format, its persistent template cache and its model, put together.
+"""The `logs` kind: its header format, its persistent template cache and its model, put together
+(the parsing itself is the `logparse` library).
 
 The model is opened only when a line misses the cache, so parsing a log whose templates are all
 known never loads it. The cache lives at `$WORKHORSE_HOME/logs/<task>/templates.json` and is
@@ -12,13 +13,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from workhorse.engine import Evaluator
 from workhorse.errors import TaskSpecError
 from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.header import LogFormat, detect_format
 from workhorse.logparse.model import TemplateModel
 from workhorse.logparse.parser import LogParser, ParsedLine
 from workhorse.paths import workhorse_home
-from workhorse.tasks.features import Evaluator
+from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.spec import TaskSpec
 
 DETECT_SAMPLE = 200  # lines read ahead to detect a header format
@@ -54,6 +56,11 @@ class LogTask:
     def model_calls(self) -> int:
         return self._parser.model_calls
 
+    @property
+    def model_failures(self) -> int:
+        """Lines the model failed on (they got their certain variables only)."""
+        return self._parser.model_failures
+
     def detect(self, sample: Sequence[str]) -> None:
         """Detect the header format from `sample` when none was given (no header found: whole lines)."""
         if self.log_format is None and sample:
@@ -73,3 +80,15 @@ class LogTask:
     def save(self) -> None:
         with self._lock:
             self.cache.save(self.cache_file)
+
+
+class LogsTask:
+    """Answers are one record per line (header fields, template, typed parameters), without a
+    confidence: a line the cache does not know is templated by the model and learnt."""
+
+    def __init__(self, spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> None:
+        self.spec = spec
+        self.log_task = LogTask(spec, open_model=lambda: evaluator)
+
+    def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
+        return [LocalAnswer(record) for record in self.log_task.records(texts)]
