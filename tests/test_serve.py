@@ -264,10 +264,13 @@ def test_a_missed_deadline_answers_504_and_frees_the_engine(server, state, model
     assert bad.status_code == 400
 
 
-def test_a_task_deadline_gives_its_fallback(server):
+def test_a_task_deadline_gives_its_fallback_and_logs_it(server):
     response = httpx.post(server.url + "/v1/tasks/toy-intents", json={"input": "x"}, headers={"X-Deadline-Ms": "0.001"})
     assert response.status_code == 200
-    assert response.json()["answer"] == "card" and response.json()["fallback"] is True
+    answer = response.json()
+    assert answer["answer"] == "card" and answer["fallback"] is True and answer["source"] == "fallback"
+    logged = httpx.get(f"{server.url}/v1/calls/{answer['call_id']}").json()
+    assert logged["source"] == "fallback" and logged["final_answer"] == "card" and logged["input"] == "x"
 
 
 def test_a_full_queue_answers_429_with_retry_after(server, model_id, state):

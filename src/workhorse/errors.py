@@ -16,6 +16,7 @@ so the CLI and the server can show both without parsing text.
     ├── DatasetNotFoundError         no datasets folder, or a dataset, split or file missing from it
     ├── DatasetFormatError           a row of a data file is malformed (names the file and line)
     ├── PrivacyPolicyError           a task's privacy policy forbids sending its data off the machine
+    ├── UpstreamError                the large model gave no usable answer in time (the small one's stands)
     └── TaskError
         ├── TaskSpecError            a task file is invalid (names the file, line and field)
         ├── TaskNotFoundError        no task by that name or path
@@ -99,3 +100,7 @@ class TaskNotFoundError(TaskError):
 
 class TaskNotTrainedError(TaskError):
     pass
+
+
+class UpstreamError(WorkhorseError):
+    """The upstream did not give a usable answer in time."""

@@ -20,15 +20,11 @@ from typing import Any
 import httpx
 import jsonschema
 
-from workhorse.errors import WorkhorseError
+from workhorse.errors import UpstreamError
 from workhorse.escalation.breaker import CircuitBreaker
 from workhorse.tasks.spec import UpstreamOptions
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class UpstreamError(WorkhorseError):
-    """The upstream did not give a usable answer in time."""
 
 
 @dataclass(frozen=True)
