@@ -99,3 +99,31 @@ def test_run_escalates_what_the_policy_selects_and_logs_every_item(upstream, tin
     log = CallLog(call_log_path())
     assert log.count() == 5
     log.close()
+
+
+def test_eval_escalate_asks_a_real_upstream_through_the_pipeline(upstream, tiny_gguf, tmp_path: Path):
+    url, upstream_model = upstream
+    before = _chat_requests(url)
+    rows = [{"text": f"{word} request number {i}", "label": word} for i in range(12) for word in ("refund", "login")]
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    fitted = _workhorse("fit", str(data), "--task", "eval-intents", "--model", str(tiny_gguf))
+    assert fitted.returncode == 0, fitted.stderr
+    result = _workhorse("eval", "eval-intents", str(data), "--json", "--latency-sample", "2", "--escalate",
+                        "--upstream-url", url + "/v1", "--upstream-model", upstream_model, "--max-rate", "0.25")
+    assert result.returncode == 0, result.stderr
+    curve = json.loads(result.stdout)["escalation_curve"]
+    real = [point for point in curve if point["upstream"] == upstream_model]
+    assert len(real) == 6 and real[0]["escalation_rate"] == 0.0 and real[-1]["escalation_rate"] == pytest.approx(0.25, abs=0.03)
+    assert all(0.0 <= p["accuracy"] <= 1.0 for p in real)
+    assert _chat_requests(url) - before == 6  # the least confident quarter of 24 items, asked for real
+
+
+def _chat_requests(url: str) -> float:
+    """Chat completions the upstream server answered with 200, from its Prometheus counter."""
+    import httpx
+
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("workhorse_requests_total") and '"/v1/chat/completions"' in line and 'status="200"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
