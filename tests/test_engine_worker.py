@@ -88,3 +88,56 @@ def test_streamed_tokens_include_what_a_grammar_forces_first(worker):
                               constraint=JsonSchemaConstraint(worker.model, schema), on_tokens=streamed.extend)
     [result] = worker.generate([request])
     assert streamed == result.tokens and worker.model.detokenize(streamed).startswith('{"n":')
+
+
+def test_a_withdrawn_evaluation_is_dropped_before_it_runs(worker):
+    import threading
+    from concurrent.futures import CancelledError
+
+    busy, release = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=lambda: worker.call(lambda engine: (busy.set(), release.wait(30))))
+    blocker.start()
+    assert busy.wait(30)  # the engine thread is held: what is queued now is taken together
+    future = worker.submit_evaluate([EvalRequest(worker.tokenize("never computed"), logits_at=[-1])])
+    worker.cancel(future)
+    tokens = []
+    release.set()
+    blocker.join(30)
+    with pytest.raises(CancelledError):
+        future.result(timeout=30)
+    tokens.append(worker.call(lambda engine: engine.stats.tokens_evaluated))
+    worker.evaluate([EvalRequest(worker.tokenize("computed"), logits_at=[-1])])
+    tokens.append(worker.call(lambda engine: engine.stats.tokens_evaluated))
+    assert tokens[1] - tokens[0] == len(worker.tokenize("computed"))  # only the second evaluation ran
+
+
+def test_a_cancel_scope_stops_a_thread_of_engine_calls(worker):
+    """A batch of sequential generations (a logs task's lines) stops at the next decode step once its
+    scope is cancelled, and each later call in the scope refuses at once."""
+    import threading
+
+    from workhorse.engine.cancel import CancelScope
+    from workhorse.errors import WorkCancelledError
+
+    scope, started, outcome = CancelScope(), threading.Event(), {}
+    long = GenerateRequest(worker.tokenize("the king"), SamplingParams(max_tokens=1500, ignore_eos=True),
+                           on_tokens=lambda _: started.set())
+
+    def lines() -> None:
+        with scope.active():
+            try:
+                for _ in range(20):
+                    worker.generate([long])
+                outcome["done"] = True
+            except WorkCancelledError:
+                outcome["cancelled"] = True
+
+    thread = threading.Thread(target=lines)
+    thread.start()
+    assert started.wait(30)
+    scope.cancel()
+    thread.join(30)
+    assert outcome == {"cancelled": True}
+    assert worker.call(lambda engine: engine.free_slots) == CONFIG.n_slots
+    with pytest.raises(WorkCancelledError), scope.active():
+        worker.evaluate([EvalRequest(worker.tokenize("late"), logits_at=[-1])])

@@ -10,9 +10,12 @@ so the CLI and the server can show both without parsing text.
     │   ├── ChecksumMismatchError    assembled or downloaded bytes differ from the published SHA-256
     │   ├── OfflineError             a hub model was asked for without network access
     │   └── ModelLoadError           llama.cpp refused the file
-    ├── EngineError
+    ├── EngineError                  a request the engine cannot run as asked (a client's mistake)
     │   ├── ContextFullError         a request does not fit the context or the KV cache
-    │   └── DecodeError              llama_decode failed
+    │   ├── EngineBusyError          no sequence slot or KV room free right now (retry shortly)
+    │   ├── EngineClosedError        the engine was closed (shutting down)
+    │   ├── WorkCancelledError       the work was withdrawn: nobody waits for its answer any more
+    │   └── DecodeError              llama_decode failed (a fault of the engine, not of the request)
     ├── DatasetNotFoundError         no datasets folder, or a dataset, split or file missing from it
     ├── DatasetFormatError           a row of a data file is malformed (names the file and line)
     ├── PrivacyPolicyError           a task's privacy policy forbids sending its data off the machine
@@ -67,6 +70,18 @@ class EngineError(WorkhorseError):
 
 
 class ContextFullError(EngineError):
+    pass
+
+
+class EngineBusyError(EngineError):
+    pass
+
+
+class EngineClosedError(EngineError):
+    pass
+
+
+class WorkCancelledError(EngineError):
     pass
 
 

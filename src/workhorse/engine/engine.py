@@ -25,7 +25,7 @@ import numpy as np
 from workhorse.engine.graph_capture import GraphCapture
 from workhorse.engine.model import LlamaModel, _llama
 from workhorse.engine.prefix_cache import PrefixCache, PrefixCacheStats, prefix_key
-from workhorse.errors import ContextFullError, DecodeError, EngineError
+from workhorse.errors import ContextFullError, DecodeError, EngineBusyError, EngineError
 
 if TYPE_CHECKING:
     from workhorse.engine.generation import GenerateRequest, GenerateResult
@@ -327,8 +327,8 @@ class Engine:
         self.stats.decode_seconds += time.perf_counter() - started
         self.stats.decode_calls += 1
         self.stats.tokens_evaluated += len(entries)
-        if status == 1:
-            raise ContextFullError(
+        if status == 1:  # the cells exist but are taken by other sequences now
+            raise EngineBusyError(
                 f"no room in the KV cache for {len(entries)} more tokens (n_ctx={self.n_ctx})",
                 "raise n_ctx, send fewer or shorter items at once, or lower prefix_cache_bytes",
             )
@@ -389,7 +389,7 @@ class Engine:
         budget = self.n_ctx - self.tokens_in_use() - self.config.n_batch
         max_wave = self.free_slots
         if max_wave == 0:
-            raise EngineError("all sequence slots are busy", "wait for running generations to finish")
+            raise EngineBusyError("all sequence slots are busy", "wait for running generations to finish")
         waves: list[list[int]] = [[]]
         used = 0
         for i, req in enumerate(requests):

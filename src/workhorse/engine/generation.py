@@ -14,7 +14,7 @@ from typing import Literal
 
 from workhorse.engine.engine import Engine, OutputSpec
 from workhorse.engine.sampling import FastForwardConstraint, Sampler, SamplingParams, TokenConstraint
-from workhorse.errors import ContextFullError, EngineError
+from workhorse.errors import ContextFullError, EngineBusyError, EngineError
 
 FinishReason = Literal["stop", "length", "constraint"]
 
@@ -85,7 +85,7 @@ class GenerationBatch:
         n = len(request.tokens)
         slot = self.engine.acquire_slot()
         if slot is None:
-            raise EngineError("all sequence slots are busy", "call can_admit() before add()")
+            raise EngineBusyError("all sequence slots are busy", "call can_admit() before add()")
         cached = 0
         if 0 < request.prefix_len < n:
             cached = self.engine.attach_prefix(request.tokens[: request.prefix_len], slot)

@@ -11,15 +11,16 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from workhorse.engine.cancel import current_scope
 from workhorse.engine.engine import Engine, EngineConfig, EvalRequest, EvalResult
 from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch
 from workhorse.engine.model import LlamaModel
-from workhorse.errors import EngineError
+from workhorse.errors import EngineClosedError, EngineError, WorkCancelledError
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ class EngineWorker:
 
     # -- public API (any thread) ------------------------------------------------------------
     def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:
-        return self.submit_evaluate(requests).result()
+        return self._wait(self.submit_evaluate, requests)
 
     def submit_evaluate(self, requests: Sequence[EvalRequest]) -> Future:
         future: Future = Future()
@@ -73,7 +74,20 @@ class EngineWorker:
         return future
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return self.submit_generate(requests).result()
+        return self._wait(self.submit_generate, requests)
+
+    def _wait(self, submit: Callable[[Sequence[Any]], Future], requests: Sequence[Any]) -> Any:
+        """Submit and wait, inside the caller's cancel scope if it has one (see cancel.py)."""
+        scope = current_scope()
+        if scope is None:
+            return submit(requests).result()
+        scope.check()
+        future = submit(requests)
+        scope.track(self, future)
+        try:
+            return future.result()
+        except CancelledError:
+            raise WorkCancelledError("the work was withdrawn", "nobody waits for its answer any more") from None
 
     def submit_generate(self, requests: Sequence[GenerateRequest]) -> Future:
         future: Future = Future()
@@ -84,12 +98,16 @@ class EngineWorker:
         return future
 
     def cancel(self, future: Future) -> None:
-        """Stop the generation behind `future` (a client went away): its waiting requests are
-        dropped and its running sequences leave the batch at the next step. The future is
-        cancelled. Evaluations are short and are not interrupted."""
-        future.cancel()
+        """Withdraw the work behind `future` (a client went away, a deadline passed): an evaluation
+        not started yet is dropped, a generation's waiting requests are dropped and its running
+        sequences leave the batch at the next step. The engine thread cancels the future when it
+        is through with the work, so `future.done()` means the work has left the engine (the
+        server counts a request against its queue until then). An evaluation already running
+        finishes first: a forward pass is short."""
         if self._thread.is_alive():
             self._queue.put(_CancelJob(future))
+        else:
+            future.cancel()
 
     def call(self, fn: Callable[[Engine], T]) -> T:
         """Run `fn(engine)` on the engine thread (for stats and KV inspection)."""
@@ -113,7 +131,7 @@ class EngineWorker:
 
     def _put(self, job: object) -> None:
         if not self._thread.is_alive():
-            raise EngineError(f"the engine for {self.model.name} is closed", "create a new EngineWorker")
+            raise EngineClosedError(f"the engine for {self.model.name} is closed", "create a new EngineWorker")
         self._queue.put(job)
 
     # -- engine thread ----------------------------------------------------------------------
@@ -132,7 +150,8 @@ class EngineWorker:
                 jobs = self._take_jobs(block=not batch.running and not waiting)
                 if _STOP in jobs:
                     break
-                self._run_calls_and_evals(engine, jobs)
+                withdrawn = {id(job.target) for job in jobs if isinstance(job, _CancelJob)}
+                self._run_calls_and_evals(engine, jobs, withdrawn)
                 for job in jobs:
                     if isinstance(job, _CancelJob):
                         self._cancel(batch, job.target, owners)
@@ -146,7 +165,7 @@ class EngineWorker:
             batch.cancel_all()
             for job, _ in waiting:
                 if not job.future.done():
-                    _fail(job.future, EngineError("the engine was closed"))
+                    _fail(job.future, EngineClosedError("the engine was closed"))
             engine.close()
 
     def _take_jobs(self, *, block: bool) -> list:
@@ -159,11 +178,17 @@ class EngineWorker:
             except queue.Empty:
                 return jobs
 
-    def _run_calls_and_evals(self, engine: Engine, jobs: list) -> None:
+    def _run_calls_and_evals(self, engine: Engine, jobs: list, withdrawn: set[int]) -> None:
         for job in jobs:
             if isinstance(job, _CallJob):
                 _settle(job.future, lambda job=job: job.fn(engine))
-        evals = [job for job in jobs if isinstance(job, _EvalJob)]
+        evals = []
+        for job in jobs:
+            if isinstance(job, _EvalJob):
+                if id(job.future) in withdrawn or job.future.cancelled():
+                    job.future.cancel()  # dropped before it runs
+                else:
+                    evals.append(job)
         if not evals:
             return
         merged = [request for job in evals for request in job.requests]
@@ -185,7 +210,7 @@ class EngineWorker:
             if job.future is target:
                 batch.cancel(key)
                 del owners[key]
-        # Waiting requests of a cancelled future are skipped by _admit (the future is done).
+        target.cancel()  # its sequences are gone; waiting requests of a done future are skipped by _admit
 
     def _admit(self, batch: GenerationBatch, waiting: list, owners: dict) -> list:
         still_waiting = []

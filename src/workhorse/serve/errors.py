@@ -11,7 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from workhorse.errors import ContextFullError, TaskNotFoundError, TaskNotTrainedError, UnknownModelError, WorkhorseError
+from workhorse.errors import (
+    DecodeError,
+    EngineBusyError,
+    EngineClosedError,
+    TaskNotFoundError,
+    TaskNotTrainedError,
+    UnknownModelError,
+    WorkCancelledError,
+    WorkhorseError,
+)
+
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 class ApiError(Exception):
@@ -30,14 +41,18 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
-def _status_for(error: WorkhorseError) -> int:
+def _status_for(error: WorkhorseError) -> tuple[int, dict[str, str]]:
+    """By the error's type: the server's own faults are 5xx (503 with Retry-After when a retry
+    soon may succeed), everything else is the request's mistake."""
+    if isinstance(error, (EngineBusyError, EngineClosedError, WorkCancelledError)):
+        return 503, RETRY_AFTER
+    if isinstance(error, DecodeError):
+        return 500, {}
     if isinstance(error, (TaskNotFoundError, UnknownModelError)):
-        return 404
+        return 404, {}
     if isinstance(error, TaskNotTrainedError):
-        return 409
-    if isinstance(error, ContextFullError):
-        return 400
-    return 400
+        return 409, {}
+    return 400, {}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -47,9 +62,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WorkhorseError)
     async def _workhorse_error(_: Request, error: WorkhorseError) -> JSONResponse:
-        status = _status_for(error)
+        status, headers = _status_for(error)
         message = f"{error.message} ({error.hint})" if error.hint else error.message
-        return JSONResponse(error_body(status, message), status)
+        return JSONResponse(error_body(status, message), status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

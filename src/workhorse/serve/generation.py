@@ -5,7 +5,8 @@ sequence in the engine so its slot is freed at the next step."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from workhorse.engine import EngineWorker, GenerateRequest
@@ -25,8 +26,10 @@ class Generation:
 class TextStream:
     """Iterate `pieces()` for text as it is decoded; `result` is complete afterwards."""
 
-    def __init__(self, worker: EngineWorker, request: GenerateRequest, stop: Sequence[str] = ()) -> None:
+    def __init__(self, worker: EngineWorker, request: GenerateRequest, stop: Sequence[str] = (),
+                 on_submit: Callable[[Future], None] | None = None) -> None:
         self.worker = worker
+        self.on_submit = on_submit  # told of the engine future (the server counts it against the queue)
         self.request = request
         self.stop = [s for s in stop if s]
         self.result = Generation(prompt_tokens=len(request.tokens))
@@ -38,6 +41,8 @@ class TextStream:
         queue: asyncio.Queue = asyncio.Queue()
         self.request.on_tokens = lambda tokens: loop.call_soon_threadsafe(queue.put_nowait, list(tokens))
         future = self.worker.submit_generate([self.request])
+        if self.on_submit is not None:
+            self.on_submit(future)
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
         finished = False
         try:

@@ -49,7 +49,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     tokens = model.tokenize_rendered(text)
     request = _generate_request(call, body, tokens, constraint_schema)
     request.prefix_len = _shared_prefix(model, tokens, earlier)
-    stream = TextStream(call.model.worker, request, _stops(body))
+    stream = TextStream(call.model.worker, request, _stops(body), on_submit=call.hold)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return _sse(call, stream, _chat_chunks(stream, body, completion_id))
@@ -82,7 +82,7 @@ async def completions(body: CompletionRequest, request: Request):
         raise ApiError(400, "echo is not supported", param="echo")
     call.check_text(prompts[0], "prompt")
     tokens = call.model.worker.model.tokenize(prompts[0])
-    stream = TextStream(call.model.worker, _generate_request(call, body, tokens, None), _stops(body))
+    stream = TextStream(call.model.worker, _generate_request(call, body, tokens, None), _stops(body), on_submit=call.hold)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return _sse(call, stream, _completion_chunks(stream, call.model.name, completion_id))
@@ -118,7 +118,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
             raise ApiError(400, f"input {i} has {len(tokens)} tokens; the context holds {call.settings.n_ctx}", param="input")
         requests.append(EvalRequest(tokens, pooling="mean"))
     async with call.running():
-        results = await call.within_deadline(call.engine_future(call.model.worker.submit_evaluate(requests)))
+        results = await call.within_deadline(call.engine_work(call.model.worker.submit_evaluate(requests)))
     vectors = np.stack([r.pooled for r in results]).astype(np.float32)
     if body.dimensions:
         vectors = vectors[:, : body.dimensions]

@@ -16,7 +16,7 @@ from fastapi import Request
 from workhorse.serve.errors import ApiError, error_body
 from workhorse.serve.metrics import Metrics
 from workhorse.serve.settings import ServeSettings
-from workhorse.serve.state import ServedModel, ServerState
+from workhorse.serve.state import Admission, ServedModel, ServerState
 
 T = TypeVar("T")
 DEADLINE_HEADER = "X-Deadline-Ms"
@@ -30,6 +30,7 @@ class Call:
     model: ServedModel
     deadline: float  # time.monotonic() seconds
     task: str = ""
+    _admission: Admission | None = None
 
     @property
     def settings(self) -> ServeSettings:
@@ -52,13 +53,21 @@ class Call:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Admission to the model's queue (429 when full) and the latency histogram."""
+        """Admission to the model's queue (429 when full) and the latency histogram. The place in
+        the queue is kept until the engine work `hold` was given has left the engine."""
         started = time.perf_counter()
-        with self.model.admit(self.metrics):
+        with self.model.admit(self.metrics) as admission:
+            self._admission = admission
             try:
                 yield
             finally:
+                self._admission = None
                 self.metrics.latency.labels(self.route, self.model.name, self.task).observe(time.perf_counter() - started)
+
+    def hold(self, work: asyncio.Future | Future) -> None:
+        """Count `work` against this request's place in the queue until it is done."""
+        if self._admission is not None:
+            self._admission.hold(work)
 
     async def within_deadline(self, work: Awaitable[T]) -> T:
         """Await `work`; 504 when the deadline passes first. A client that disconnects cancels it."""
@@ -97,13 +106,22 @@ class Call:
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def queue_full(self, why: str) -> ApiError:
+        return self.model.refuse(self.metrics, why)
+
     def deadline_error(self) -> ApiError:
         self.metrics.deadline_missed.labels(self.route).inc()
         return ApiError(504, f"the deadline of this request passed ({DEADLINE_HEADER} or the server default)")
 
-    @staticmethod
-    def engine_future(future: Future) -> Awaitable[Any]:
-        return asyncio.wrap_future(future)
+    async def engine_work(self, future: Future) -> Any:
+        """Await an engine future; cancelled (a deadline, a client gone), the work is withdrawn
+        from the engine, and the request keeps its place in the queue until it has left."""
+        self.hold(future)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            self.model.worker.cancel(future)
+            raise
 
 
 def call_context(request: Request, route: str, model: str, *, task: str = "", default_deadline_ms: float | None = None) -> Call:

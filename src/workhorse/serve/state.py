@@ -3,9 +3,11 @@ admission count that turns a full queue into 429."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,24 +38,61 @@ class ServedModel:
     def check_room(self, metrics: Metrics) -> None:
         """429 when the queue is full (streams check before their 200 goes out)."""
         if self.in_flight >= self.limit:
-            metrics.rejected.labels(self.name).inc()
-            raise ApiError(
-                429,
-                f"{self.name} has {self.in_flight} requests in flight (limit {self.limit}); retry after {RETRY_AFTER_S} s",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
+            raise self.refuse(metrics, f"{self.name} has {self.in_flight} requests in flight (limit {self.limit})")
+
+    def refuse(self, metrics: Metrics, why: str) -> ApiError:
+        metrics.rejected.labels(self.name).inc()
+        return ApiError(429, f"{why}; retry after {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @contextlib.contextmanager
-    def admit(self, metrics: Metrics) -> Iterator[None]:
-        """Hold a place in this model's queue for one request, or refuse with 429."""
+    def admit(self, metrics: Metrics) -> Iterator[Admission]:
+        """Hold a place in this model's queue for one request, or refuse with 429. The place is
+        kept until the request has returned and the engine work it `hold`s has left the engine
+        (a request answered 504 still occupies the engine until its work is withdrawn)."""
         self.check_room(metrics)
         self.in_flight += 1
         metrics.queue_depth.labels(self.name).set(self.in_flight)
-        try:
-            yield
-        finally:
+        admission = Admission()
+
+        def release(*_: object) -> None:
             self.in_flight -= 1
             metrics.queue_depth.labels(self.name).set(self.in_flight)
+
+        try:
+            yield admission
+        finally:
+            admission.when_left(release)
+
+
+class Admission:
+    """The engine work of one admitted request."""
+
+    def __init__(self) -> None:
+        self._work: list[asyncio.Future | Future] = []
+
+    def hold(self, work: asyncio.Future | Future) -> None:
+        self._work.append(work)
+
+    def when_left(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once every held piece of work is done (now, if it is)."""
+        waiting = [work for work in self._work if not work.done()]
+        if not waiting:
+            callback()
+            return
+        remaining = len(waiting)
+        loop = asyncio.get_running_loop()
+
+        def one_done(_: object) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                callback()
+
+        for work in waiting:
+            if isinstance(work, Future):  # an engine future, resolved on the engine thread
+                work.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
+            else:
+                work.add_done_callback(one_done)
 
 
 @dataclass
@@ -76,6 +115,7 @@ class ServedTask:
             log.warning("task %s is not ready: %s", spec.name, error)
             return cls(spec, model, problem=error)
         batcher = TaskBatcher(pipeline.run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items,
+                              max_pending=settings.queue_limit * settings.max_batch_items,
                               on_batch=metrics.batch_size.labels(spec.name).observe)
         return cls(spec, model, pipeline, batcher)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from workhorse.serve.batching import DeadlinePassed
+from workhorse.errors import WorkCancelledError
+from workhorse.serve.batching import DeadlinePassed, QueueFull
 from workhorse.serve.errors import ApiError
 from workhorse.serve.runtime import call_context
 from workhorse.serve.schemas import TaskRequest
@@ -58,17 +59,21 @@ async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, 
     pipeline, batcher = task.ready()
     started = time.perf_counter()
     async with call.running():
-        futures = await batcher.submit(texts, call.deadline)
         try:
-            answers = await call.within_deadline(asyncio.gather(*futures))
-        except (ApiError, DeadlinePassed) as error:
-            for future in futures:
-                future.cancel()  # withdraw the items not batched yet
-            missed = isinstance(error, DeadlinePassed) or error.status == 504
+            submission = batcher.submit(texts, call.deadline)
+        except QueueFull as error:
+            raise call.queue_full(str(error)) from None
+        call.hold(submission.left)
+        try:
+            answers = await call.within_deadline(asyncio.gather(*submission.answers))
+        except (ApiError, DeadlinePassed, WorkCancelledError) as error:
+            for future in submission.answers:
+                future.cancel()  # withdraw the items: from the queue, or from the engine once all are gone
+            missed = not isinstance(error, ApiError) or error.status == 504
             if not missed:
                 raise
             if task.spec.serve.fallback is None:
-                raise call.deadline_error() if isinstance(error, DeadlinePassed) else error from None
+                raise call.deadline_error() if not isinstance(error, ApiError) else error from None
             waited_ms = (time.perf_counter() - started) * 1000
             answers = await asyncio.to_thread(pipeline.fallback, texts, waited_ms=waited_ms)
     latency_ms = (time.perf_counter() - started) * 1000

@@ -1,0 +1,116 @@
+"""Work nobody waits for leaves the engine: a task batch whose requests all passed their deadline is
+withdrawn (its items are neither finished nor logged), the request keeps its place in the model's
+queue until then, and the server's own faults are 5xx, not the client's 400."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from test_serve import LiveServer
+
+from workhorse.calllog import CallLog
+from workhorse.serve.app import create_app
+from workhorse.serve.settings import ServeSettings
+from workhorse.serve.state import ServerState
+
+# Long answers (at least eight 20-character strings), so that a batch of these runs for a while.
+LONG_TASK = """
+name: long-convert
+kind: convert
+model: {model}
+target: json
+instructions: Convert the input to JSON.
+schema:
+  type: object
+  properties:
+    words: {{type: array, items: {{type: string, minLength: 20}}, minItems: 8}}
+  required: [words]
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tiny_gguf, tmp_path_factory) -> Iterator[tuple[ServerState, str]]:
+    directory = tmp_path_factory.mktemp("withdraw")
+    (directory / "long-convert.yaml").write_text(LONG_TASK.format(model=tiny_gguf))
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=[str(directory / "long-convert.yaml")], threads=1,
+                             n_slots=8, queue_limit=4, call_log=str(directory / "calls.db"))
+    state = ServerState(settings)
+    state.load()
+    try:
+        with LiveServer(create_app(settings, state=state)) as live:
+            yield state, live.url
+    finally:
+        asyncio.run(state.close())
+
+
+def _wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
+
+
+def test_a_batch_past_its_deadline_is_withdrawn_and_not_logged(served):
+    state, url = served
+    model = next(iter(state.models.values()))
+    inputs = [f"withdrawn item {i}" for i in range(64)]
+    response = httpx.post(url + "/v1/tasks/long-convert", json={"inputs": inputs}, headers={"X-Deadline-Ms": "150"},
+                          timeout=60)
+    assert response.status_code == 504
+    assert model.in_flight == 1 or model.worker.call(lambda e: e.free_slots) == state.settings.n_slots
+    _wait_for(lambda: model.in_flight == 0)  # the place in the queue is given back once the work has left
+    assert model.worker.call(lambda e: e.free_slots) == state.settings.n_slots
+    # Without the withdrawal the batch would run to its end and log its 64 answers nobody reads.
+    log = CallLog(state.settings.call_log)
+    logged = [call["input"] for call in log.iterate()]
+    log.close()
+    assert not set(inputs) & set(logged)
+    # The task still answers afterwards.
+    ok = httpx.post(url + "/v1/tasks/long-convert", json={"input": "fine"}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["source"] == "local"
+
+
+def test_a_closed_engine_is_503_with_retry_after(tiny_gguf):
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=[], threads=1, n_slots=4, log_calls=False)
+    state = ServerState(settings)
+    state.load()
+    try:
+        with LiveServer(create_app(settings, state=state)) as live:
+            model = next(iter(state.models.values()))
+            model.worker.close()
+            response = httpx.post(live.url + "/v1/embeddings", json={"model": model.name, "input": "hello"})
+    finally:
+        asyncio.run(state.close())
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "closed" in response.json()["error"]["message"]
+
+
+def test_the_task_queue_is_bounded():
+    from workhorse.serve.batching import QueueFull, TaskBatcher
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def run(texts):
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+            return list(texts)
+
+        batcher = TaskBatcher(run, window_s=0.0, max_batch=4, max_pending=3)
+        first = batcher.submit(["a", "b"], time.monotonic() + 30)
+        with pytest.raises(QueueFull, match="limit 3"):
+            batcher.submit(["c", "d"], time.monotonic() + 30)
+        second = batcher.submit(["c"], time.monotonic() + 30)
+        release.set()
+        assert await asyncio.gather(*first.answers, *second.answers) == ["a", "b", "c"]
+        await asyncio.gather(first.left, second.left)
+        assert batcher.pending == 0
+        batcher.submit(["e", "f", "g"], time.monotonic() + 30)  # room again
+        await batcher.close()
+
+    asyncio.run(scenario())
