@@ -215,6 +215,10 @@ def test_concurrent_task_requests_are_batched_and_answered_alike(server, state):
         ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "use one of"),
         ("/v1/tasks/toy-intents", {"input": "x" * 3000}, 413, "limit is 2000"),
         ("/v1/tasks/toy-intents", {"inputs": []}, 422, "empty"),
+        ("/v1/tasks/toy-intents", {"input": ""}, 422, "input is empty"),
+        ("/v1/tasks/toy-intents", {"inputs": ["fine", " \n "]}, 422, "inputs[1] is empty"),
+        ("/v1/chat/completions", {"model": "M", "messages": [{"role": "user", "content": "x" * 3000}]}, 413,
+         "messages[0].content has 3000 characters"),
         ("/v1/tasks/toy-intents", {"input": "a", "inputs": ["b"]}, 422, "exactly one"),
         ("/v1/tasks/toy-intents", {"text": "a"}, 422, "text"),
         ("/v1/chat/completions", {"model": "M", "messages": []}, 422, "messages"),
@@ -236,7 +240,8 @@ def test_client_mistakes_get_4xx_with_a_message(server, model_id, path, body, st
 
 def test_malformed_and_oversized_bodies(server):
     bad = httpx.post(server.url + "/v1/tasks/toy-intents", content=b"{not json", headers={"content-type": "application/json"})
-    assert bad.status_code == 422 and "JSON" in bad.json()["error"]["message"]
+    assert bad.status_code == 422
+    assert bad.json()["error"]["message"].startswith("body is not valid JSON at character 1") and bad.json()["error"]["param"] is None
     big = httpx.post(server.url + "/v1/tasks/toy-intents", json={"input": "x" * 70_000})
     assert big.status_code == 413 and "64000" in big.json()["error"]["message"]
 

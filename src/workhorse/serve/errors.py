@@ -70,6 +70,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = []
         for item in error.errors():
+            if item.get("type") == "json_invalid":  # its location is a character offset, not a field
+                reason = (item.get("ctx") or {}).get("error", "")
+                return JSONResponse(error_body(422, f"body is not valid JSON at character {item['loc'][-1]}: {reason}"), 422)
             where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
         param = ".".join(str(p) for p in error.errors()[0].get("loc", ()) if p != "body") if error.errors() else None

@@ -6,6 +6,7 @@ answer parses and validates: a tool call's arguments always fit the tool's param
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -18,7 +19,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from workhorse.engine import EvalRequest, GenerateRequest, JsonSchemaConstraint, SamplingParams
-from workhorse.engine.model import LlamaModel
+from workhorse.engine.chat_template import chat_tokens
+from workhorse.errors import WorkhorseError
 from workhorse.serve.errors import ApiError
 from workhorse.serve.generation import Generation, TextStream
 from workhorse.serve.runtime import Call, call_context
@@ -45,10 +47,15 @@ async def chat_completions(body: ChatRequest, request: Request):
     if body.stream and tool_mode:
         raise ApiError(400, "streaming with tools is not supported; set stream to false", param="stream")
     model = call.model.worker.model
-    text, earlier = _render_chat(model, body)
-    tokens = model.tokenize_rendered(text)
+    messages = _chat_messages(call, body)
+    try:  # rendering and tokenizing a long conversation takes a while: not on the event loop
+        tokens, prefix_len = await asyncio.to_thread(chat_tokens, model, messages)
+    except WorkhorseError:
+        raise
+    except Exception as error:  # a template that rejects the conversation (e.g. roles out of order)
+        raise ApiError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
     request = _generate_request(call, body, tokens, constraint_schema)
-    request.prefix_len = _shared_prefix(model, tokens, earlier)
+    request.prefix_len = prefix_len
     stream = TextStream(call.model.worker, request, _stops(body), on_submit=call.hold)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
@@ -212,18 +219,9 @@ def _output_schema(body: ChatRequest) -> tuple[dict | None, bool]:
     return rf.json_schema.schema_, False
 
 
-def _shared_prefix(model: LlamaModel, tokens: list[int], earlier: str) -> int:
-    """How many leading tokens are the conversation before its last message: requests that share
-    them (a system prompt with instructions or a label list, earlier turns) reuse their KV from
-    the engine's prefix cache instead of recomputing them."""
-    if not earlier:
-        return 0
-    prefix = model.tokenize_rendered(earlier)
-    return len(prefix) if 0 < len(prefix) < len(tokens) and tokens[: len(prefix)] == prefix else 0
-
-
-def _render_chat(model: LlamaModel, body: ChatRequest) -> tuple[str, str]:
-    """The prompt, and its rendering without the last message (empty when it cannot be had)."""
+def _chat_messages(call: Call, body: ChatRequest) -> list[dict[str, str]]:
+    """The conversation as role/content pairs for the template (tools described in the system
+    message); each message is held to the per-item size limit."""
     messages = []
     for i, message in enumerate(body.messages):
         if isinstance(message.content, list) and any(part.get("type") != "text" for part in message.content):
@@ -234,6 +232,7 @@ def _render_chat(model: LlamaModel, body: ChatRequest) -> tuple[str, str]:
             role, text = "user", f"Tool result ({message.tool_call_id or 'call'}): {text}"
         elif message.tool_calls:
             text = json.dumps([c.get("function", c) for c in message.tool_calls], ensure_ascii=False)
+        call.check_text(text, f"messages[{i}].content")
         messages.append({"role": role, "content": text})
     if body.tools and body.tool_choice != "none":
         listing = json.dumps([t.function.model_dump() for t in body.tools], ensure_ascii=False)
@@ -246,20 +245,7 @@ def _render_chat(model: LlamaModel, body: ChatRequest) -> tuple[str, str]:
             messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + guide}
         else:
             messages.insert(0, {"role": "system", "content": guide})
-    if not model.chat_template:
-        lines = [f"{m['role']}: {m['content']}\n" for m in messages]
-        return "".join(lines) + "assistant: ", "".join(lines[:-1])
-    try:
-        text = model.apply_chat_template(messages, add_generation_prompt=True)
-    except Exception as error:  # a template that rejects the conversation (e.g. roles out of order)
-        raise ApiError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
-    earlier = ""
-    if len(messages) > 1:
-        try:
-            earlier = model.apply_chat_template(messages[:-1], add_generation_prompt=False)
-        except Exception:  # some templates refuse a conversation that ends on a system message
-            earlier = ""
-    return text, earlier
+    return messages
 
 
 def _tool_message(text: str) -> dict[str, Any]:

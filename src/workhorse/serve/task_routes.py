@@ -55,7 +55,10 @@ async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, 
         raise ApiError(413, f"{len(texts)} items; the limit is {state.settings.max_batch_items} per request", param="inputs")
     call = call_context(request, "tasks", task.model.name, task=name, default_deadline_ms=task.spec.serve.deadline_ms)
     for i, text in enumerate(texts):
-        call.check_text(text, "input" if body.input is not None else f"inputs[{i}]")
+        param = "input" if body.input is not None else f"inputs[{i}]"
+        call.check_text(text, param)
+        if not text.strip():  # nothing to classify: a label for it would be made up
+            raise ApiError(422, f"{param} is empty: send text to {task.spec.kind}", param=param)
     pipeline, batcher = task.ready()
     started = time.perf_counter()
     async with call.running():
