@@ -12,6 +12,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from workhorse.engine.cancel import current_scope
 from workhorse.engine.engine import Engine, EngineConfig, EvalRequest, EvalResult
 from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch
 from workhorse.engine.model import LlamaModel
-from workhorse.errors import EngineClosedError, EngineError, WorkCancelledError
+from workhorse.errors import EngineBusyError, EngineClosedError, EngineError, WorkCancelledError
 
 T = TypeVar("T")
 
@@ -109,11 +110,16 @@ class EngineWorker:
         else:
             future.cancel()
 
-    def call(self, fn: Callable[[Engine], T]) -> T:
-        """Run `fn(engine)` on the engine thread (for stats and KV inspection)."""
+    def call(self, fn: Callable[[Engine], T], *, timeout: float | None = None) -> T:
+        """Run `fn(engine)` on the engine thread (for stats and KV inspection); with a timeout,
+        EngineBusyError when the engine thread is still busy with a batch by then."""
         future: Future = Future()
         self._put(_CallJob(fn, future))
-        return future.result()
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise EngineBusyError(f"the engine for {self.model.name} is busy", "try again shortly") from None
 
     def tokenize(self, text: str, **kwargs: Any) -> list[int]:
         return self.model.tokenize(text, **kwargs)  # llama.cpp tokenization is thread-safe
@@ -180,7 +186,7 @@ class EngineWorker:
 
     def _run_calls_and_evals(self, engine: Engine, jobs: list, withdrawn: set[int]) -> None:
         for job in jobs:
-            if isinstance(job, _CallJob):
+            if isinstance(job, _CallJob) and not job.future.cancelled():
                 _settle(job.future, lambda job=job: job.fn(engine))
         evals = []
         for job in jobs:

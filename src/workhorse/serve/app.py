@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -49,6 +50,7 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
         lifespan=lifespan,
     )
     app.state.started_at = time.time()
+    app.state.openapi_named = False
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -80,10 +82,17 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
     default_openapi = app.openapi
 
     def openapi_of_this_server() -> dict[str, Any]:
-        """The spec names this server's models and tasks, so clients (and fuzzers) see the valid values."""
-        if app.openapi_schema is None:
-            spec = default_openapi()
-            app.openapi_schema = _with_served_names(spec, list(served.models), list(served.tasks)) if served.ready else spec
+        """The spec names this server's models and tasks, so clients (and fuzzers) see the valid
+        values; it is kept only once they are loaded (asked for earlier, it is built anew)."""
+        if app.openapi_schema is not None and app.state.openapi_named:
+            return app.openapi_schema
+        app.openapi_schema = None  # FastAPI's builder returns what it cached
+        spec = copy.deepcopy(default_openapi())
+        app.openapi_schema = None
+        if not served.ready:
+            return spec
+        app.openapi_schema = _with_served_names(spec, list(served.models), list(served.tasks))
+        app.state.openapi_named = True
         return app.openapi_schema
 
     app.openapi = openapi_of_this_server  # type: ignore[method-assign]

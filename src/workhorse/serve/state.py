@@ -26,6 +26,7 @@ from workhorse.tasks.spec import TaskSpec
 log = logging.getLogger("workhorse.serve")
 
 RETRY_AFTER_S = 1
+METRICS_WAIT_S = 0.5  # a scrape does not wait longer than this for an engine busy with a batch
 
 
 @dataclass
@@ -156,8 +157,8 @@ class ServerState:
         readings = []
         for name, model in self.models.items():
             try:
-                hit_rate, tokens, seconds = model.worker.call(read)
-            except WorkhorseError:  # closed during shutdown: nothing to report for it
+                hit_rate, tokens, seconds = model.worker.call(read, timeout=METRICS_WAIT_S)
+            except WorkhorseError:  # busy with a long batch, or closed during shutdown: not reported this time
                 continue
             readings.append(EngineReading(name, hit_rate, tokens, seconds))
         return readings

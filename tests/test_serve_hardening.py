@@ -1,6 +1,8 @@
-"""Work nobody waits for leaves the engine: a task batch whose requests all passed their deadline is
-withdrawn (its items are neither finished nor logged), the request keeps its place in the model's
-queue until then, and the server's own faults are 5xx, not the client's 400."""
+"""The server under abuse and bad luck: work nobody waits for leaves the engine (a task batch whose
+requests all passed their deadline is withdrawn, neither finished nor logged, and the request keeps
+its place in the model's queue until then), queues are bounded, the server's own faults are 5xx,
+not the client's 400, /metrics does not wait on a busy engine, and the OpenAPI spec asked for
+before the models load is not kept."""
 
 from __future__ import annotations
 
@@ -114,3 +116,34 @@ def test_the_task_queue_is_bounded():
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_metrics_answer_while_the_engine_is_held(served):
+    import threading
+
+    state, url = served
+    model = next(iter(state.models.values()))
+    busy, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=lambda: model.worker.call(lambda engine: (busy.set(), release.wait(60))))
+    holder.start()
+    try:
+        assert busy.wait(30)
+        response = httpx.get(url + "/metrics", timeout=10)  # without a bound on its wait this hangs for 60 s
+        assert response.status_code == 200 and "workhorse_requests_total" in response.text
+    finally:
+        release.set()
+        holder.join(60)
+    assert f'workhorse_engine_tokens_total{{model="{model.name}"}}' in httpx.get(url + "/metrics").text
+
+
+def test_the_spec_asked_for_before_loading_is_not_kept(tiny_gguf):
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=[], threads=1, n_slots=4, log_calls=False)
+    state = ServerState(settings)
+    app = create_app(settings, state=state)
+    model_enum = lambda spec: spec["components"]["schemas"]["EmbeddingRequest"]["properties"]["model"].get("enum")  # noqa: E731
+    assert model_enum(app.openapi()) is None  # not loaded yet: no names to give
+    state.load()
+    try:
+        assert model_enum(app.openapi()) == list(state.models)
+    finally:
+        asyncio.run(state.close())
