@@ -171,6 +171,34 @@ def test_tool_calls_have_schema_valid_arguments(client, model_id):
     jsonschema.validate(json.loads(call.function.arguments), parameters)
 
 
+def test_stop_strings_never_cut_constrained_output(client, model_id):
+    parameters = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lyon"]}}, "required": ["city"],
+                  "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "forecast", "parameters": parameters}}]
+    reply = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "weather"}], tools=tools,
+                                           tool_choice="required", stop=['"', "}"], max_tokens=64)
+    [call] = reply.choices[0].message.tool_calls
+    jsonschema.validate(json.loads(call.function.arguments), parameters)
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}}, "required": ["name"],
+              "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model=model_id, messages=[{"role": "user", "content": "a name"}], stop=['"'], max_tokens=64,
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+
+
+def test_a_tool_call_cut_by_max_tokens_is_no_tool_call(client, model_id):
+    parameters = {"type": "object", "properties": {"note": {"type": "string", "minLength": 40}}, "required": ["note"],
+                  "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "remember", "parameters": parameters}}]
+    reply = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "note"}], tools=tools,
+                                           tool_choice="required", max_tokens=3)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "length"
+    assert choice.message.tool_calls is None and choice.message.content is None
+
+
 def test_completions_and_embeddings(client, model_id, state):
     text = client.completions.create(model=model_id, prompt="the refund", max_tokens=5, temperature=0)
     assert text.choices[0].finish_reason in ("length", "stop") and text.usage.completion_tokens <= 5

@@ -56,7 +56,12 @@ async def chat_completions(body: ChatRequest, request: Request):
         raise ApiError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
     request = _generate_request(call, body, tokens, constraint_schema)
     request.prefix_len = prefix_len
-    stream = TextStream(call.model.worker, request, _stops(body), on_submit=call.hold)
+    stops = _stops(body)
+    if constraint_schema is not None:
+        # Stop strings do not apply to constrained output: the grammar decides where it ends, and a
+        # cut would break the promise that it parses (a `"` inside a JSON string, a `}` in arguments).
+        stops = []
+    stream = TextStream(call.model.worker, request, stops, on_submit=call.hold)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return _sse(call, stream, _chat_chunks(stream, body, completion_id))
@@ -68,6 +73,8 @@ async def chat_completions(body: ChatRequest, request: Request):
     if tool_mode and finish == "stop":
         message = _tool_message(result.text)
         finish = "tool_calls" if message["tool_calls"] else "stop"
+    elif tool_mode:  # cut short by max_tokens: no half tool call, and no JSON fragment as text
+        message = {"role": "assistant", "content": None}
     return {
         "id": completion_id,
         "object": "chat.completion",
