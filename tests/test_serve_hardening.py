@@ -147,3 +147,36 @@ def test_the_spec_asked_for_before_loading_is_not_kept(tiny_gguf):
         assert model_enum(app.openapi()) == list(state.models)
     finally:
         asyncio.run(state.close())
+
+
+def test_a_keyless_loopback_server_answers_only_to_loopback_names(served):
+    """DNS rebinding: a page on evil.example resolves its own name to 127.0.0.1 and calls the
+    server; the Host header still says evil.example."""
+    _, url = served
+    port = url.rsplit(":", 1)[1]
+    rebound = httpx.get(url + "/v1/tasks", headers={"Host": f"evil.example:{port}"})
+    assert rebound.status_code == 421 and "evil.example" in rebound.json()["error"]["message"]
+    for name in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+        assert httpx.get(url + "/v1/tasks", headers={"Host": name}).status_code == 200
+
+
+def test_a_cors_preflight_is_answered_before_the_key_check(tiny_gguf):
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=[], threads=1, n_slots=4, log_calls=False,
+                             api_keys=["s3cret"], cors_origins=["https://app.example"])
+    state = ServerState(settings)
+    state.load()
+    try:
+        with LiveServer(create_app(settings, state=state)) as live:
+            preflight = httpx.options(live.url + "/v1/embeddings", headers={
+                "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type"})
+            refused = httpx.post(live.url + "/v1/embeddings", json={"model": "x", "input": "hi"},
+                                 headers={"Origin": "https://app.example"})
+            keyed = httpx.get(live.url + "/v1/models", headers={"Authorization": "Bearer s3cret",
+                                                                "Host": "anything.example"})
+    finally:
+        asyncio.run(state.close())
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://app.example"
+    assert keyed.status_code == 200  # with keys, the key is the guard: any Host name is fine

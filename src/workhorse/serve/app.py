@@ -97,11 +97,11 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
 
     app.openapi = openapi_of_this_server  # type: ignore[method-assign]
 
-    if settings.cors_origins:
+    app.add_middleware(_Guard, settings=settings, metrics=metrics)
+    if settings.cors_origins:  # outermost: it answers preflights (which carry no key) and labels refusals
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(_Guard, settings=settings, metrics=metrics)
     return app
 
 
@@ -127,6 +127,7 @@ class _Guard:
     def __init__(self, app: ASGIApp, *, settings: ServeSettings, metrics: Metrics) -> None:
         self.app = app
         self.keys = settings.api_key_values()
+        self.hosts = settings.host_names()
         self.max_body = settings.max_body_bytes
         self.metrics = metrics
 
@@ -144,6 +145,10 @@ class _Guard:
             await send(message)
 
         try:
+            if self.hosts is not None and _host_name(scope) not in self.hosts:
+                await _reply(counting_send, 421, f"this server does not answer to the host {_host_name(scope)!r}: "
+                             "address it by a loopback name, or list the name in allowed_hosts")
+                return
             if self.keys and not path.startswith(OPEN_PATHS) and not self._authorised(scope):
                 await _reply(counting_send, 401, "missing or wrong API key: send Authorization: Bearer <key>",
                              {"WWW-Authenticate": "Bearer"})
@@ -184,6 +189,14 @@ class _Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _host_name(scope: Scope) -> str:
+    """The request's Host header without its port ("[::1]:8080" → "::1")."""
+    host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

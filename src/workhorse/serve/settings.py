@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "WORKHORSE_CONFIG"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ServeSettings(BaseSettings):
@@ -31,6 +32,11 @@ class ServeSettings(BaseSettings):
         default_factory=list, description="Bearer keys; when set, every /v1 request needs one of them."
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (off when empty).")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names requests may be addressed to (empty: the loopback names while bound to loopback "
+        "without API keys, which stops DNS rebinding; otherwise any).",
+    )
     threads: int = Field(2, ge=1, description="llama.cpp threads per model.")
     n_ctx: int = Field(4096, ge=256, description="KV cache cells per model.")
     n_slots: int = Field(32, ge=2, description="Concurrent sequences per model.")
@@ -56,6 +62,16 @@ class ServeSettings(BaseSettings):
 
     def api_key_values(self) -> list[bytes]:
         return [key.get_secret_value().encode() for key in self.api_keys]
+
+    def host_names(self) -> frozenset[str] | None:
+        """The Host names to accept, or None for any. A web page the user visits can point a name
+        of its own at 127.0.0.1 (DNS rebinding) and read a keyless loopback server's answers and
+        call log; checking the Host header stops it."""
+        if self.allowed_hosts:
+            return frozenset(name.lower() for name in self.allowed_hosts)
+        if not self.api_keys and self.host in LOOPBACK_NAMES:
+            return LOOPBACK_NAMES
+        return None
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> ServeSettings:
