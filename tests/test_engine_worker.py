@@ -141,3 +141,17 @@ def test_a_cancel_scope_stops_a_thread_of_engine_calls(worker):
     assert worker.call(lambda engine: engine.free_slots) == CONFIG.n_slots
     with pytest.raises(WorkCancelledError), scope.active():
         worker.evaluate([EvalRequest(worker.tokenize("late"), logits_at=[-1])])
+
+
+def test_an_evaluation_waits_for_room_while_generations_hold_every_slot(worker):
+    long = GenerateRequest(worker.tokenize("the king"), SamplingParams(max_tokens=200, ignore_eos=True))
+    running = worker.submit_generate([long] * CONFIG.n_slots)
+    import time
+
+    deadline = time.monotonic() + 30
+    while worker.call(lambda engine: engine.free_slots) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # Every slot is taken now: the evaluation is not refused, it runs once a generation ends.
+    [result] = worker.evaluate([EvalRequest(worker.tokenize("hello"), logits_at=[-1])])
+    assert result.logits.shape == (1, worker.model.n_vocab)
+    assert len(running.result(60)) == CONFIG.n_slots

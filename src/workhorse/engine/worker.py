@@ -151,27 +151,33 @@ class EngineWorker:
         batch = GenerationBatch(engine)
         waiting: list[tuple[_GenJob, int]] = []  # (job, request index) not yet admitted
         owners: dict[int, tuple[_GenJob, int]] = {}  # batch key → (job, request index)
+        deferred: list[_EvalJob] = []  # evaluations waiting for running generations to free room
+        withdrawn: set[int] = set()  # ids of futures whose work was withdrawn (see cancel())
         try:
             while True:
-                jobs = self._take_jobs(block=not batch.running and not waiting)
+                jobs = deferred + self._take_jobs(block=not batch.running and not waiting and not deferred)
                 if _STOP in jobs:
                     break
-                withdrawn = {id(job.target) for job in jobs if isinstance(job, _CancelJob)}
-                self._run_calls_and_evals(engine, jobs, withdrawn)
+                withdrawn.update(id(job.target) for job in jobs if isinstance(job, _CancelJob))
+                deferred = self._run_calls_and_evals(engine, jobs, withdrawn, can_wait=bool(batch.running))
                 for job in jobs:
                     if isinstance(job, _CancelJob):
                         self._cancel(batch, job.target, owners)
                 for job in jobs:
                     if isinstance(job, _GenJob):
                         waiting.extend((job, i) for i in range(len(job.requests)))
-                waiting = self._admit(batch, waiting, owners)
+                if not deferred:  # new sequences wait while evaluations wait for room
+                    waiting = self._admit(batch, waiting, owners)
                 if batch.running:
                     self._step(batch, owners)
+                withdrawn.intersection_update(id(job.future) for job in deferred)
         finally:
             batch.cancel_all()
             for job, _ in waiting:
                 if not job.future.done():
                     _fail(job.future, EngineClosedError("the engine was closed"))
+            for job in deferred:
+                _fail(job.future, EngineClosedError("the engine was closed"))
             engine.close()
 
     def _take_jobs(self, *, block: bool) -> list:
@@ -184,7 +190,9 @@ class EngineWorker:
             except queue.Empty:
                 return jobs
 
-    def _run_calls_and_evals(self, engine: Engine, jobs: list, withdrawn: set[int]) -> None:
+    def _run_calls_and_evals(self, engine: Engine, jobs: list, withdrawn: set[int], *, can_wait: bool) -> list[_EvalJob]:
+        """Run the calls and evaluations among `jobs`; returns the evaluations deferred because
+        running generations hold every slot or the KV room (`can_wait`: they will free it)."""
         for job in jobs:
             if isinstance(job, _CallJob) and not job.future.cancelled():
                 _settle(job.future, lambda job=job: job.fn(engine))
@@ -196,19 +204,28 @@ class EngineWorker:
                 else:
                     evals.append(job)
         if not evals:
-            return
+            return []
+        if can_wait and engine.free_slots == 0:
+            return evals
         merged = [request for job in evals for request in job.requests]
         try:
             results = engine.evaluate(merged)
+        except EngineBusyError:
+            if can_wait:
+                return evals
+            for job in evals:
+                _settle(job.future, lambda job=job: engine.evaluate(job.requests))
+            return []
         except Exception:
             # One bad request must not fail its neighbours: retry each job alone.
             for job in evals:
                 _settle(job.future, lambda job=job: engine.evaluate(job.requests))
-            return
+            return []
         start = 0
         for job in evals:
             _resolve(job.future, results[start : start + len(job.requests)])
             start += len(job.requests)
+        return []
 
     @staticmethod
     def _cancel(batch: GenerationBatch, target: Future, owners: dict) -> None:
