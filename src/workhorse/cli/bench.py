@@ -284,3 +284,49 @@ def _print_table(report: dict) -> None:
     for label, cells in table_rows(report):
         table.add_row(label, *cells)
     Console(width=max(100, Console().width)).print(table)
+
+
+@app.command("adversarial")
+def adversarial(
+    n: int = typer.Option(1000, min=1, help="Hostile requests per public route."),
+    url: str = typer.Option(None, help="Attack this running server (its models and tasks) instead of starting one."),
+    models: list[str] = typer.Option(None, "--model", "-m", help="Models of the server started here (default: the built-ins)."),
+    concurrency: int = typer.Option(8, min=1, help="Requests in flight at once."),
+    seed: int = typer.Option(0, help="Seed of the generated requests."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Generated hostile inputs on every public route while /healthz is probed: no 5xx (504 at a
+    request's own deadline is its contract), none past its deadline + 1 s, /healthz within 100 ms."""
+    import contextlib
+    import sys
+
+    import httpx
+
+    from workhorse.bench.adversarial import attack, failures
+    from workhorse.bench.serve_bench import free_port, server
+
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            command = [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port)]
+            command += [arg for model in models or [] for arg in ("--model", model)]
+            typer.echo(f"starting {' '.join(command)}", err=True)
+            stack.enter_context(server(command, url, "/readyz"))
+        served_models = [m["id"] for m in httpx.get(url + "/v1/models", timeout=10).json()["data"]]
+        served_tasks = [t["name"] for t in httpx.get(url + "/v1/tasks", timeout=10).json()["data"]]
+        typer.echo(f"{n} hostile requests per route against {url} ({', '.join(served_models)}; tasks: "
+                   f"{', '.join(served_tasks) or 'none'})", err=True)
+        report = attack(url, n_per_route=n, models=served_models, tasks=served_tasks, concurrency=concurrency, seed=seed)
+    report["failures"] = failures(report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for name, route in report["routes"].items():
+            typer.echo(f"{name:12} {route['requests']:6} requests  statuses {route['statuses']}  slowest {route['slowest_s']} s")
+        health = report["healthz_ms"]
+        typer.echo(f"/healthz: {health['probes']} probes, p50 {health['p50']:.1f} ms, p99 {health['p99']:.1f} ms, "
+                   f"max {health['max']:.1f} ms")
+        typer.echo("held: no failures" if not report["failures"] else "FAILED:\n  " + "\n  ".join(report["failures"]))
+    if report["failures"]:
+        raise typer.Exit(1)

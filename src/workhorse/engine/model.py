@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
-from workhorse.errors import ModelLoadError
+from workhorse.errors import EngineError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 _backend_lock = threading.Lock()
@@ -156,7 +156,10 @@ class LlamaModel:
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Text to token ids. `add_special` adds BOS where the model wants it; `parse_special`
         turns control-token text (e.g. `<start_of_turn>`) into the control token."""
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as error:  # half a UTF-16 pair, e.g. from a JSON "\ud800"
+            raise EngineError(f"text is not valid Unicode at character {error.start}", "send well-formed text") from None
         capacity = len(data) + 8
         buf = (self._llama_cpp.llama_token * capacity)()
         n = self._llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)

@@ -25,6 +25,10 @@ from workhorse.serve.settings import ServeSettings
 from workhorse.serve.state import ServerState
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+# A client still sending a refused body does not read the answer until it has sent it all: bodies
+# up to this size are read and dropped so that it sees its 413; larger ones end the connection.
+DRAIN_BYTES = 16 * 1024 * 1024
+CLOSE = {"Connection": "close"}
 
 
 def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> FastAPI:
@@ -156,11 +160,15 @@ class _Guard:
             headers = dict(scope.get("headers") or [])
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                await _reply(counting_send, 413, f"request body of {int(declared)} bytes exceeds the limit of {self.max_body}")
+                drained = int(declared) <= DRAIN_BYTES and await _drain(receive, DRAIN_BYTES)
+                await _reply(counting_send, 413, f"request body of {int(declared)} bytes exceeds the limit of {self.max_body}",
+                             None if drained else CLOSE)
                 return
             body = await self._read_body(receive)
             if body is None:
-                await _reply(counting_send, 413, f"request body exceeds the limit of {self.max_body} bytes")
+                drained = await _drain(receive, DRAIN_BYTES)
+                await _reply(counting_send, 413, f"request body exceeds the limit of {self.max_body} bytes",
+                             None if drained else CLOSE)
                 return
             await self.app(scope, _replay(body, receive), counting_send)
         finally:
@@ -189,6 +197,19 @@ class _Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _drain(receive: Receive, budget: int) -> bool:
+    """Read and drop the rest of a request body; False when it is longer than `budget`."""
+    read = 0
+    while read <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
 
 
 def _host_name(scope: Scope) -> str:

@@ -95,7 +95,7 @@ async def completions(body: CompletionRequest, request: Request):
     if body.echo:
         raise ApiError(400, "echo is not supported", param="echo")
     call.check_text(prompts[0], "prompt")
-    tokens = call.model.worker.model.tokenize(prompts[0])
+    tokens = await asyncio.to_thread(call.model.worker.model.tokenize, prompts[0])
     stream = TextStream(call.model.worker, _generate_request(call, body, tokens, None), _stops(body), on_submit=call.hold)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
@@ -124,10 +124,10 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     model = call.model.worker.model
     if body.dimensions is not None and body.dimensions > model.n_embd:
         raise ApiError(400, f"dimensions {body.dimensions} exceeds the model's {model.n_embd}", param="dimensions")
-    requests = []
     for i, text in enumerate(texts):
         call.check_text(text, f"input[{i}]" if not isinstance(body.input, str) else "input")
-        tokens = model.tokenize(text)
+    requests = []
+    for i, tokens in enumerate(await asyncio.to_thread(lambda: [model.tokenize(text) for text in texts])):  # off the loop
         if len(tokens) > call.settings.n_ctx:
             raise ApiError(400, f"input {i} has {len(tokens)} tokens; the context holds {call.settings.n_ctx}", param="input")
         requests.append(EvalRequest(tokens, pooling="mean"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import Future
@@ -19,6 +20,7 @@ from workhorse.serve.settings import ServeSettings
 from workhorse.serve.state import Admission, ServedModel, ServerState
 
 T = TypeVar("T")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 DEADLINE_HEADER = "X-Deadline-Ms"
 
 
@@ -44,6 +46,9 @@ class Call:
         limit = self.settings.max_item_chars
         if len(text) > limit:
             raise ApiError(413, f"{param} has {len(text)} characters; the limit is {limit}", param=param)
+        lone = _LONE_SURROGATE.search(text)
+        if lone:  # JSON can escape half a UTF-16 pair ("\ud800"); no tokenizer can take it
+            raise ApiError(422, f"{param} is not valid Unicode: a lone surrogate at character {lone.start()}", param=param)
 
     def count_tokens(self, *, prompt: int = 0, completion: int = 0) -> None:
         if prompt:
