@@ -147,3 +147,22 @@ def test_a_template_that_would_try_too_many_ends_gives_up_once_and_says_so(caplo
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "template 7" in warnings[0] and "gave up" in warnings[0]
 
+
+def test_long_adversarial_lines_through_the_parser_do_not_hang():
+    """The whole path of an unseen line (cut into chunks, joined with related templates, cached),
+    on lines of 30,000 characters: a guard against a hang, not a speed measure (a few seconds; a
+    token-by-token comparison quadratic in the line took minutes)."""
+    code = textwrap.dedent("""
+        from workhorse.logparse.cache import TemplateCache
+        from workhorse.logparse.parser import LogParser
+
+        n = 30_000
+        lines = [":".join(map(str, range(n)))[:n], "a " * (n // 2), ": " * (n // 2), "A" * n + "a", "/a" * (n // 2) + ":",
+                 "a." * (n // 2) + "com:", ("1:2 " * n)[:n], "1" * n]
+        parser = LogParser(None, TemplateCache(), None)
+        for line in lines:
+            for variant in (line, line[:-1] + "x", line[: n // 2]):
+                parser.parse_line(variant)
+        print("done")
+    """)
+    assert _run_guarded(code, seconds=30).stdout.strip() == "done"

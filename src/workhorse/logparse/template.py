@@ -35,8 +35,9 @@ _DIGIT_RUN = re.compile(r"\d{4,}")
 # Words in capitals, capitalised words and camelCase words are names of things, not values: on
 # Loghub-2k's labels 3,460 words in capitals stay words and 24 are variables (besides Proxifier's
 # `KB` and `MB` inside sizes its labels fold into one value); capitalised words 9,452 and 14,
-# camelCase words 7,189 and 24.
-_NAME = re.compile(r"[A-Z][A-Z0-9_]*[A-Z][A-Z0-9_]*|[A-Z][a-z]+|[A-Za-z][a-z0-9]*[A-Z]\w*")
+# camelCase words 7,189 and 24. (Up to the second capital only digits and `_` may come: the same
+# words as `[A-Z][A-Z0-9_]*[A-Z]…`, without trying every capital as the second on a long word.)
+_NAME = re.compile(r"[A-Z][0-9_]*[A-Z][A-Z0-9_]*|[A-Z][a-z]+|[A-Za-z][a-z0-9]*[A-Z]\w*")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}")
 _VALUE_WORDS = frozenset({"true", "false", "null", "root"})  # the guidelines' defaults
 # Variables joined by these characters are one variable (the guidelines' dot-separated values;
