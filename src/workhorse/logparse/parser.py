@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workhorse.errors import WorkhorseError
@@ -45,9 +45,12 @@ class ParsedLine:
     source: str  # "cache" | "model"
     params: list[str]
     fits_format: bool = True
+    template: Template | None = field(default=None, repr=False)  # as parsed: it names the line's group once evicted
 
     def record(self, cache: TemplateCache) -> dict[str, Any]:
-        template = cache.resolve(self.template_id)
+        template = cache.get(self.template_id) or self.template  # the live one: it may have been generalized since
+        if template is None:
+            raise KeyError(self.template_id)
         return {
             "line": self.number,
             **({"header": self.header} if self.header else {}),
@@ -98,12 +101,12 @@ class LogParser:
         found = self.cache.match(content)
         if found is not None:
             template, params = found
-            return ParsedLine(self.lines, header, content, template.id, "cache", params, fits)
+            return ParsedLine(self.lines, header, content, template.id, "cache", params, fits, template)
         template = self._learn(content)
         if self._on_learn is not None:
             self._on_learn(template)
         params = template.match(content) or []
-        return ParsedLine(self.lines, header, content, template.id, "model", params, fits)
+        return ParsedLine(self.lines, header, content, template.id, "model", params, fits, template)
 
     @property
     def model_calls(self) -> int:
