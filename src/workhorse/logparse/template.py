@@ -1,8 +1,9 @@
 """Log templates: a line's content cut into chunks, a template as that content with some chunks
 replaced by `<*>`, and the matcher that parses later lines of a template without the model.
 
-A chunk is a run of word characters, one punctuation character, or one space. Choosing per chunk
-is fine enough for every template of the Loghub-2k ground truth but Proxifier's value phrases
+A chunk is a run of characters that are neither whitespace nor punctuation (`_SPLIT`: letters,
+digits, `_` and any other symbol), one punctuation character, or one space (a run of whitespace).
+Choosing per chunk is fine enough for every template of the Loghub-2k ground truth but Proxifier's value phrases
 (each is reproduced exactly by marking the chunks its variables cover, then merging as `render`
 does; `refine.merge_phrases` makes the phrases), and coarse enough that a model picks from a
 handful of alternatives per line instead of writing free text.
@@ -86,8 +87,11 @@ class Chunk:
 
 
 def chunk(content: str) -> list[Chunk]:
-    """`content` (normalized) cut into chunks. A sign before a number belongs to it, and a path
-    (`/var/lib/x`, two segments or more) is one variable: the guidelines' path rule."""
+    """`content` (normalized) cut into chunks. A minus sign before a number belongs to it when it
+    starts the content or follows a space or punctuation (`init -2`; not `a-2`, a hyphen). Every
+    chunk of a path (`/var/lib/x`, and of one segment, `/default-rack`: the guidelines' path rule),
+    a timestamp, a host name or a UUID is a variable, so the template has one `<*>` for it once
+    `render` merges them."""
     chunks: list[Chunk] = []
     for part in _SPLIT.split(content):
         if not part:
