@@ -54,7 +54,7 @@ def test_a_line_parsed_under_a_template_evicted_since_keeps_it_in_its_record():
 
 def test_the_recency_order_survives_the_file(tmp_path: Path):
     cache = TemplateCache()
-    alpha, beta, gamma = _three(cache)
+    alpha, beta, _gamma = _three(cache)
     cache.match("alpha 3 done")
     cache.match("beta 3 done")
     path = tmp_path / "templates.json"

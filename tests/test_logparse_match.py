@@ -15,7 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workhorse
-from workhorse.logparse.template import MATCH_STEPS_PER_CHAR, WILDCARD, Matcher, MatchResult, Template
+from workhorse.logparse.template import (
+    MATCH_STEPS_PER_CHAR,
+    WILDCARD,
+    Matcher,
+    MatchResult,
+    Template,
+)
 
 # A template learnt from `1:2:…:14 end` (each number a certain variable, so it starts with a
 # wildcard and is tried against every line), then a line of 40 colon-separated numbers: a

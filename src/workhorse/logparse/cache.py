@@ -158,7 +158,7 @@ class TemplateCache:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             _fill(cache, data)
-        except (OSError, ValueError) as error:  # JSON and UTF-8 errors are ValueErrors; `_fill` raises ValueError
+        except (OSError, ValueError, TypeError) as error:  # JSON and UTF-8 errors are ValueErrors
             raise WorkhorseError(
                 f"the template cache {path} is unreadable: {error}",
                 f"delete {path} (or move it aside) to start from an empty cache; its templates are learnt again",
@@ -168,9 +168,10 @@ class TemplateCache:
 
 
 def _fill(cache: TemplateCache, data: Any) -> None:
-    """Put a cache file's contents (parsed JSON) into an empty cache; ValueError naming what is wrong."""
+    """Put a cache file's contents (parsed JSON) into an empty cache; ValueError or TypeError
+    naming what is wrong."""
     if not isinstance(data, dict):
-        raise ValueError(f"its top level is a JSON {_json_kind(data)}, not an object with version, templates and aliases")
+        raise TypeError(f"its top level is a JSON {_json_kind(data)}, not an object with version, templates and aliases")
     if data.get("version") != CACHE_VERSION:
         raise ValueError(f"version {data.get('version')!r}, expected {CACHE_VERSION}")
     rows = _field(data, "templates", list)
@@ -202,14 +203,14 @@ def _final(template_id: int, aliases: dict[int, int]) -> int:
 
 def _template(row: Any, number: int) -> Template:
     if not isinstance(row, dict):
-        raise ValueError(f"template {number} is a JSON {_json_kind(row)}, not an object")
+        raise TypeError(f"template {number} is a JSON {_json_kind(row)}, not an object")
     try:
         text, example = _field(row, "text", str), _field(row, "example", str, "")
         spanning = frozenset(_integer(i, "spanning") for i in _field(row, "spanning", list, []))
         return Template(text, id=_integer(_field(row, "id", int), "id"), example=example,
                         hits=_integer(_field(row, "hits", int, 0), "hits"), spanning=spanning)
-    except ValueError as error:
-        raise ValueError(f"template {number}: {error}") from None
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"template {number}: {error}") from None
 
 
 _REQUIRED = object()
@@ -222,14 +223,14 @@ def _field(data: dict[str, Any], name: str, kind: type, default: Any = _REQUIRED
         return default
     value = data[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f'"{name}" is a JSON {_json_kind(value)}, not {_json_kind(kind())}')
+        raise TypeError(f'"{name}" is a JSON {_json_kind(value)}, not {_json_kind(kind())}')
     return value
 
 
 def _integer(value: Any, name: str) -> int:
     """An int, or a string of one (JSON object keys are strings)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"{name} {value!r} is not an integer")
+        raise TypeError(f"{name} {value!r} is not an integer")
     try:
         return int(value)
     except ValueError:

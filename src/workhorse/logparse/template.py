@@ -279,7 +279,7 @@ class Matcher:
     """Lines against a template whose text split at `<*>` is `parts`: wildcard i lies between parts
     i and i + 1 and covers whitespace only when i is in `spanning`."""
 
-    __slots__ = ("parts", "spanning", "literal_chars", "_budget")
+    __slots__ = ("_budget", "literal_chars", "parts", "spanning")
 
     def __init__(self, parts: Sequence[str], spanning: Collection[int]) -> None:
         self.parts = tuple(parts)
