@@ -24,16 +24,22 @@ from workhorse.logparse.template import (
 )
 
 # A template learnt from `1:2:…:14 end` (each number a certain variable, so it starts with a
-# wildcard and is tried against every line), then a line of 40 colon-separated numbers: a
-# backtracking matcher tries every way to share the 39 colons out between the 14 wildcards.
+# wildcard and is tried against every line) and kept in the cache file, then, after a restart, a
+# line of 40 colon-separated numbers: a backtracking matcher tries every way to share the 39
+# colons out between the 14 wildcards.
 _ADVERSARIAL_PARSE = textwrap.dedent("""
+    import tempfile
+    from pathlib import Path
     from workhorse.logparse.cache import TemplateCache
     from workhorse.logparse.parser import LogParser
 
     parser = LogParser(None, TemplateCache(), None)
     learnt = parser.parse_line(":".join(str(i) for i in range(1, 15)) + " end")
     assert parser.cache.resolve(learnt.template_id).text == ":".join(["<*>"] * 14) + " end"
-    parser.parse_line(":".join(str(i) for i in range(1, 41)))
+    with tempfile.TemporaryDirectory() as folder:
+        parser.cache.save(Path(folder) / "templates.json")
+        restarted = LogParser(None, TemplateCache.load(Path(folder) / "templates.json"), None)
+    restarted.parse_line(":".join(str(i) for i in range(1, 41)))
     print("done")
 """)
 
