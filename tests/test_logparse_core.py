@@ -27,6 +27,7 @@ def _certain(content: str) -> str:
 @pytest.mark.parametrize(("content", "template"), [
     ("Received block 42 of size 67108864", "Received block <*> of size <*>"),
     ("mod_jk child init 1 -2", "mod_jk child init <*> <*>"),  # a sign belongs to its number
+    ("build a-2 of x (-3)", "build a-<*> of x (<*>)"),  # after a word it is a hyphen; after punctuation a sign
     ("session 0x14ed93111f20005 closed, ok=true", "session <*> closed, ok=<*>"),
     ("Deleting file /mnt/data/current/blk_1", "Deleting file <*>"),  # a path is one value
     ("jk2_init() Found child 6725", "jk2_init() Found child <*>"),  # a call's () stays

@@ -1,19 +1,28 @@
 """Raw log lines in, one JSON-ready record per line out: header fields, template, typed parameters.
 
     parser = LogParser(LogFormat.parse("<Date> <Time> <Level> <Component>: <Content>"), TemplateCache(), model)
-    for record in parser.parse(lines): ...
+    for parsed in parser.parse(lines):
+        record = parsed.record(parser.cache)
 
-A line whose content matches a cached template is parsed by the cache alone. Otherwise the model
-writes its template, which is checked against the line and cached; a template that does not
-match its own line (an answer cut short) is replaced by the line with only its certain variables
-(numbers, hex values) abstracted, so every line gets a template that parses it.
+A line whose content matches a cached template is parsed by the cache alone (source "cache").
+Otherwise the line's template is learnt (source "model", with or without a model): the model writes
+it when there is one and the content is at most `MAX_MODEL_CHARS` long, and its answer (with the
+plain words in long runs of wildcards taken back) is kept when it matches the line and keeps a word
+of it, if the line has one; else (no model, a longer line, an answer cut short or without words, a
+model error) the template is the line with only its certain variables abstracted (`template.chunk`:
+numbers, hex values, ids, booleans, paths, addresses, host names, timestamps, UUIDs). That
+template is joined with the cached ones it is the same event as (`refine.join`) and cached
+(`TemplateCache.add`), which may hand back a cached template that covers it instead. The line's
+parameters are what its template's match gives: empty in the rare case it does not parse the line
+(a cached template of the same text whose wildcard spans no space where this line has one, or a
+match past its cap).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workhorse.errors import WorkhorseError
@@ -45,9 +54,12 @@ class ParsedLine:
     source: str  # "cache" | "model"
     params: list[str]
     fits_format: bool = True
+    template: Template | None = field(default=None, repr=False)  # as parsed: it names the line's group once evicted
 
     def record(self, cache: TemplateCache) -> dict[str, Any]:
-        template = cache.resolve(self.template_id)
+        template = cache.get(self.template_id) or self.template  # the live one: it may have been generalized since
+        if template is None:
+            raise KeyError(self.template_id)
         return {
             "line": self.number,
             **({"header": self.header} if self.header else {}),
@@ -98,12 +110,12 @@ class LogParser:
         found = self.cache.match(content)
         if found is not None:
             template, params = found
-            return ParsedLine(self.lines, header, content, template.id, "cache", params, fits)
+            return ParsedLine(self.lines, header, content, template.id, "cache", params, fits, template)
         template = self._learn(content)
         if self._on_learn is not None:
             self._on_learn(template)
         params = template.match(content) or []
-        return ParsedLine(self.lines, header, content, template.id, "model", params, fits)
+        return ParsedLine(self.lines, header, content, template.id, "model", params, fits, template)
 
     @property
     def model_calls(self) -> int:

@@ -32,6 +32,10 @@ from workhorse.logparse.template import (
 
 SHARED_WORDS = 3  # words two templates must share, besides where they differ, to join
 SIBLINGS = 3  # different words seen in one place before that place is a value
+# Templates longer than this (in tokens) are never value phrases: their token-by-token comparison
+# (`SequenceMatcher`) takes time quadratic in their length, so one long line would stall the parser.
+# On Loghub-2k the longest template has 105 tokens.
+MAX_PHRASE_TOKENS = 256
 
 
 def join(new: Template, related: Iterable[Template]) -> Template:
@@ -80,7 +84,7 @@ def merge_phrases(new: Template, old: Template) -> Template | None:
     empty, the phrase takes in the value before it (`<*>`, or `<*> bytes`), so that the join
     still parses both."""
     a, b = new.text.split(" "), old.text.split(" ")
-    if a[0] != b[0]:
+    if a[0] != b[0] or max(len(a), len(b)) > MAX_PHRASE_TOKENS:
         return None
     a_spans, b_spans = _token_spans(new), _token_spans(old)
     tokens: list[str] = []

@@ -1,8 +1,9 @@
 """Log templates: a line's content cut into chunks, a template as that content with some chunks
 replaced by `<*>`, and the matcher that parses later lines of a template without the model.
 
-A chunk is a run of word characters, one punctuation character, or one space. Choosing per chunk
-is fine enough for every template of the Loghub-2k ground truth but Proxifier's value phrases
+A chunk is a run of characters that are neither whitespace nor punctuation (`_SPLIT`: letters,
+digits, `_` and any other symbol), one punctuation character, or one space (a run of whitespace).
+Choosing per chunk is fine enough for every template of the Loghub-2k ground truth but Proxifier's value phrases
 (each is reproduced exactly by marking the chunks its variables cover, then merging as `render`
 does; `refine.merge_phrases` makes the phrases), and coarse enough that a model picks from a
 handful of alternatives per line instead of writing free text.
@@ -15,9 +16,15 @@ around a value are literal (`decided`). A model decides the rest.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
 
 WILDCARD = "<*>"
 
@@ -29,8 +36,9 @@ _DIGIT_RUN = re.compile(r"\d{4,}")
 # Words in capitals, capitalised words and camelCase words are names of things, not values: on
 # Loghub-2k's labels 3,460 words in capitals stay words and 24 are variables (besides Proxifier's
 # `KB` and `MB` inside sizes its labels fold into one value); capitalised words 9,452 and 14,
-# camelCase words 7,189 and 24.
-_NAME = re.compile(r"[A-Z][A-Z0-9_]*[A-Z][A-Z0-9_]*|[A-Z][a-z]+|[A-Za-z][a-z0-9]*[A-Z]\w*")
+# camelCase words 7,189 and 24. (Up to the second capital only digits and `_` may come: the same
+# words as `[A-Z][A-Z0-9_]*[A-Z]…`, without trying every capital as the second on a long word.)
+_NAME = re.compile(r"[A-Z][0-9_]*[A-Z][A-Z0-9_]*|[A-Z][a-z]+|[A-Za-z][a-z0-9]*[A-Z]\w*")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}")
 _VALUE_WORDS = frozenset({"true", "false", "null", "root"})  # the guidelines' defaults
 # Variables joined by these characters are one variable (the guidelines' dot-separated values;
@@ -79,8 +87,11 @@ class Chunk:
 
 
 def chunk(content: str) -> list[Chunk]:
-    """`content` (normalized) cut into chunks. A sign before a number belongs to it, and a path
-    (`/var/lib/x`, two segments or more) is one variable: the guidelines' path rule."""
+    """`content` (normalized) cut into chunks. A minus sign before a number belongs to it when it
+    starts the content or follows a space or punctuation (`init -2`; not `a-2`, a hyphen). Every
+    chunk of a path (`/var/lib/x`, and of one segment, `/default-rack`: the guidelines' path rule),
+    a timestamp, a host name or a UUID is a variable, so the template has one `<*>` for it once
+    `render` merges them."""
     chunks: list[Chunk] = []
     for part in _SPLIT.split(content):
         if not part:
@@ -142,11 +153,12 @@ def empty_slots(chunks: Sequence[Chunk]) -> set[int]:
 
 @dataclass
 class Template:
-    """A template and the matcher for its lines. `<*>` matches any text without a space, also none:
-    templates are made per chunk and a wildcard that could swallow spaces would let `… rhost=<*>`
-    parse `… rhost=10.0.0.1 user=root` too. The exceptions span: a wildcard that covers spaces in
-    the template's own example line (a timestamp), and those in `spanning` (a value phrase,
-    `refine.merge_phrases`); they match any text."""
+    """A template and the matcher for its lines. `<*>` matches any text without whitespace, also
+    none: templates are made per chunk and a wildcard that could swallow spaces would let
+    `… rhost=<*>` parse `… rhost=10.0.0.1 user=root` too. The exceptions span: a wildcard that covers
+    spaces in the template's own example line (a timestamp), and those in `spanning` (a value phrase,
+    `refine.merge_phrases`); they match any text. Each wildcard takes the shortest value that lets
+    the rest of the line match (`Matcher`)."""
 
     text: str
     id: int = 0
@@ -154,16 +166,13 @@ class Template:
     hits: int = 0
     spanning: frozenset[int] = frozenset()  # indexes of wildcards that match spaces too
     literal_chars: int = field(init=False)
-    _pattern: re.Pattern = field(init=False, repr=False)
+    _matcher: Matcher = field(init=False, repr=False, compare=False)
+    _gave_up: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        parts = self.text.split(WILDCARD)
-        self.literal_chars = sum(len(p) for p in parts)
         self.spanning = frozenset(self.spanning) | spanning_in(self.text, self.example)
-        self._pattern = re.compile("".join(
-            re.escape(part) + (("(.*?)" if i in self.spanning else r"(\S*?)") if i < len(parts) - 1 else "")
-            for i, part in enumerate(parts)
-        ), re.DOTALL)
+        self._matcher = Matcher(self.text.split(WILDCARD), self.spanning)
+        self.literal_chars = self._matcher.literal_chars
 
     @property
     def n_params(self) -> int:
@@ -176,12 +185,237 @@ class Template:
 
     def match(self, content: str) -> list[str] | None:
         """The parameter values when the (normalized) content is a line of this template."""
-        found = self._pattern.fullmatch(content)
-        return list(found.groups()) if found else None
+        result = self._matcher.match(content)
+        if result.gave_up:
+            self._report_giving_up(content, result)
+        return result.values
+
+    def attempt(self, content: str) -> MatchResult:
+        """`match` with the work it took."""
+        result = self._matcher.match(content)
+        if result.gave_up:
+            self._report_giving_up(content, result)
+        return result
+
+    def _report_giving_up(self, content: str, result: MatchResult) -> None:
+        if not self._gave_up:  # once per template: a client may send many such lines
+            self._gave_up = True
+            log.warning("template %d (%r) gave up on a line of %d characters after %d steps; taken as no match",
+                        self.id, self.text[:80], len(content), result.steps)
 
     def generalizes(self, other: Template) -> bool:
         """Every line of `other` is a line of this one (and they differ)."""
-        return other.text != self.text and self._pattern.fullmatch(other.text) is not None
+        return other.text != self.text and self.match(other.text) is not None
+
+
+# -- matching --------------------------------------------------------------------------------------
+# Templates are learnt from client input and kept across restarts, so the time a line takes must not
+# depend on their shape. A backtracking regex (`(\S*?):(\S*?):…`) tries every way of sharing a
+# line's separators out among the wildcards: exponential in their number. Python's `re` has no other
+# mode, and an RE2 engine would add a compiled dependency with its own idea of whitespace (no `\v`,
+# no Unicode spaces). Templates need none of a regex's generality, only literal parts in order with a
+# wildcard between each two, so `str.find` and `str.rfind` between bounds do: the values are the ones
+# the lazy regex gave (each wildcard as short as the rest of the line allows).
+_WHITESPACE = re.compile(r"\s")  # what a wildcard that spans no space may not cover (`\S`'s complement)
+# The work is one `rfind` and one `find` per wildcard when the bounds are exact (`_start_bounds`):
+# always for templates without spanning wildcards or whose spanning wildcards come first. Otherwise
+# the search may try ends that lead nowhere, each at most once per wildcard and run, and stops at
+# this many steps per character of the line and the template, taking the line as no match.
+MATCH_STEPS_PER_CHAR = 4
+
+
+class MatchResult(NamedTuple):
+    values: list[str] | None  # the wildcards' values; None: the line is not one of the template's
+    steps: int  # searches done (each a `find` or `rfind` between bounds, or a dead end)
+    gave_up: bool = False  # the cap was reached (values is None)
+
+
+class _Starts(NamedTuple):
+    """Where a wildcard's value may start for the rest of the template to match: no start outside
+    [lo, hi] does; when `exact`, every start inside does."""
+
+    lo: int
+    hi: int
+    exact: bool
+
+
+@dataclass(slots=True)
+class _Value:
+    """One wildcard's value in the search: from `start`, ends from `cursor` to `last` are left to try."""
+
+    start: int
+    region: int  # the next whitespace for a wildcard that spans none (its value ends there at the latest), else -1
+    cursor: int
+    last: int
+    end: int = -1
+
+
+class _Line:
+    """A line being matched, with the steps spent on it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.steps = 0
+        self._spaces = _whitespace_at(text)
+
+    def next_space(self, position: int) -> int:
+        """The first whitespace at or after `position` (the line's length when none)."""
+        i = bisect_left(self._spaces, position)
+        return self._spaces[i] if i < len(self._spaces) else len(self.text)
+
+    def run_start(self, position: int) -> int:
+        """The first position of the whitespace-free run that ends at `position`: the earliest start
+        of a value ending there that spans no space."""
+        i = bisect_left(self._spaces, position)
+        return self._spaces[i - 1] + 1 if i else 0
+
+
+@lru_cache(maxsize=4)  # the cache tries one line against many templates in a row
+def _whitespace_at(text: str) -> tuple[int, ...]:
+    return tuple(m.start() for m in _WHITESPACE.finditer(text))
+
+
+class Matcher:
+    """Lines against a template whose text split at `<*>` is `parts`: wildcard i lies between parts
+    i and i + 1 and covers whitespace only when i is in `spanning`."""
+
+    __slots__ = ("_budget", "literal_chars", "parts", "spanning")
+
+    def __init__(self, parts: Sequence[str], spanning: Collection[int]) -> None:
+        self.parts = tuple(parts)
+        self.spanning = frozenset(spanning)
+        self.literal_chars = sum(map(len, self.parts))
+        self._budget = MATCH_STEPS_PER_CHAR * (self.literal_chars + len(WILDCARD) * (len(self.parts) - 1))
+
+    def match(self, content: str) -> MatchResult:
+        """The values of the wildcards when `content` is a line of the template, and the work done."""
+        parts = self.parts
+        if len(parts) == 1:
+            return MatchResult([] if content == parts[0] else None, 0)
+        # Most templates tried on a line fail here, at no cost.
+        if self.literal_chars > len(content) or not content.startswith(parts[0]) or not content.endswith(parts[-1]):
+            return _NO_MATCH
+        line = _Line(content)
+        end = len(content) - len(parts[-1])  # where the last wildcard's value ends
+        bounds = _start_bounds(parts, self.spanning, line, end)
+        if bounds is None or not bounds[0].lo <= len(parts[0]) <= bounds[0].hi:
+            return MatchResult(None, line.steps)
+        if bounds[0].exact:  # so are all the others: no end tried can lead nowhere
+            return MatchResult(_first_ends(parts, content, end, bounds), line.steps + len(parts) - 1)
+        return _search(parts, self.spanning, line, end, bounds, self._budget + MATCH_STEPS_PER_CHAR * len(content))
+
+
+_NO_MATCH = MatchResult(None, 0)
+
+
+def _start_bounds(parts: Sequence[str], spanning: Collection[int], line: _Line, end: int) -> list[_Starts] | None:
+    """Per wildcard, where its value may start (`_Starts`), from the last wildcard back: each part
+    as late as the starts of the next wildcard allow. None when some part cannot fit.
+
+    The bounds are exact unless a wildcard that spans no space comes before one that does and the
+    part between them fits in more than one whitespace-free run: the bounds then keep the
+    outermost starts, and the search tries the runs."""
+    last = len(parts) - 2
+    bounds: list[_Starts] = [_Starts(0, end, True)] * (last + 1)
+    bounds[last] = _Starts(0 if last in spanning else line.run_start(end), end, True)
+    for i in range(last, 0, -1):
+        starts = _starts_before(bounds[i], parts[i], i - 1 in spanning, line)
+        if starts is None:
+            return None
+        bounds[i - 1] = starts
+    return bounds
+
+
+def _starts_before(after: _Starts, part: str, spans: bool, line: _Line) -> _Starts | None:
+    """The starts of the wildcard before `part`, from `after`, the starts of the one after it.
+
+    Its value ends where `part` is found with the next value starting within `after`; the latest
+    such place bounds the starts (one `rfind`). A wildcard that spans spaces may start anywhere
+    before; one that spans none, anywhere in the run of that place, and in earlier runs too when
+    `part` also fits there (a second `rfind` tells)."""
+    lowest = max(after.lo - len(part), 0)
+    line.steps += 1
+    at = line.text.rfind(part, lowest, after.hi)
+    if at < 0:
+        return None
+    if spans:
+        return _Starts(0, at, after.exact)
+    run = line.run_start(at)
+    if after.exact and line.next_space(after.lo) >= after.hi:
+        return _Starts(run, at, True)  # every place it fits lies in this run
+    line.steps += 1
+    if line.text.rfind(part, lowest, min(run - 1 + len(part), after.hi)) < 0:
+        return _Starts(run, at, after.exact)
+    return _Starts(line.run_start(lowest), at, False)
+
+
+def _first_ends(parts: Sequence[str], text: str, end: int, bounds: list[_Starts]) -> list[str]:
+    """The values when every bound is exact: each wildcard's value ends where the next part is
+    first found with the next value starting within its bounds, which leads to a match (and lies in
+    the value's whitespace-free run: a start within exact bounds has a match within it)."""
+    values, start = [], len(parts[0])
+    for part, after in zip(parts[1:-1], bounds[1:], strict=True):
+        found = text.find(part, max(start, after.lo - len(part)), after.hi)
+        values.append(text[start:found])
+        start = found + len(part)
+    values.append(text[start:end])
+    return values
+
+
+def _search(parts: Sequence[str], spanning: Collection[int], line: _Line, end: int, bounds: list[_Starts],
+            budget: int) -> MatchResult:
+    """The values, wildcard by wildcard, each ending at the first place the rest can match from:
+    the order a lazy backtracking regex tries them in, so the same values. Where the bounds are
+    exact the first end tried leads to a match; elsewhere an end that leads nowhere is remembered
+    per wildcard and whitespace-free run (`failed`), so no end is tried twice."""
+    last = len(parts) - 2
+    failed: list[dict[int, int]] = [{} for _ in range(last + 1)]  # per wildcard: region → least start that failed
+
+    def open_value(i: int, start: int) -> _Value | None:
+        spans = i in spanning
+        region = -1 if spans else line.next_space(start)
+        known = failed[i].get(region)
+        if known is not None and start >= known:
+            return None  # a start as late, in the same run, already led nowhere
+        latest = len(line.text) if spans else region
+        if known is not None:
+            latest = min(latest, known - 1)  # ends from there on were tried from that start
+        if i == last:
+            return _Value(start, region, start, min(latest, end))
+        after, size = bounds[i + 1], len(parts[i + 1])
+        return _Value(start, region, max(start, after.lo - size), min(latest, after.hi - size))
+
+    first = open_value(0, len(parts[0]))
+    assert first is not None  # nothing has failed yet
+    values = [first]
+    while values:
+        if line.steps >= budget:
+            return MatchResult(None, line.steps, gave_up=True)
+        line.steps += 1
+        i, value = len(values) - 1, values[-1]
+        found = _next_end(parts, line, end, i == last, i, value)
+        if found < 0:
+            failed[i][value.region] = value.start
+            values.pop()
+            continue
+        value.end, value.cursor = found, found + 1
+        if i == last:
+            return MatchResult([line.text[v.start:v.end] for v in values], line.steps)
+        following = open_value(i + 1, found + len(parts[i + 1]))
+        if following is not None:
+            values.append(following)
+    return MatchResult(None, line.steps)
+
+
+def _next_end(parts: Sequence[str], line: _Line, end: int, is_last: bool, i: int, value: _Value) -> int:
+    """The next end to try for wildcard i's value: where part i + 1 is found (the line's end for
+    the last wildcard), or -1."""
+    if value.cursor > value.last:
+        return -1
+    if is_last:
+        return end if value.cursor <= end <= value.last else -1
+    part = parts[i + 1]
+    return line.text.find(part, value.cursor, value.last + len(part))
 
 
 def first_word(text: str) -> str | None:
@@ -231,14 +465,15 @@ def choice_pattern(chunks: Sequence[Chunk]) -> str:
 
 
 def spanning_in(text: str, example: str) -> frozenset[int]:
-    """Indexes of the template's wildcards that cover a space in `example` (aligned by the text)."""
+    """Indexes of the template's wildcards that cover whitespace in `example` (aligned by the text,
+    each wildcard as short as the alignment allows)."""
     parts = text.split(WILDCARD)
     if not example or len(parts) == 1:
         return frozenset()
-    found = re.fullmatch("(.*?)".join(re.escape(p) for p in parts), example, re.DOTALL)
-    if found is None:
+    values = Matcher(parts, range(len(parts) - 1)).match(example).values
+    if values is None:
         return frozenset()
-    return frozenset(i for i, value in enumerate(found.groups()) if " " in value)
+    return frozenset(i for i, value in enumerate(values) if _WHITESPACE.search(value))
 
 
 def _stands_alone(chunks: Sequence[Chunk], i: int) -> bool:

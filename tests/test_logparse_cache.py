@@ -1,0 +1,155 @@
+"""The template cache: its bound and what goes past it, its file written durably, and a broken file
+refused with a message that names it and says what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from workhorse.errors import WorkhorseError
+from workhorse.logparse.cache import MAX_TEMPLATES, TemplateCache
+from workhorse.logparse.parser import LogParser
+
+
+def _three(cache: TemplateCache) -> list[int]:
+    return [cache.add(f"{word} <*> done", f"{word} 1 done").id for word in ("alpha", "beta", "gamma")]
+
+
+# -- the bound -----------------------------------------------------------------------------------
+def test_past_the_bound_the_least_recently_matched_template_goes():
+    cache = TemplateCache(max_templates=3)
+    alpha, beta, gamma = _three(cache)
+    assert cache.match("alpha 2 done") is not None  # alpha is now the most recently matched; beta the least
+    delta = cache.add("delta <*> done", "delta 1 done").id
+    assert sorted(t.id for t in cache) == sorted([alpha, gamma, delta]) and cache.evicted == 1
+    assert cache.get(beta) is None and cache.match("beta 2 done") is None
+    with pytest.raises(KeyError):
+        cache.resolve(beta)
+    cache.add("epsilon <*> done", "epsilon 1 done")  # never matched since it was added: gamma goes
+    assert cache.get(gamma) is None and cache.get(alpha) is not None
+    assert MAX_TEMPLATES >= 1_000  # the default leaves room for a large system's templates
+
+
+def test_aliases_of_an_evicted_template_go_with_it():
+    cache = TemplateCache(max_templates=2)
+    narrow = cache.add("Invalid user admin from <*>", "Invalid user admin from 1.1.1.1").id
+    broad = cache.add("Invalid user <*> from <*>", "Invalid user bob from 2.2.2.2").id
+    assert cache.resolve(narrow).id == broad
+    cache.add("Accepted <*> for <*>", "Accepted password for bob")
+    cache.add("Closed <*>", "Closed 1")  # the generalization is now the least recently used
+    assert cache.get(narrow) is None and cache.get(broad) is None and not cache._alias
+
+
+def test_a_line_parsed_under_a_template_evicted_since_keeps_it_in_its_record():
+    parser = LogParser(None, TemplateCache(max_templates=1), None)
+    first = parser.parse_line("disk sda is full")
+    parser.parse_line("job 1 started at noon")
+    assert parser.cache.get(first.template_id) is None
+    assert first.record(parser.cache)["template"] == "disk sda is full"
+
+
+def test_the_recency_order_survives_the_file(tmp_path: Path):
+    cache = TemplateCache()
+    alpha, beta, _gamma = _three(cache)
+    cache.match("alpha 3 done")
+    cache.match("beta 3 done")
+    path = tmp_path / "templates.json"
+    cache.save(path)
+    loaded = TemplateCache.load(path, max_templates=2)  # gamma was used least recently
+    assert sorted(t.id for t in loaded) == sorted([alpha, beta])
+    assert [t.text for t in loaded] == ["alpha <*> done", "beta <*> done"]  # the order they were added in
+
+
+def test_a_tie_goes_to_the_template_of_the_lines_first_word():
+    """Equal literal text: the one indexed by the line's first word wins, whatever the hash seed."""
+    cache = TemplateCache()
+    wildcard_first = cache.add("<*> b c", "x b c")
+    word_first = cache.add("a <*> c", "a y c")
+    assert wildcard_first.literal_chars == word_first.literal_chars
+    assert cache.match("a b c")[0] is word_first
+
+
+# -- the file --------------------------------------------------------------------------------------
+def test_saving_syncs_the_file_and_its_folder_and_leaves_no_scratch_file(tmp_path: Path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        synced.append("folder" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "file")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    cache = TemplateCache()
+    _three(cache)
+    path = tmp_path / "logs" / "templates.json"
+    cache.save(path)
+    assert synced == ["file", "folder"]
+    assert os.listdir(path.parent) == ["templates.json"]
+    assert len(TemplateCache.load(path)) == 3
+
+
+def test_a_failed_save_keeps_the_previous_file_and_removes_its_scratch_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "templates.json"
+    cache = TemplateCache()
+    cache.add("disk <*> is full", "disk sda is full")
+    cache.save(path)
+    before = path.read_bytes()
+    cache.add("job <*> done", "job 1 done")
+
+    def failing_replace(source: str, target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        cache.save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["templates.json"]
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (json.dumps([{"id": 1, "text": "a <*>"}]), "top level is a JSON array"),
+    ("null", "top level is a JSON null"),
+    (json.dumps({"version": 1, "next_id": 2, "aliases": {}}), '"templates" is missing'),
+    (json.dumps({"version": 1, "next_id": 2, "templates": {"1": "a <*>"}}), '"templates" is a JSON object, not array'),
+    (json.dumps({"version": 1, "next_id": 2, "templates": ["a <*>"]}), "template 1 is a JSON string"),
+    (json.dumps({"version": 1, "next_id": 2, "templates": [{"id": "one", "text": "a <*>"}]}), '"id" is a JSON string'),
+    (json.dumps({"version": 1, "next_id": 2, "templates": [{"id": 1, "text": 5}]}), '"text" is a JSON number'),
+    (json.dumps({"version": 1, "next_id": 3, "templates": [{"id": 1, "text": "a <*>"}, {"id": 1, "text": "b <*>"}]}),
+     "id 1 is used twice"),
+    (json.dumps({"version": 1, "next_id": 3, "templates": [], "aliases": {"1": 2, "2": 1}}), "aliases loop"),
+    (json.dumps({"version": 1, "next_id": 3, "templates": [], "aliases": {"x": 2}}), "alias 'x' is not an integer"),
+    (json.dumps({"version": 2, "next_id": 1, "templates": []}), "version 2, expected 1"),
+    ("{not json", "Expecting property name"),
+])
+def test_a_malformed_file_names_itself_and_the_fix(tmp_path: Path, content: str, why: str):
+    path = tmp_path / "templates.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(WorkhorseError) as raised:
+        TemplateCache.load(path)
+    error = raised.value
+    assert str(path) in error.message and why in error.message
+    assert "delete" in error.hint and str(path) in error.hint
+
+
+def test_a_file_that_is_not_utf8_is_refused_too(tmp_path: Path):
+    path = tmp_path / "templates.json"
+    path.write_bytes(b'{"version": 1, "templates": ["\xff"]}')
+    with pytest.raises(WorkhorseError, match="unreadable"):
+        TemplateCache.load(path)
+
+
+def test_a_file_written_before_the_bound_loads_with_its_alias_chains(tmp_path: Path):
+    """No `recent` list, and a replaced id whose replacement was replaced in turn."""
+    path = tmp_path / "templates.json"
+    path.write_text(json.dumps({
+        "version": 1, "next_id": 4,
+        "templates": [{"id": 3, "text": "Invalid user <*> from <*>", "example": "Invalid user bob from 1.1.1.1", "hits": 5}],
+        "aliases": {"1": 2, "2": 3},
+    }), encoding="utf-8")
+    cache = TemplateCache.load(path)
+    assert cache.resolve(1).id == cache.resolve(2).id == 3
+    assert cache.add("Disk <*> full", "Disk sda full").id == 4
