@@ -38,7 +38,7 @@ _EMAIL = re.compile(
 
 
 # "postgres://admin:pw@db.internal" holds no address: it is a password and a host (`secrets`).
-_URI_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:$")
+_URI_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:[^\s/?#]*$")
 
 
 def find_emails(text: str) -> list[Span]:

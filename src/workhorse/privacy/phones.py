@@ -73,9 +73,7 @@ def _written_as_a_phone(text: str, start: int, end: int, international: bool) ->
     if _DATE.fullmatch(raw):
         return False
     grouped = bool(re.search(r"[0-9][ ./-]+[0-9]", raw))
-    if grouped and (_TRUNK_PREFIXED.match(raw) or _BRACKETED_AREA.match(raw)) and "." not in raw:
-        return True  # "01.02.2024" reads as a date, not as a trunk-prefixed number
-    if _BRACKETED_AREA.match(raw) or _NORTH_AMERICAN.fullmatch(raw):
+    if grouped and _TRUNK_PREFIXED.match(raw) or _BRACKETED_AREA.match(raw) or _NORTH_AMERICAN.fullmatch(raw):
         return True
     return bool(_ANNOUNCED.search(text[max(0, start - 24) : start]))
 

@@ -55,6 +55,9 @@ def _vendor_scanner() -> Scanner:
     return Scanner(rules, base64=True)
 
 
+_PEM_MARKERS = re.compile(r"(-----BEGIN [A-Z0-9 ]+-----(?:\\n|\s)*)(?:.*?)((?:\\n|\s)*-----END [A-Z0-9 ]+-----)?", re.DOTALL)
+
+
 def find_vendor_tokens(text: str) -> list[Span]:
     data = text.encode("utf-8")
     spans = []
@@ -65,6 +68,9 @@ def find_vendor_tokens(text: str) -> list[Span]:
         start, end = location["start_offset"], location["end_offset"]
         if len(data) != len(text):  # offsets are in UTF-8 bytes; ours are in characters
             start, end = len(data[:start].decode("utf-8", "ignore")), len(data[:end].decode("utf-8", "ignore"))
+        if (markers := _PEM_MARKERS.fullmatch(text, start, end)) is not None:
+            # A whole PEM block: the BEGIN and END lines stay, as `find_private_keys` leaves them.
+            start, end = markers.end(1), markers.start(2) if markers.group(2) is not None else end
         if end > start:
             spans.append(Span(start, end, KIND))
     return spans
@@ -157,6 +163,11 @@ def _value_span(match: re.Match[str]) -> Span | None:
     value = match.group(group)
     if group == "bare":
         value = _trim(value)
+        if value.startswith(("<", "{{")):  # a template: "<your token>", "{{ secret }}"
+            return None
+        # A word that prose goes on from is no value: "Reset your password: click the link".
+        if value.isalpha() and re.match(r" [a-z]", match.string[match.start(group) + len(value) :]):
+            return None
     if len(value) < 3 or _NOT_A_VALUE.fullmatch(value.strip()):
         return None
     return Span(match.start(group), match.start(group) + len(value), KIND)
