@@ -114,9 +114,10 @@ def find_ips(text: str) -> list[Span]:
 # --- CARD --------------------------------------------------------------------------------------
 
 # Unbroken, in fours (13–19 digits; spaces, dashes or dots between), or Amex/Diners 4-6-5(4). Issuers' first digits are 2–6 (Mastercard 2-series,
-# Amex/Diners/JCB, Visa, Mastercard, Discover/UnionPay); that keeps "86…" phone numbers out.
+# Amex/Diners/JCB, Visa, Mastercard, Discover/UnionPay); that keeps "86…" phone numbers out. Digits
+# glued to a name ("blk_-6952295868487656571", a log's block id) are no card.
 _CARD_CANDIDATE = re.compile(
-    r"(?<![0-9+])[2-6](?:[0-9]{12,18}"
+    r"(?<![0-9A-Za-z_+])(?<![A-Za-z_]-)[2-6](?:[0-9]{12,18}"
     r"|[0-9]{3}(?P<sep>[ .-])[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)[0-9]{1,4}(?:(?P=sep)[0-9]{1,3})?"
     r"|[0-9]{3}(?P<sep2>[ .-])[0-9]{6}(?P=sep2)[0-9]{4,5})(?![0-9]|\.[0-9])"
 )

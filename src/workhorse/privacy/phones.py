@@ -28,7 +28,7 @@ KIND = "PHONE"
 
 # Countries whose national formats are recognised without a country code: the largest markets
 # across the Americas, Europe, Asia, Africa and Oceania. Each one costs a pass of the matcher over
-# texts that hold enough digits, about 10 µs.
+# each run of digits long enough to be a number, tens of microseconds.
 NATIONAL_REGIONS = (
     "US", "GB", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "PT", "IT", "PL", "SE", "RU",
     "IN", "CN", "JP", "KR", "AU", "BR", "MX", "ZA", "NG",
@@ -39,6 +39,15 @@ _BRACKETED_AREA = re.compile(r"(?:[0-9][ .-]?)?\([0-9]{1,5}\)")  # (415) …, 8 
 _NORTH_AMERICAN = re.compile(r"(?:1[ .-])?[2-9][0-9]{2}(?P<sep>[ .-])[0-9]{3}(?P=sep)[0-9]{4}")
 _DATE = re.compile(
     r"[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2}|[0-9]{1,2}[./-][0-9]{1,2}[./-](?:[0-9]{4}|[0-9]{2})"
+)
+# Part of something longer: a time or a date before it ("04:51:08 2005", "081110 010354 5184"), a
+# host name or an identifier around it ("static-059.45.101.203.example.net").
+_GLUED_BEFORE = re.compile(r"[0-9A-Za-z][-._/:]$|[0-9][ ]$")
+_GLUED_AFTER = re.compile(r"[-._/:][0-9A-Za-z]")
+# North American numbers in their usual layout count even where the area code is not (yet) in
+# the library's data, as before it was used.
+_NORTH_AMERICAN_ANYWHERE = re.compile(
+    r"(?<![0-9A-Za-z+#])(?<![0-9][ .-])(?:1[ .-])?[2-9][0-9]{2}(?P<sep>[ .-])[0-9]{3}(?P=sep)[0-9]{4}(?![0-9A-Za-z]|[.-][0-9])"
 )
 _ANNOUNCED = re.compile(
     r"(?i:phone|tel|telephone|mobile|cell|call|text|ring|whatsapp|fax|contact|reach)"
@@ -62,15 +71,23 @@ def _matches(text: str) -> Iterator[tuple[int, int, bool]]:
     for match in phonenumbers.PhoneNumberMatcher(text, "ZZ", leniency=phonenumbers.Leniency.POSSIBLE):
         yield match.start, match.end, True
     for region in NATIONAL_REGIONS:
-        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
-            yield match.start, match.end, match.raw_string.startswith(("+", "00", "011"))
+        # Strict grouping: the digit groups as written must be groups of the country's own format,
+        # which "081109 203615 148" (a log's date, time and thread) is not.
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING):
+            # "0049 …" names its country too, but so would a log's "011001": it must pass as national.
+            yield match.start, match.end, match.raw_string.startswith("+")
 
 
 def _written_as_a_phone(text: str, start: int, end: int, international: bool) -> bool:
     raw = text[start:end]
     if international:
         return True  # its country code was checked with the rest
-    if _DATE.fullmatch(raw):
+    if (
+        len(ascii_digits(raw)) < 8  # extensions and short codes
+        or _DATE.fullmatch(raw)
+        or _GLUED_BEFORE.search(text, max(0, start - 2), start)
+        or _GLUED_AFTER.match(text, end)
+    ):
         return False
     grouped = bool(re.search(r"[0-9][ ./-]+[0-9]", raw))
     if grouped and _TRUNK_PREFIXED.match(raw) or _BRACKETED_AREA.match(raw) or _NORTH_AMERICAN.fullmatch(raw):
@@ -78,8 +95,18 @@ def _written_as_a_phone(text: str, start: int, end: int, international: bool) ->
     return bool(_ANNOUNCED.search(text[max(0, start - 24) : start]))
 
 
+# Where a number might be: a run of digits and the punctuation phone numbers are written with.
+# The matchers run on a window around each run of 7 digits or more, not on the whole text: a pass
+# of 24 regions over a long text would cost milliseconds.
+_DIGIT_RUN = re.compile(r"\+?\(?[0-9][0-9 ()./-]*[0-9]")
+
+
 def find_phones(text: str) -> list[Span]:
-    if len(ascii_digits(text)) < 7:  # no phone number is shorter; most texts stop here
-        return []
-    found = {(start, end, international) for start, end, international in _matches(text)}
+    found: set[tuple[int, int, bool]] = set()
+    for run in _DIGIT_RUN.finditer(text):
+        if len(ascii_digits(run.group())) < 7:  # no phone number is shorter
+            continue
+        low, high = max(0, run.start() - 3), min(len(text), run.end() + 3)  # the matchers check the edges
+        found |= {(low + start, low + end, intl) for start, end, intl in _matches(text[low:high])}
+    found |= {(match.start(), match.end(), False) for match in _NORTH_AMERICAN_ANYWHERE.finditer(text)}
     return [Span(start, end, KIND) for start, end, intl in sorted(found) if _written_as_a_phone(text, start, end, intl)]

@@ -87,6 +87,7 @@ _KEY_FORMATS = re.compile(
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
     r"|(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"  # Stripe
     r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"  # JWT: base64url of '{"' starts the header
+    r"|django-insecure-[!#-&(-~]{20,}"  # Django's generated SECRET_KEY
     r")(?![A-Za-z0-9_-])"
 )
 
@@ -129,6 +130,9 @@ _ASSIGNMENT = re.compile(
 _CHINESE_ASSIGNMENT = re.compile(
     rf"(?:密码|口令|密钥|令牌|验证码)[ \t]*(?:[:=：]|是|为)[ \t]*(?:{_QUOTED_VALUE}|(?P<bare>{_BARE_VALUE}))"
 )
+# A URI's query parameters that carry credentials under a short name: "?key=…" (Google's APIs),
+# "&sig=…" (Azure shared access signatures), "?auth=…", "?code=…" (an OAuth grant).
+_QUERY = re.compile(r"[?&;](?i:key|sig|signature|auth|code)=(?P<bare>[^&#\s\"'<>]{3,})")
 _FLAG = re.compile(
     rf"(?<![A-Za-z0-9_-])--?(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:=|[ \t]+)(?=(?:{_QUOTED_VALUE}|(?P<bare>(?!-){_BARE_VALUE})))"
 )
@@ -173,17 +177,23 @@ def _value_span(match: re.Match[str]) -> Span | None:
     return Span(match.start(group), match.start(group) + len(value), KIND)
 
 
+def _names_itself(name: str, span: Span, text: str) -> bool:
+    """"Token: Token {kind: …}" (a log's record, not a credential): the value is the name's last word."""
+    words = _WORDS.findall(name)
+    return bool(words) and text[span.start : span.end].lower() == words[-1].lower()
+
+
 def find_assignments(text: str) -> list[Span]:
     spans = []
-    for pattern in (_ASSIGNMENT, _FLAG, _CHINESE_ASSIGNMENT, _TOLD):
+    for pattern in (_ASSIGNMENT, _QUERY, _FLAG, _CHINESE_ASSIGNMENT, _TOLD):
         for match in pattern.finditer(text):
             if "name" in pattern.groupindex and not names_a_secret(match.group("name")):
                 continue
             span = _value_span(match)
-            if span is None:
+            if span is None or "name" in pattern.groupindex and _names_itself(match.group("name"), span, text):
                 continue
-            if pattern is _TOLD and not re.search(r"[^A-Za-z]", text[span.start : span.end]):
-                continue
+            if pattern is _TOLD and not re.search(r"[^A-Za-z]", text[span.start : span.end].rstrip("!?")):
+                continue  # "my PIN was blocked?"
             spans.append(span)
     return spans
 
@@ -246,14 +256,29 @@ def find_private_keys(text: str) -> list[Span]:
 
 # --- 3. Shape ------------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"(?<![A-Za-z0-9+/=_.~-])[A-Za-z0-9+/_~.-]{20,}={0,2}(?![A-Za-z0-9+/=_.~-])")
+# A run of base64, base64url or hex characters (percent-encoded ones too, as in a URI).
+_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_.~%-])(?:[A-Za-z0-9+/_~.-]|%[0-9A-Fa-f]{2}){20,}={0,2}(?![A-Za-z0-9+/=_~%-])")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
+# Names, not keys: a host name, a path from the root, the home or the working directory (base64
+# holds "/" too), a dotted name from code ("org.slf4j.impl.Log4jLoggerAdapter").
+_NAMED = re.compile(
+    r"[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}(?::[0-9]+)?(?:/.*)?|(?:~|\.{1,2})?/.*"
+    r"|[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*){2,}"
+)
 
 
 def shannon_entropy(text: str) -> float:
     counts = Counter(text)
     return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def _switches(classes: list[str]) -> tuple[int, float]:
+    """How often neighbours differ in class, and how often they would if the classes were drawn
+    at random in the same proportions."""
+    counts = Counter(classes)
+    expected = 1 - sum((n / len(classes)) ** 2 for n in counts.values())
+    return sum(a != b for a, b in zip(classes, classes[1:])), expected * (len(classes) - 1)
 
 
 def looks_random(token: str) -> bool:
@@ -263,22 +288,45 @@ def looks_random(token: str) -> bool:
     of them predicts (base62 at ~60 % of its characters, lower case and digits at ~40 %); an
     identifier switches only where a word starts ("userProfileSettings2024": 3 times in 23, where
     its mix predicts 9). Paths and versions are mostly punctuation; UUIDs and long numbers are
-    identifiers, not credentials."""
-    body = token.rstrip("=")
+    identifiers, not credentials, and so are host names, paths and dotted names. A vendor's prefix ("FLWSECK-", "pk_12345678_") would dilute the
+    figures, so each part between dashes, underscores or dots is also judged alone."""
+    body = re.sub(r"%[0-9A-Fa-f]{2}", "%", token).rstrip("=")
+    body = body[2:] if body.startswith("0x") else body  # a number in hex: judged by its digits
+    if len(body) < 20 or _UUID.fullmatch(body):
+        return False
+    if not _NAMED.fullmatch(body) and _random_run(body):
+        return True
+    return any(_random_run(part) for part in re.split(r"[-_.~]", body) if len(part) >= 20)
+
+
+def _random_run(body: str) -> bool:
     alnum = re.sub(r"[^A-Za-z0-9]", "", body)
-    if len(body) < 20 or len(body) - len(alnum) > 0.15 * len(body) or _UUID.fullmatch(body):
+    if len(body) < 20 or len(body) - len(alnum) > 0.15 * len(body):
         return False
     classes = ["u" if ch.isupper() else "l" if ch.islower() else "d" for ch in alnum]
     counts = Counter(classes)
     if _HEX.fullmatch(alnum):  # a hex key or digest: long, and both digits and letters
         return len(alnum) >= 32 and counts["d"] >= 0.2 * len(alnum) and len(alnum) - counts["d"] >= 0.1 * len(alnum)
-    if counts["d"] == 0 or counts["d"] > 0.7 * len(alnum):
+    if counts["d"] == 0 or counts["d"] > 0.85 * len(alnum):
         return False
-    if (counts["u"] == 0 or counts["l"] == 0) and len(alnum) < 32:  # one case: base32, lower-case keys are longer
+    switches, expected = _switches(classes)
+    return switches >= max(0.7 * expected, 0.2 * (len(alnum) - 1)) and shannon_entropy(body) >= 3.5
+
+
+# A password written alone in prose ("I pasted Cr#6*rRw%p4OCKT7 into…"): a word with upper and
+# lower case, digits and symbols, switching between them at most characters.
+_WORD = re.compile(r"(?<!\S)[\"'(\[]?(?P<word>[!-~]{10,64}?)[\"')\].,;:]*(?!\S)")
+_PASSWORD_SYMBOLS = frozenset("!#$%^&*()+=?@~[]{}|<>")
+
+
+def looks_like_a_password(word: str) -> bool:
+    if "://" in word or re.fullmatch(r"[^@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", word):  # a link, an address
         return False
-    expected = 1 - sum((n / len(alnum)) ** 2 for n in counts.values())  # chance that two neighbours differ
-    switches = sum(a != b for a, b in zip(classes, classes[1:]))
-    return switches >= 0.7 * expected * (len(alnum) - 1) and shannon_entropy(body) >= 3.5
+    classes = ["u" if ch.isupper() else "l" if ch.islower() else "d" if ch.isdigit() else "s" for ch in word]
+    if not {"u", "l", "d"} <= set(classes) or not _PASSWORD_SYMBOLS & set(word):
+        return False
+    switches, _ = _switches(classes)
+    return switches >= 0.6 * (len(word) - 1)
 
 
 def find_random_tokens(text: str) -> list[Span]:
@@ -289,6 +337,9 @@ def find_random_tokens(text: str) -> list[Span]:
             start, token = start + 1, token[1:]
         if looks_random(token):
             spans.append(Span(start, start + len(token), KIND))
+    for match in _WORD.finditer(text):
+        if looks_like_a_password(match.group("word")):
+            spans.append(Span(match.start("word"), match.end("word"), KIND))
     return spans
 
 
