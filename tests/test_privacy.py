@@ -175,7 +175,7 @@ def redacted(text: str) -> str:
 
 
 PEM_LABELS = ["RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY",
-              "PGP PRIVATE KEY BLOCK"]  # fmt: skip
+              "PGP PRIVATE KEY BLOCK"]
 
 
 @pytest.mark.parametrize("label", PEM_LABELS)

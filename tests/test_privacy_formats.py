@@ -11,17 +11,16 @@ rate on real customer-support datasets.
 from __future__ import annotations
 
 import base64
-import csv
 import random
 import re
 import string
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from workhorse.errors import DatasetNotFoundError
+from workhorse.evals.datasets import load
 from workhorse.privacy import redact
 
 DIGITS = string.digits
@@ -188,7 +187,7 @@ FORMATS: tuple[Format, ...] = (
         "onepassword-secret-key", "1Password", "SECRET_KEY",
         "A3-", (UPPER_ALNUM, 6), "-", (UPPER_ALNUM, 6), "-", (UPPER_ALNUM, 5), "-", (UPPER_ALNUM, 5), "-",
         (UPPER_ALNUM, 5), "-", (UPPER_ALNUM, 5),
-    ),  # fmt: skip
+    ),
     F("zendesk-token", "Zendesk", "API_TOKEN", (ALNUM, 40)),
     F("frameio-token", "Frame.io", "TOKEN", "fio-u-", (URLSAFE, 64)),
     F("adafruit-key", "Adafruit IO", "KEY", "aio_", (ALNUM, 28)),
@@ -201,11 +200,11 @@ FORMATS: tuple[Format, ...] = (
     F(
         "slack-webhook", "Slack", "WEBHOOK_URL",
         "https://hooks.slack.com/services/T", (UPPER_ALNUM, 10, "id"), "/B", (UPPER_ALNUM, 10, "id"), "/", (ALNUM, 24), shape="url",
-    ),  # fmt: skip
+    ),
     F(
         "discord-webhook", "Discord", "WEBHOOK_URL",
         "https://discord.com/api/webhooks/", (DIGITS, 18, "id"), "/", (URLSAFE, 68), shape="url",
-    ),  # fmt: skip
+    ),
     F("discord-bot", "Discord", "BOT_TOKEN", "MT", (ALNUM, 24), ".", (URLSAFE, 6), ".", (URLSAFE, 38)),
     F("discord-client-secret", "Discord", "CLIENT_SECRET", (URLSAFE, 32)),
     F("telegram-bot", "Telegram", "BOT_TOKEN", (DIGITS, 10, "id"), ":AA", (URLSAFE, 33)),
@@ -282,33 +281,33 @@ FORMATS: tuple[Format, ...] = (
     F("launchdarkly-sdk", "LaunchDarkly", "SDK_KEY", "sdk-", *_uuid()),
     F("launchdarkly-api", "LaunchDarkly", "API_KEY", "api-", *_uuid()),
     # Tokens and keys of no one vendor
-    F("jwt-hs256", "the identity provider", "ID_TOKEN", "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.", (URLSAFE, 80), ".", (URLSAFE, 43)),
+    F("jwt-hs256", "Keycloak", "ID_TOKEN", "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.", (URLSAFE, 80), ".", (URLSAFE, 43)),
     F(
         "jwt-kubernetes", "Kubernetes", "SERVICE_ACCOUNT_TOKEN",
         "eyJhbGciOiJSUzI1NiIsImtpZCI6Ij", (URLSAFE, 20), "In0.", (URLSAFE, 300), ".", (URLSAFE, 342),
-    ),  # fmt: skip
+    ),
     F("age-secret-key", "age", "SECRET_KEY", "AGE-SECRET-KEY-1", (BECH32, 58)),
-    F("bitcoin-wif", "the Bitcoin wallet", "PRIVATE_KEY", "5K", (BASE58, 49)),
-    F("ethereum-private-key", "the Ethereum wallet", "PRIVATE_KEY", "0x", (HEX, 64)),
+    F("bitcoin-wif", "Bitcoin wallet", "PRIVATE_KEY", "5K", (BASE58, 49)),
+    F("ethereum-private-key", "Ethereum wallet", "PRIVATE_KEY", "0x", (HEX, 64)),
     F("rails-secret-key-base", "Rails", "SECRET_KEY_BASE", (HEX, 128)),
     F("django-secret-key", "Django", "SECRET_KEY", "django-insecure-", (PRINTABLE, 50)),
     F("laravel-app-key", "Laravel", "APP_KEY", "base64:", (BASE64, 43), "="),
     F("flask-secret-key", "Flask", "SECRET_KEY", (HEX, 64)),
-    F("jwt-signing-secret", "the auth service", "JWT_SECRET", (ALNUM, 64)),
-    F("encryption-key", "the backup tool", "ENCRYPTION_KEY", (BASE64, 43), "="),
+    F("jwt-signing-secret", "auth service", "JWT_SECRET", (ALNUM, 64)),
+    F("encryption-key", "backup tool", "ENCRYPTION_KEY", (BASE64, 43), "="),
     F("webhook-secret", "GitHub", "WEBHOOK_SECRET", (HEX, 64)),
-    F("totp-seed", "the 2FA app", "TOTP_SECRET", (BASE32, 32)),
-    F("session-cookie", "the web app", "SESSION_ID", (LOWER_ALNUM, 32)),
+    F("totp-seed", "2FA app", "TOTP_SECRET", (BASE32, 32)),
+    F("session-cookie", "web app", "SESSION_ID", (LOWER_ALNUM, 32)),
     F("express-session", "Express", "SESSION_COOKIE", "s%3A", (URLSAFE, 32), ".", (BASE64, 43)),
-    F("strong-password", "the database", "PASSWORD", (PRINTABLE, 16)),
-    F("basic-auth", "the API gateway", "BASIC_AUTH", "basic-auth:"),  # filled by `_basic_auth`
-    F("pem-rsa", "the server", "PRIVATE_KEY", "RSA PRIVATE KEY", shape="pem"),
-    F("pem-ec", "the server", "PRIVATE_KEY", "EC PRIVATE KEY", shape="pem"),
-    F("pem-pkcs8", "the service account", "PRIVATE_KEY", "PRIVATE KEY", shape="pem"),
-    F("pem-encrypted", "the server", "PRIVATE_KEY", "ENCRYPTED PRIVATE KEY", shape="pem"),
-    F("pem-openssh", "the deploy user", "SSH_KEY", "OPENSSH PRIVATE KEY", shape="pem"),
-    F("pem-dsa", "the legacy host", "PRIVATE_KEY", "DSA PRIVATE KEY", shape="pem"),
-    F("pem-pgp", "the release signer", "SIGNING_KEY", "PGP PRIVATE KEY BLOCK", shape="pem"),
+    F("strong-password", "database", "PASSWORD", (PRINTABLE, 16)),
+    F("basic-auth", "API gateway", "BASIC_AUTH", "basic-auth:"),  # filled by `_basic_auth`
+    F("pem-rsa", "server", "PRIVATE_KEY", "RSA PRIVATE KEY", shape="pem"),
+    F("pem-ec", "server", "PRIVATE_KEY", "EC PRIVATE KEY", shape="pem"),
+    F("pem-pkcs8", "service account", "PRIVATE_KEY", "PRIVATE KEY", shape="pem"),
+    F("pem-encrypted", "server", "PRIVATE_KEY", "ENCRYPTED PRIVATE KEY", shape="pem"),
+    F("pem-openssh", "deploy user", "SSH_KEY", "OPENSSH PRIVATE KEY", shape="pem"),
+    F("pem-dsa", "legacy host", "PRIVATE_KEY", "DSA PRIVATE KEY", shape="pem"),
+    F("pem-pgp", "release signer", "SIGNING_KEY", "PGP PRIVATE KEY BLOCK", shape="pem"),
 )
 
 CONTEXTS = ("assignment", "prose", "uri_header")
@@ -389,7 +388,7 @@ def _write(rng: random.Random, fmt: Format, context: str, index: int, value: str
         return f"{name}={value}"
     if context == "prose":
         if fmt.shape == "pem":
-            return f"Here is the key of {fmt.vendor}, keep it safe:\n{value}\nthanks"
+            return f"Here is the {fmt.vendor} key, keep it safe:\n{value}\nthanks"
         return PROSE[index % len(PROSE)].format(v=value, vendor=fmt.vendor)
     if fmt.shape == "pem":
         return f'{{"type": "service_account", "private_key": "{escaped}\\n"}}'
@@ -462,21 +461,13 @@ def test_placeholders_restore_the_text(planted: Planted) -> None:
 
 # --- Real customer-support texts: how many does redaction change? ------------------------------
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-SUPPORT_TEXTS: dict[str, Callable[[Path], list[str]]] = {
-    "banking77 test": lambda root: [row["text"] for row in csv.DictReader((root / "banking77/test.csv").open())],
-    "bitext_cs test": lambda root: [
-        row["utterance"]
-        for row in csv.DictReader((root / "bitext_cs/Bitext_Sample_Customer_Service_Testing_Dataset.csv").open())
-    ],
-}
-
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", sorted(SUPPORT_TEXTS))
+@pytest.mark.parametrize("dataset", ["banking77:test", "bitext_cs:test"])
 def test_few_support_texts_are_changed(dataset: str) -> None:
-    if not DATASETS.is_dir():
-        pytest.skip(f"no datasets folder at {DATASETS}")
-    texts = SUPPORT_TEXTS[dataset](DATASETS)
+    try:
+        texts = [example.text for example in load(dataset).examples]
+    except DatasetNotFoundError as missing:
+        pytest.skip(missing.message)
     changed = [text for text in texts if redact(text).text != text]
     assert len(changed) <= 0.01 * len(texts), changed[:20]

@@ -279,7 +279,7 @@ KINDS: tuple[str, ...] = tuple(DETECTORS)
 # Which kind wins when two spans of the same length overlap: the one whose detector checked more.
 _PRECEDENCE = (
     "API_KEY", "CN_ID", "IBAN", "CARD", "SSN", "URL", "EMAIL", "IP", "CN_MOBILE", "PHONE", "PERSON", "LOCATION",
-)  # fmt: skip
+)
 
 
 def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:

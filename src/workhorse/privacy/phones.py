@@ -32,7 +32,7 @@ KIND = "PHONE"
 NATIONAL_REGIONS = (
     "US", "GB", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "PT", "IT", "PL", "SE", "RU",
     "IN", "CN", "JP", "KR", "AU", "BR", "MX", "ZA", "NG",
-)  # fmt: skip
+)
 
 _TRUNK_PREFIXED = re.compile(r"\(?0[0-9]")  # 030 …, (020) …, 0412 …
 _BRACKETED_AREA = re.compile(r"(?:[0-9][ .-]?)?\([0-9]{1,5}\)")  # (415) …, 8 (912) …

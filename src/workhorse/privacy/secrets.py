@@ -30,6 +30,7 @@ import math
 import re
 from collections import Counter
 from functools import lru_cache
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from workhorse.paths import workhorse_home
@@ -55,7 +56,9 @@ def _vendor_scanner() -> Scanner:
     return Scanner(rules, base64=True)
 
 
-_PEM_MARKERS = re.compile(r"(-----BEGIN [A-Z0-9 ]+-----(?:\\n|\s)*)(?:.*?)((?:\\n|\s)*-----END [A-Z0-9 ]+-----)?", re.DOTALL)
+_PEM_MARKERS = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]+-----(?:\\n|\s)*)(?:.*?)((?:\\n|\s)*-----END [A-Z0-9 ]+-----)?", re.DOTALL
+)
 
 
 def find_vendor_tokens(text: str) -> list[Span]:
@@ -99,7 +102,7 @@ _SECRET_ENDINGS = (
     "password", "passwd", "passphrase", "passcode", "pwd", "secret", "token", "apikey", "accesskey",
     "secretkey", "privatekey", "signingkey", "encryptionkey", "masterkey", "licensekey", "authkey",
     "credential", "credentials", "sessionid",
-)  # fmt: skip
+)
 # Short words that name a secret only as the last word of a longer name (DB_PASS, smtpPin): alone,
 # or inside one word ("bypass", "spin"), they mean something else.
 _SECRET_LAST_WORDS = frozenset({"pass", "pin", "pat", "psk"})
@@ -134,12 +137,14 @@ _CHINESE_ASSIGNMENT = re.compile(
 # "&sig=…" (Azure shared access signatures), "?auth=…", "?code=…" (an OAuth grant).
 _QUERY = re.compile(r"[?&;](?i:key|sig|signature|auth|code)=(?P<bare>[^&#\s\"'<>]{3,})")
 _FLAG = re.compile(
-    rf"(?<![A-Za-z0-9_-])--?(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:=|[ \t]+)(?=(?:{_QUOTED_VALUE}|(?P<bare>(?!-){_BARE_VALUE})))"
+    rf"(?<![A-Za-z0-9_-])--?(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:=|[ \t]+)"
+    rf"(?=(?:{_QUOTED_VALUE}|(?P<bare>(?!-){_BARE_VALUE})))"
 )
-# Prose: "my password is hunter2", "the PIN is 4821". `_told` keeps a value only when it holds a
-# digit or a symbol, which "my password is wrong" does not.
+# Prose: "my password is hunter2", "the PIN is 4821". Only a value that holds a digit or a symbol
+# counts, which "my password is wrong" does not.
 _TOLD = re.compile(
-    r"(?<![A-Za-z])(?i:password|passcode|passphrase|pin(?: code| number)?|pwd)[ \t]+(?i:is|was)[ \t]+(?P<bare>[!#-~]{4,})"
+    r"(?<![A-Za-z])(?i:password|passcode|passphrase|pin(?: code| number)?|pwd)[ \t]+(?i:is|was)[ \t]+"
+    r"(?P<bare>[!#-~]{4,})"
 )
 # Values that are no secret: references to one (`${DB_PASSWORD}`, `%TOKEN%`, `{{ token }}`,
 # `<your key>`), masks, and the words of a schema or a template.
@@ -178,7 +183,7 @@ def _value_span(match: re.Match[str]) -> Span | None:
 
 
 def _names_itself(name: str, span: Span, text: str) -> bool:
-    """"Token: Token {kind: …}" (a log's record, not a credential): the value is the name's last word."""
+    """The value only repeats the name, as in a log's record ("Token: Token {kind: …}")."""
     words = _WORDS.findall(name)
     return bool(words) and text[span.start : span.end].lower() == words[-1].lower()
 
@@ -207,7 +212,9 @@ _AUTHORIZATION = re.compile(
 )
 # "Cookie: sid=…; theme=dark" (every value), "Set-Cookie: sid=…; Path=/" (the first: the rest
 # are attributes).
-_COOKIE = re.compile(r"(?<![A-Za-z0-9_-])(?P<set>(?i:set-))?(?i:cookie)[\"']?[ \t]*:[ \t]*(?P<pairs>[^\r\n\"']+)")
+_COOKIE = re.compile(
+    r"(?<![A-Za-z0-9_-])(?P<set>(?i:set-))?(?i:cookie)[\"']?[ \t]*:[ \t]*(?P<pairs>[^\r\n\"']+)"
+)
 _COOKIE_PAIR = re.compile(r"[ \t]*[^=;\s]+=(?P<value>[^;\s]+)")
 
 
@@ -257,7 +264,9 @@ def find_private_keys(text: str) -> list[Span]:
 # --- 3. Shape ------------------------------------------------------------------------------------
 
 # A run of base64, base64url or hex characters (percent-encoded ones too, as in a URI).
-_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_.~%-])(?:[A-Za-z0-9+/_~.-]|%[0-9A-Fa-f]{2}){20,}={0,2}(?![A-Za-z0-9+/=_~%-])")
+_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9+/_.~%-])(?:[A-Za-z0-9+/_~.-]|%[0-9A-Fa-f]{2}){20,}={0,2}(?![A-Za-z0-9+/=_~%-])"
+)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
 # Names, not keys: a host name, a path from the root, the home or the working directory (base64
@@ -278,7 +287,7 @@ def _switches(classes: list[str]) -> tuple[int, float]:
     at random in the same proportions."""
     counts = Counter(classes)
     expected = 1 - sum((n / len(classes)) ** 2 for n in counts.values())
-    return sum(a != b for a, b in zip(classes, classes[1:])), expected * (len(classes) - 1)
+    return sum(a != b for a, b in pairwise(classes)), expected * (len(classes) - 1)
 
 
 def looks_random(token: str) -> bool:
@@ -286,12 +295,13 @@ def looks_random(token: str) -> bool:
 
     A random string switches between upper case, lower case and digits about as often as its mix
     of them predicts (base62 at ~60 % of its characters, lower case and digits at ~40 %); an
-    identifier switches only where a word starts ("userProfileSettings2024": 3 times in 23, where
-    its mix predicts 9). Paths and versions are mostly punctuation; UUIDs and long numbers are
-    identifiers, not credentials, and so are host names, paths and dotted names. A vendor's prefix ("FLWSECK-", "pk_12345678_") would dilute the
-    figures, so each part between dashes, underscores or dots is also judged alone."""
+    identifier switches only where a word starts ("userProfileSettings2024": 5 times in 23, where
+    its mix predicts 9). Paths and versions are mostly punctuation. UUIDs, long numbers, host names,
+    paths and dotted names from code are identifiers, not credentials. A vendor's prefix
+    ("FLWSECK-", "pk_12345678_") would dilute the figures, so each part between dashes,
+    underscores or dots is also judged alone."""
     body = re.sub(r"%[0-9A-Fa-f]{2}", "%", token).rstrip("=")
-    body = body[2:] if body.startswith("0x") else body  # a number in hex: judged by its digits
+    body = body.removeprefix("0x")  # a number in hex: judged by its digits
     if len(body) < 20 or _UUID.fullmatch(body):
         return False
     if not _NAMED.fullmatch(body) and _random_run(body):
@@ -306,24 +316,27 @@ def _random_run(body: str) -> bool:
     classes = ["u" if ch.isupper() else "l" if ch.islower() else "d" for ch in alnum]
     counts = Counter(classes)
     if _HEX.fullmatch(alnum):  # a hex key or digest: long, and both digits and letters
-        return len(alnum) >= 32 and counts["d"] >= 0.2 * len(alnum) and len(alnum) - counts["d"] >= 0.1 * len(alnum)
+        digits = counts["d"]
+        return len(alnum) >= 32 and digits >= 0.2 * len(alnum) and len(alnum) - digits >= 0.1 * len(alnum)
     if counts["d"] == 0 or counts["d"] > 0.85 * len(alnum):
         return False
     switches, expected = _switches(classes)
     return switches >= max(0.7 * expected, 0.2 * (len(alnum) - 1)) and shannon_entropy(body) >= 3.5
 
 
-# A password written alone in prose ("I pasted Cr#6*rRw%p4OCKT7 into…"): a word with upper and
-# lower case, digits and symbols, switching between them at most characters.
+# A password written alone in prose ("I pasted Cr#6*rRw%p4OCKT7 into…"): a word of letters, symbols
+# and digits or both cases, that switches between them at 60 % of its characters or more.
 _WORD = re.compile(r"(?<!\S)[\"'(\[]?(?P<word>[!-~]{10,64}?)[\"')\].,;:]*(?!\S)")
 _PASSWORD_SYMBOLS = frozenset("!#$%^&*()+=?@~[]{}|<>")
 
 
 def looks_like_a_password(word: str) -> bool:
-    if "://" in word or re.fullmatch(r"[^@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", word):  # a link, an address
-        return False
+    if "://" in word or re.fullmatch(r"[^@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", word):
+        return False  # a link, an address
     classes = ["u" if ch.isupper() else "l" if ch.islower() else "d" if ch.isdigit() else "s" for ch in word]
-    if not {"u", "l", "d"} <= set(classes) or not _PASSWORD_SYMBOLS & set(word):
+    kinds = set(classes)
+    # Letters, a symbol, and digits or both cases: amounts ("$12,345,678.90") have no letters.
+    if not (kinds & {"u", "l"}) or not _PASSWORD_SYMBOLS & set(word) or len(kinds) < 3:
         return False
     switches, _ = _switches(classes)
     return switches >= 0.6 * (len(word) - 1)
