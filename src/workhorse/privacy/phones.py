@@ -63,7 +63,7 @@ def _phonenumbers() -> Any:
     return phonenumbers
 
 
-def _matches(text: str) -> Iterator[tuple[int, int, bool]]:
+def valid_numbers(text: str) -> Iterator[tuple[int, int, bool]]:
     """(start, end, international) of every number that the plans accept."""
     phonenumbers = _phonenumbers()
     # With a "+", a number names its country; a possible length for that country is enough, as
@@ -107,6 +107,6 @@ def find_phones(text: str) -> list[Span]:
         if len(ascii_digits(run.group())) < 7:  # no phone number is shorter
             continue
         low, high = max(0, run.start() - 3), min(len(text), run.end() + 3)  # the matchers check the edges
-        found |= {(low + start, low + end, intl) for start, end, intl in _matches(text[low:high])}
+        found |= {(low + start, low + end, intl) for start, end, intl in valid_numbers(text[low:high])}
     found |= {(match.start(), match.end(), False) for match in _NORTH_AMERICAN_ANYWHERE.finditer(text)}
     return [Span(start, end, KIND) for start, end, intl in sorted(found) if _written_as_a_phone(text, start, end, intl)]

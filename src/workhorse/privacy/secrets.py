@@ -120,7 +120,7 @@ def names_a_secret(name: str) -> bool:
 # (`Pwd=x;Server=…`, `token=x&user=…`) ends it too, see `_trim`.
 _BARE_VALUE = r"[!#-&(-_a-~]{3,}"
 _QUOTED_VALUE = r"\"(?P<double>[^\"\n]+)\"|'(?P<single>[^'\n]+)'"
-_NAME = r"(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,80})"
+_NAME = r"(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,80})"  # "2faTotpSecret" too
 # The value is matched in a lookahead, so that the search resumes inside it: in
 # "config: api_key=…", "config" is a name whose value holds the next name.
 _ASSIGNMENT = re.compile(
