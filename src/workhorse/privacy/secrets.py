@@ -17,11 +17,14 @@ Three kinds of evidence, each covering what the others cannot:
 3. **Shape**: a long token that looks random (mixed character classes that keep switching, as
    no word or identifier does), which is how bare AWS secret keys and unknown vendors' keys look.
 
-Alternatives weighed: Yelp's `detect-secrets` (and Bridgecrew's fork `bc-detect-secrets`) have
-about 25 plugins, run Python regexes line by line, and their entropy plugins look only at quoted
-strings; `credsweeper` pulls in onnxruntime, pandas and lxml; `ggshield` sends text to a hosted
-service, which is what this module exists to avoid; `whispers` reads structured files only; the
-`trufflehog` package on PyPI is the abandoned 2.x line.
+Alternatives weighed: Yelp's `detect-secrets` (and Bridgecrew's fork `bc-detect-secrets`) has 27
+plugins run as Python regexes line by line, and its entropy plugins look at quoted strings only
+(outside config files): with its default plugins and filters it catches 40 % of the generated
+corpus of `tests/test_privacy_formats.py`, at about 1 ms a text, where this module removes 99.7 %
+(`benchmarks/redaction_coverage.py --detect-secrets`). `credsweeper` pulls in onnxruntime, pandas
+and lxml; `ggshield` sends text to a hosted service, which is what this module exists to avoid;
+`whispers` reads structured files only; the `trufflehog` package on PyPI is the abandoned 2.x line.
+See docs/redaction.md.
 """
 
 from __future__ import annotations
