@@ -56,6 +56,10 @@ def test_phone(phone: str) -> None:
         "totals 2019 2020 2021 2022",
         "Invoice 48213377 paid",
         "192.168.1.10",
+        "cancel purchase 00004587345 and order 732201349959",  # valid numbers somewhere, but no layout
+        "[Sun Dec 04 04:51:08 2005] [notice] child 6725",  # a time, then a year
+        "081109 203615 148 INFO dfs.DataNode: block blk_38865049064139660",  # a log's date, time, thread
+        "from dsl-static-059.45.101.203.example.net",
     ],
 )
 def test_not_a_phone(text: str) -> None:
@@ -135,6 +139,7 @@ def test_card_is_luhn_checked() -> None:
     assert found("card 4111 1111 1111 1112", "CARD") == []  # fails Luhn
     assert found("card 4111111111111112", "CARD") == []
     assert found("card 4111 1111 1111 1111 123 times", "CARD") == ["4111 1111 1111 1111"]
+    assert found("block blk_-6952295868487656571 replicated", "CARD") == []  # Luhn holds, but it is an id
 
 
 def test_cn_id_is_checksum_and_date_checked() -> None:
@@ -277,6 +282,11 @@ def test_bare_aws_secret_key_and_other_random_tokens() -> None:
         "my password is wrong and my pin is not working",
         "Reset your password: click the link we sent.",
         "password: ${DB_PASSWORD}, token: <your token>, secret: ********",
+        "What do I do if my PIN was blocked?",
+        "Logging to org.slf4j.impl.Log4jLoggerAdapter(org.mortbay.log) via org.mortbay.log.Slf4jLog",
+        "connect to cluster0.ab1cd.mongodb.net/test",
+        "Priority: 20, Token: Token { kind: ContainerToken }",
+        "transferred $12,345,678.90 (ref C++/C#-2024)",
     ],
 )
 def test_ordinary_text_is_not_a_secret(text: str) -> None:

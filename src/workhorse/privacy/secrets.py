@@ -334,12 +334,14 @@ _PASSWORD_SYMBOLS = frozenset("!#$%^&*()+=?@~[]{}|<>")
 
 
 def looks_like_a_password(word: str) -> bool:
+    if not _PASSWORD_SYMBOLS & set(word):  # most words stop here
+        return False
     if "://" in word or re.fullmatch(r"[^@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", word):
         return False  # a link, an address
     classes = ["u" if ch.isupper() else "l" if ch.islower() else "d" if ch.isdigit() else "s" for ch in word]
     kinds = set(classes)
     # Letters, a symbol, and digits or both cases: amounts ("$12,345,678.90") have no letters.
-    if not (kinds & {"u", "l"}) or not _PASSWORD_SYMBOLS & set(word) or len(kinds) < 3:
+    if not (kinds & {"u", "l"}) or len(kinds) < 3:
         return False
     switches, _ = _switches(classes)
     return switches >= 0.6 * (len(word) - 1)
