@@ -79,6 +79,7 @@ def valid_numbers(text: str) -> Iterator[tuple[int, int, bool]]:
 
 
 def _written_as_a_phone(text: str, start: int, end: int, international: bool) -> bool:
+    """Whether a valid number is written the way phone numbers are (see the module's docstring)."""
     raw = text[start:end]
     if international:
         return True  # its country code was checked with the rest
@@ -92,6 +93,10 @@ def _written_as_a_phone(text: str, start: int, end: int, international: bool) ->
     grouped = bool(re.search(r"[0-9][ ./-]+[0-9]", raw))
     if grouped and _TRUNK_PREFIXED.match(raw) or _BRACKETED_AREA.match(raw) or _NORTH_AMERICAN.fullmatch(raw):
         return True
+    return _announced(text, start)
+
+
+def _announced(text: str, start: int) -> bool:
     return bool(_ANNOUNCED.search(text[max(0, start - 24) : start]))
 
 
@@ -106,6 +111,8 @@ def find_phones(text: str) -> list[Span]:
     for run in _DIGIT_RUN.finditer(text):
         if len(ascii_digits(run.group())) < 7:  # no phone number is shorter
             continue
+        if run.group().isdigit() and not _announced(text, run.start()):
+            continue  # bare digits are a phone number only where the text says so (order numbers)
         low, high = max(0, run.start() - 3), min(len(text), run.end() + 3)  # the matchers check the edges
         found |= {(low + start, low + end, intl) for start, end, intl in valid_numbers(text[low:high])}
     found |= {(match.start(), match.end(), False) for match in _NORTH_AMERICAN_ANYWHERE.finditer(text)}
