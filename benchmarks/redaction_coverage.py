@@ -10,7 +10,6 @@
 3. Milliseconds per item on those texts, the fastest of 5 passes after a warm-up (the secret
    rules compile once per process). `--before REV` times the redactor of an earlier commit on the
    same texts, and measures its recall on the generated corpus.
-
 4. With `--detect-secrets` (after `pip install detect-secrets==1.5.0`), Yelp's scanner with its
    default plugins and filters on the same corpus and texts, for comparison.
 

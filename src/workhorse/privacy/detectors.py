@@ -42,7 +42,8 @@ _URI_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:[^\s/?#]*$")
 
 
 def find_emails(text: str) -> list[Span]:
-    return [span for span in spans_of(_EMAIL, text, "EMAIL") if not _URI_USER.search(text[max(0, span.start - 100) : span.start])]
+    spans = spans_of(_EMAIL, text, "EMAIL")
+    return [span for span in spans if not _URI_USER.search(text[max(0, span.start - 100) : span.start])]
 
 
 # --- URL ---------------------------------------------------------------------------------------
@@ -113,9 +114,10 @@ def find_ips(text: str) -> list[Span]:
 
 # --- CARD --------------------------------------------------------------------------------------
 
-# Unbroken, in fours (13–19 digits; spaces, dashes or dots between), or Amex/Diners 4-6-5(4). Issuers' first digits are 2–6 (Mastercard 2-series,
-# Amex/Diners/JCB, Visa, Mastercard, Discover/UnionPay); that keeps "86…" phone numbers out. Digits
-# glued to a name ("blk_-6952295868487656571", a log's block id) are no card.
+# Unbroken, in fours (13–19 digits; spaces, dashes or dots between), or Amex/Diners 4-6-5(4).
+# Issuers' first digits are 2–6 (Mastercard 2-series, Amex/Diners/JCB, Visa, Mastercard,
+# Discover/UnionPay); that keeps "86…" phone numbers out. Digits glued to a name
+# ("blk_-6952295868487656571", a log's block id) are no card.
 _CARD_CANDIDATE = re.compile(
     r"(?<![0-9A-Za-z_+])(?<![A-Za-z_]-)[2-6](?:[0-9]{12,18}"
     r"|[0-9]{3}(?P<sep>[ .-])[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)[0-9]{1,4}(?:(?P=sep)[0-9]{1,3})?"
