@@ -49,7 +49,9 @@ class Format:
     vendor: str  # as a person would name it in prose
     setting: str  # the usual name of the setting that holds it, after the vendor: "API_KEY"
     parts: tuple[Part, ...]
-    shape: str = "token"  # "token", "url" (a webhook URL), or "pem" (a multi-line private key)
+    # "token"; "url" (a webhook URL); "pem" (a multi-line private key, its label in `parts`); "basic"
+    # (the base64 of "user:password", as sent in a Basic Authorization header)
+    shape: str = "token"
 
 
 def F(name: str, vendor: str, setting: str, *parts: Part, shape: str = "token") -> Format:
@@ -300,7 +302,7 @@ FORMATS: tuple[Format, ...] = (
     F("session-cookie", "web app", "SESSION_ID", (LOWER_ALNUM, 32)),
     F("express-session", "Express", "SESSION_COOKIE", "s%3A", (URLSAFE, 32), ".", (BASE64, 43)),
     F("strong-password", "database", "PASSWORD", (PRINTABLE, 16)),
-    F("basic-auth", "API gateway", "BASIC_AUTH", "basic-auth:"),  # filled by `_basic_auth`
+    F("basic-auth", "API gateway", "BASIC_AUTH", shape="basic"),  # base64 of user:password, see `_draw`
     F("pem-rsa", "server", "PRIVATE_KEY", "RSA PRIVATE KEY", shape="pem"),
     F("pem-ec", "server", "PRIVATE_KEY", "EC PRIVATE KEY", shape="pem"),
     F("pem-pkcs8", "service account", "PRIVATE_KEY", "PRIVATE KEY", shape="pem"),
@@ -326,7 +328,7 @@ def _draw(rng: random.Random, fmt: Format) -> tuple[str, list[str]]:
     if fmt.shape == "pem":
         lines = [_chars(rng, BASE64, 64) for _ in range(rng.randint(4, 8))] + [_chars(rng, BASE64, 40) + "=="]
         return f"-----BEGIN {fmt.parts[0]}-----\n" + "\n".join(lines) + f"\n-----END {fmt.parts[0]}-----", lines
-    if fmt.name == "basic-auth":
+    if fmt.shape == "basic":
         password = _chars(rng, ALNUM, 14)
         encoded = base64.b64encode(f"{rng.choice(['admin', 'svc', 'deploy'])}:{password}".encode()).decode()
         return encoded, [encoded]
