@@ -56,6 +56,10 @@ def test_phone(phone: str) -> None:
         "totals 2019 2020 2021 2022",
         "Invoice 48213377 paid",
         "192.168.1.10",
+        "cancel purchase 00004587345 and order 732201349959",  # valid numbers somewhere, but no layout
+        "[Sun Dec 04 04:51:08 2005] [notice] child 6725",  # a time, then a year
+        "081109 203615 148 INFO dfs.DataNode: block blk_38865049064139660",  # a log's date, time, thread
+        "from dsl-static-059.45.101.203.example.net",
     ],
 )
 def test_not_a_phone(text: str) -> None:
@@ -135,6 +139,7 @@ def test_card_is_luhn_checked() -> None:
     assert found("card 4111 1111 1111 1112", "CARD") == []  # fails Luhn
     assert found("card 4111111111111112", "CARD") == []
     assert found("card 4111 1111 1111 1111 123 times", "CARD") == ["4111 1111 1111 1111"]
+    assert found("block blk_-6952295868487656571 replicated", "CARD") == []  # Luhn holds, but it is an id
 
 
 def test_cn_id_is_checksum_and_date_checked() -> None:
@@ -156,6 +161,220 @@ def test_overlaps_prefer_the_longer_then_the_more_specific() -> None:
     assert [s.kind for s in detect("ID 440305199003070356")] == ["CN_ID"]
     # +86 mobile also reads as an international phone number.
     assert [s.kind for s in detect("call +86 138 1234 5678")] == ["CN_MOBILE"]
+
+
+# --- Findings of the coverage review: each was missed before ------------------------------------
+
+_RNG = random.Random(7)
+B64 = string.ascii_letters + string.digits + "+/"
+
+
+def _random(alphabet: str, count: int) -> str:
+    return "".join(_RNG.choice(alphabet) for _ in range(count))
+
+
+def redacted(text: str) -> str:
+    result = redact(text)
+    assert result.restore(result.text) == text  # the placeholder contract holds for every case here
+    return result.text
+
+
+PEM_LABELS = ["RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY",
+              "PGP PRIVATE KEY BLOCK"]
+
+
+@pytest.mark.parametrize("label", PEM_LABELS)
+def test_pem_private_key_body_goes_and_markers_stay(label: str) -> None:
+    lines = [_random(B64, 64) for _ in range(3)] + [_random(B64, 20) + "=="]
+    block = f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----"
+    for text in (f"The deploy key:\n{block}\nthanks", 'key = "' + block.replace("\n", "\\n") + '\\n"'):
+        out = redacted(text)
+        assert not any(line[:16] in out for line in lines), out
+        assert f"-----BEGIN {label}-----" in out and f"-----END {label}-----" in out
+
+
+def test_pem_private_key_cut_short_loses_its_base64_lines() -> None:
+    lines = [_random(B64, 64) for _ in range(2)]
+    out = redacted("-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(lines) + "\n\nThat is all I have.")
+    assert not any(line[:16] in out for line in lines) and out.endswith("\n\nThat is all I have.")
+
+
+@pytest.mark.parametrize(
+    ("uri", "password"),
+    [
+        ("postgres://admin:{pw}@db.internal:5432/app", "Pw8xL2qz"),
+        ("mysql://root:{pw}@mysql.internal/shop", "hunter2!"),
+        ("mongodb+srv://app:{pw}@cluster0.ab1cd.mongodb.net/test", "Zx9p@ss"),  # an unencoded "@"
+        ("redis://:{pw}@cache:6379/0", "s3cr3tpass"),
+        ("amqp://guest:{pw}@rabbit.local:5672/", "guest123"),
+        ("smtp://mailer:{pw}@smtp.example.com:587", "m41lp4ss"),
+    ],
+)
+def test_credentials_in_any_uri(uri: str, password: str) -> None:
+    out = redacted(f"DATABASE_URL={uri.format(pw=password)} is set")
+    host = uri.split("{pw}@")[1].split("/")[0].split(":")[0]
+    assert password not in out and f"@{host}" in out  # the host stays
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "SecretAccessKey: {v}",
+        '{{"clientSecret": "{v}"}}',
+        "accessToken={v}",
+        "PGPASSWORD={v} psql -h db",
+        "spring.datasource.password={v}",
+        "DB_PASS={v}",
+        "X-Api-Key: {v}",
+        "apiKey: '{v}'",
+        "aws_session_token = {v}",
+        "Pwd={v};Server=db1",
+    ],
+)
+def test_secret_names_in_any_casing(line: str) -> None:
+    value = "q7Rk-" + _random(string.ascii_lowercase, 6)  # low entropy: only the name gives it away
+    out = redacted(line.format(v=value))
+    assert value not in out and value[:5] not in out, out
+    assert "API_KEY_1" in out
+
+
+def test_password_on_the_next_line_and_as_a_flag() -> None:
+    assert redacted("Password:\n    correct-horse-7") == "Password:\n    API_KEY_1"
+    assert redacted("mysql --password s3cret -u root") == "mysql --password API_KEY_1 -u root"
+    assert redacted("psql --password=s3cret") == "psql --password=API_KEY_1"
+    assert redacted("my password is hunter2, my pin is 4821.") == "my password is API_KEY_1, my pin is API_KEY_2."
+    # A mapping's header is not a value, nor is a flag.
+    assert redacted("credentials:\n  user: bob\n  password: x9y8z7") == "credentials:\n  user: bob\n  password: API_KEY_1"
+    assert redacted("run --no-password --verbose") == "run --no-password --verbose"
+
+
+def test_authorization_headers_and_cookies() -> None:
+    basic = base64.b64encode(b"alice:Secr3t!").decode()
+    assert redacted(f"Authorization: Basic {basic}") == "Authorization: Basic API_KEY_1"
+    assert redacted("curl -H 'Authorization: token gh1234567abcdefg' x") == "curl -H 'Authorization: token API_KEY_1' x"
+    assert redacted("Cookie: sessionid=38afes7a8; csrftoken=u32t4o3tb3") == "Cookie: sessionid=API_KEY_1; csrftoken=API_KEY_2"
+    assert redacted("Set-Cookie: sid=31d4d96e407aad42; Path=/; HttpOnly") == "Set-Cookie: sid=API_KEY_1; Path=/; HttpOnly"
+
+
+def test_bare_aws_secret_key_and_other_random_tokens() -> None:
+    tokens = [
+        _random(B64, 40),  # an AWS secret access key
+        _random(string.ascii_letters + string.digits, 32),  # an unknown vendor's key
+        _random("0123456789abcdef", 40),  # a hex key
+        _random(string.ascii_lowercase + string.digits, 40),
+    ]
+    for token in tokens:
+        assert redacted(f"I pasted {token} into the console and it still fails.") == (
+            "I pasted API_KEY_1 into the console and it still fails."
+        )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "userProfileSettings2024 and CustomerServiceRepresentative",
+        "/usr/local/lib/python3.11/site-packages/workhorse/privacy.py",
+        "request 123e4567-e89b-12d3-a456-426614174000 failed",
+        "version 1.2.3-beta.4+build.567890 released",
+        "blk_-1608999687919862906 replicated",
+        "order 113542617735902 and 00004587345",
+        "max_tokens is 512; tokens: 12; token_type: bearer",
+        "my password is wrong and my pin is not working",
+        "Reset your password: click the link we sent.",
+        "password: ${DB_PASSWORD}, token: <your token>, secret: ********",
+        "What do I do if my PIN was blocked?",
+        "Logging to org.slf4j.impl.Log4jLoggerAdapter(org.mortbay.log) via org.mortbay.log.Slf4jLog",
+        "connect to cluster0.ab1cd.mongodb.net/test",
+        "Priority: 20, Token: Token { kind: ContainerToken }",
+        "transferred $12,345,678.90 (ref C++/C#-2024)",
+    ],
+)
+def test_ordinary_text_is_not_a_secret(text: str) -> None:
+    assert found(text, "API_KEY") == []
+
+
+@pytest.mark.parametrize("prefix", ["ASIA", "AROA", "AIDA", "AGPA", "ANPA", "AIPA", "ANVA", "APKA", "ABIA", "ACCA"])
+def test_aws_key_ids_beyond_akia(prefix: str) -> None:
+    key = prefix + _random(string.ascii_uppercase + "234567", 16)
+    assert found(f"id {key} here", "API_KEY") == [key]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "glpat-" + _random(string.ascii_letters + string.digits + "_-", 20),
+        "hf_" + _random(string.ascii_letters, 34),
+        "npm_" + _random(string.ascii_letters + string.digits, 36),
+        "pypi-AgEIcHlwaS5vcmc" + _random(string.ascii_letters + string.digits + "_-", 60),
+        "dop_v1_" + _random("0123456789abcdef", 64),
+        "shpat_" + _random("0123456789abcdef", 32),
+        "SG." + _random(string.ascii_letters + string.digits + "_-", 22) + "." + _random(string.ascii_letters + "_-", 43),
+        "lin_api_" + _random(string.ascii_letters + string.digits, 40),
+        "AGE-SECRET-KEY-1" + _random("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58),
+    ],
+)
+def test_vendor_token_formats(token: str) -> None:
+    # In prose, with no name or shape rule to help: the vendor format alone must catch it.
+    assert found(f"please revoke {token} today", "API_KEY") == [token]
+
+
+def test_card_numbers_with_dots() -> None:
+    assert found("card 4111.1111.1111.1111 please", "CARD") == ["4111.1111.1111.1111"]
+    assert found("card 4111.1111.1111.1112 please", "CARD") == []  # fails Luhn
+
+
+def test_lower_case_ibans() -> None:
+    text = "iban de89 3704 0044 0532 0130 00 and gb29nwbk60161331926819."
+    assert found(text, "IBAN") == ["de89 3704 0044 0532 0130 00", "gb29nwbk60161331926819"]
+    assert found("hash de89370400440532013001", "IBAN") == []  # mod 97 fails
+    assert found("code xx89370400440532013000", "IBAN") == []  # no such country
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "(020) 7946 0958",  # United Kingdom
+        "07700 900123",
+        "030 12345678",  # Germany
+        "06 12 34 56 78",  # France
+        "06.12.34.56.78",
+        "(11) 91234-5678",  # Brazil
+        "03-1234-5678",  # Japan
+        "0412 345 678",  # Australia
+        "8 (912) 345-67-89",  # Russia
+        "010-1234-5678",  # Korea
+        "098765 43210",  # India
+        "+91 98765 43210",
+        "+7 912 345-67-89",
+        "+55 11 91234 5678",
+        "0049 30 12345678",
+        "415.555.0132",  # North America, dotted
+    ],
+)
+def test_national_phone_formats(phone: str) -> None:
+    assert found(f"Call me on {phone}, thanks", "PHONE") == [phone]
+
+
+def test_phone_numbers_told_by_the_text() -> None:
+    # Unbroken or ungrouped national numbers count when the text says they are phone numbers.
+    assert found("my mobile is 612 34 56 78", "PHONE") == ["612 34 56 78"]  # Spain
+    assert found("Tel: 55 1234 5678", "PHONE") == ["55 1234 5678"]  # Mexico
+    assert found("电话 0612345678", "PHONE") == ["0612345678"]  # the Netherlands, unbroken
+    assert found("ticket 612 34 56 78", "PHONE") == []
+    assert found("invoice 48213377 and ref 0612345678", "PHONE") == []
+
+
+@pytest.mark.parametrize("ssn", ["123-45-6789", "078 05 1121"])
+def test_us_ssn(ssn: str) -> None:
+    assert found(f"my SSN is {ssn}.", "SSN") == [ssn]
+    assert found(f"ref {ssn}", "SSN") == [ssn]
+
+
+def test_us_ssn_ranges_and_bare_digits() -> None:
+    assert found("SSN: 123456789", "SSN") == ["123456789"]
+    assert found("invoice 123456789", "SSN") == []  # nine bare digits need the word
+    for invalid in ["000-12-3456", "666-12-3456", "912-12-3456", "123-00-4567", "123-45-0000"]:
+        assert found(f"SSN {invalid}", "SSN") == []
 
 
 def test_unknown_kind_is_refused() -> None:

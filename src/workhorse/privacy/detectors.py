@@ -8,6 +8,9 @@ Unicode mode a Chinese character is a word character, so ``\\b`` finds no bounda
 
 Numbers that carry a checksum (cards, Chinese ID numbers, IBANs) are reported only when it holds;
 that is what keeps order numbers and random digit runs out.
+
+Credentials (kind API_KEY) are found in `secrets`, phone numbers in `phones`: both lean on a
+maintained library, and their docstrings say which and why.
 """
 
 from __future__ import annotations
@@ -17,55 +20,15 @@ import datetime
 import ipaddress
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
+
+from workhorse.privacy.phones import find_phones
+from workhorse.privacy.secrets import find_secrets
+from workhorse.privacy.spans import Detector, Span, ascii_digits, candidates, group_prefixes, spans_of
 
 logger = logging.getLogger(__name__)
-
-
-class Span(NamedTuple):
-    start: int
-    end: int
-    kind: str
-
-
-Detector = Callable[[str], list[Span]]
-
-
-def _spans(pattern: re.Pattern[str], text: str, kind: str, group: int | str = 0) -> list[Span]:
-    return [Span(m.start(group), m.end(group), kind) for m in pattern.finditer(text)]
-
-
-def _digits(text: str) -> str:
-    return "".join(ch for ch in text if "0" <= ch <= "9")
-
-
-def _candidates(pattern: re.Pattern[str], text: str, accept: Callable[[str], str | None]) -> Iterator[tuple[int, str]]:
-    """Matches of `pattern` that `accept` keeps (possibly trimmed to a prefix), searched so that a
-    rejected candidate does not hide a valid one starting at a later group of the same run
-    (finditer would resume after the whole rejected match)."""
-    position = 0
-    while (match := pattern.search(text, position)) is not None:
-        kept = accept(match.group())
-        if kept:
-            yield match.start(), kept
-            position = match.start() + len(kept)
-        else:
-            position = match.start() + 1
-
-
-def _group_prefixes(candidate: str, separators: str, min_length: int) -> Iterator[str]:
-    """The candidate, then it without its last group, and so on: a greedy match may have taken
-    an unrelated number written after the real one ("4111 1111 1111 1111 123")."""
-    yield candidate
-    cut = len(candidate)
-    while True:
-        cut = max(candidate.rfind(sep, 0, cut) for sep in separators)
-        if cut <= 0 or len(candidate[:cut].replace(" ", "").replace("-", "")) < min_length:
-            return
-        yield candidate[:cut]
-
 
 # --- EMAIL -------------------------------------------------------------------------------------
 
@@ -74,8 +37,13 @@ _EMAIL = re.compile(
 )
 
 
+# "postgres://admin:pw@db.internal" holds no address: it is a password and a host (`secrets`).
+_URI_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:[^\s/?#]*$")
+
+
 def find_emails(text: str) -> list[Span]:
-    return _spans(_EMAIL, text, "EMAIL")
+    spans = spans_of(_EMAIL, text, "EMAIL")
+    return [span for span in spans if not _URI_USER.search(text[max(0, span.start - 100) : span.start])]
 
 
 # --- URL ---------------------------------------------------------------------------------------
@@ -137,58 +105,28 @@ def _is_ipv6(candidate: str) -> bool:
 
 
 def find_ips(text: str) -> list[Span]:
-    spans = _spans(_IPV4, text, "IP")
+    spans = spans_of(_IPV4, text, "IP")
     spans += [Span(m.start(), m.end(), "IP") for m in _IPV6_CANDIDATE.finditer(text) if _is_ipv6(m.group())]
     return spans
 
 
-# --- API_KEY -----------------------------------------------------------------------------------
-
-_KEY_FORMATS = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:"
-    r"sk-(?:proj-|svcacct-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI (and Anthropic) secret keys
-    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
-    r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens, classic
-    r"|github_pat_[A-Za-z0-9_]{22,}"  # GitHub fine-grained tokens
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
-    r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
-    r"|(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"  # Stripe
-    r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"  # JWT: base64url of '{"' starts the header
-    r")(?![A-Za-z0-9_-])"
-)
-_BEARER = re.compile(r"(?<![A-Za-z0-9])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9\-._~+/]{8,}=*)")
-# `OPENAI_API_KEY=…`, `"password": "…"`, `x-api-key: …`, `密码：…`: the value goes, the name stays, so
-# the model still knows what the placeholder stood for. Any identifier ending in a key word counts.
-_SECRET_NAME = r"(?i:api[_-]?key|access[_-]?key|secret[_-]?key|secret|token|password|passwd|pwd)"
-_SECRET_KEY = rf"(?:(?:[A-Za-z0-9]+[_-])*?{_SECRET_NAME}|密码|口令|密钥|令牌)"
-_SECRET_CHAR = r"[!#-&(-~]"  # printable ASCII but space and quotes: a bare value ends at either
-_SECRET_ASSIGNMENT = re.compile(
-    rf"(?<![A-Za-z0-9_-]){_SECRET_KEY}[\"']?[ \t]*(?:[:=：]|是|为)[ \t]*"
-    rf"(?:\"(?P<double>[^\"\n]+)\"|'(?P<single>[^'\n]+)'|(?P<bare>{_SECRET_CHAR}{{3,}}))"
-)
-
-
-def find_api_keys(text: str) -> list[Span]:
-    spans = _spans(_KEY_FORMATS, text, "API_KEY") + _spans(_BEARER, text, "API_KEY", "value")
-    for match in _SECRET_ASSIGNMENT.finditer(text):
-        group = next(name for name in ("double", "single", "bare") if match.group(name) is not None)
-        spans.append(Span(match.start(group), match.end(group), "API_KEY"))
-    return spans
-
+# --- API_KEY: see `secrets` ----------------------------------------------------------------------
 
 # --- CARD --------------------------------------------------------------------------------------
 
-# Unbroken, in fours (13–19 digits), or Amex/Diners 4-6-5(4). Issuers' first digits are 2–6 (Mastercard 2-series,
-# Amex/Diners/JCB, Visa, Mastercard, Discover/UnionPay); that keeps "86…" phone numbers out.
+# Unbroken, in fours (13–19 digits; spaces, dashes or dots between), or Amex/Diners 4-6-5(4).
+# Issuers' first digits are 2–6 (Mastercard 2-series, Amex/Diners/JCB, Visa, Mastercard,
+# Discover/UnionPay); that keeps "86…" phone numbers out. Digits glued to a name
+# ("blk_-6952295868487656571", a log's block id) are no card.
 _CARD_CANDIDATE = re.compile(
-    r"(?<![0-9+])[2-6](?:[0-9]{12,18}"
-    r"|[0-9]{3}(?P<sep>[ -])[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)[0-9]{1,4}(?:(?P=sep)[0-9]{1,3})?"
-    r"|[0-9]{3}[ -][0-9]{6}[ -][0-9]{4,5})(?![0-9])"
+    r"(?<![0-9A-Za-z_+])(?<![A-Za-z_]-)[2-6](?:[0-9]{12,18}"
+    r"|[0-9]{3}(?P<sep>[ .-])[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)[0-9]{1,4}(?:(?P=sep)[0-9]{1,3})?"
+    r"|[0-9]{3}(?P<sep2>[ .-])[0-9]{6}(?P=sep2)[0-9]{4,5})(?![0-9]|\.[0-9])"
 )
 
 
 def luhn_valid(number: str) -> bool:
-    digits = [int(d) for d in _digits(number)]
+    digits = [int(d) for d in ascii_digits(number)]
     total = 0
     for position, digit in enumerate(reversed(digits)):
         if position % 2 == 1:
@@ -198,11 +136,11 @@ def luhn_valid(number: str) -> bool:
 
 
 def _card(candidate: str) -> str | None:
-    return next((prefix for prefix in _group_prefixes(candidate, " -", 13) if luhn_valid(prefix)), None)
+    return next((prefix for prefix in group_prefixes(candidate, " -.", 13) if luhn_valid(prefix)), None)
 
 
 def find_cards(text: str) -> list[Span]:
-    return [Span(start, start + len(card), "CARD") for start, card in _candidates(_CARD_CANDIDATE, text, _card)]
+    return [Span(start, start + len(card), "CARD") for start, card in candidates(_CARD_CANDIDATE, text, _card)]
 
 
 # --- CN_ID -------------------------------------------------------------------------------------
@@ -234,27 +172,44 @@ def find_cn_ids(text: str) -> list[Span]:
 
 # --- IBAN --------------------------------------------------------------------------------------
 
-# Compact, or printed in groups of four. Upper case only: that is how IBANs are written, and it keeps
-# ordinary words and hashes out.
+# Each country's IBAN length, from the ISO 13616 registry. A candidate must name one of these
+# countries and have its length, then pass mod 97: that keeps hashes and codes out even when the
+# IBAN is written in lower case.
+_IBAN_LENGTHS = {
+    country: int(length)
+    for country, length in (
+        entry.split(":")
+        for entry in (
+            "AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BI:27 BR:29 BY:28 CH:21 CR:22 CY:28 CZ:24 "
+            "DE:22 DJ:27 DK:18 DO:28 EE:20 EG:29 ES:24 FI:18 FK:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 "
+            "GT:28 HR:21 HU:28 IE:22 IL:23 IQ:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LC:32 LI:21 LT:20 LU:20 "
+            "LV:21 LY:25 MC:27 MD:24 ME:22 MK:19 MN:20 MR:27 MT:31 MU:30 NI:28 NL:18 NO:15 OM:23 PK:24 PL:28 "
+            "PS:29 PT:25 QA:29 RO:24 RS:22 RU:33 SA:24 SC:31 SD:18 SE:24 SI:19 SK:24 SM:27 SO:23 ST:25 SV:28 "
+            "TL:23 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20 YE:30"
+        ).split()
+    )
+}
+# Compact, or printed in groups of four; upper or lower case, not mixed within a group of letters.
 _IBAN_CANDIDATE = re.compile(
-    r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9])(?:[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"
+    r"|[a-z]{2}[0-9]{2}(?:[a-z0-9]{11,30}|(?: [a-z0-9]{4}){2,7}(?: [a-z0-9]{1,4})?))(?![A-Za-z0-9])"
 )
 
 
 def iban_valid(iban: str) -> bool:
-    compact = iban.replace(" ", "")
-    if not (15 <= len(compact) <= 34 and re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+", compact)):
+    compact = iban.replace(" ", "").upper()
+    if _IBAN_LENGTHS.get(compact[:2]) != len(compact) or not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+", compact):
         return False
     rearranged = compact[4:] + compact[:4]
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1  # A=10 … Z=35
 
 
 def _iban(candidate: str) -> str | None:
-    return next((prefix for prefix in _group_prefixes(candidate, " ", 15) if iban_valid(prefix)), None)
+    return next((prefix for prefix in group_prefixes(candidate, " ", 15) if iban_valid(prefix)), None)
 
 
 def find_ibans(text: str) -> list[Span]:
-    return [Span(start, start + len(iban), "IBAN") for start, iban in _candidates(_IBAN_CANDIDATE, text, _iban)]
+    return [Span(start, start + len(iban), "IBAN") for start, iban in candidates(_IBAN_CANDIDATE, text, _iban)]
 
 
 # --- CN_MOBILE ---------------------------------------------------------------------------------
@@ -263,38 +218,26 @@ _CN_MOBILE = re.compile(r"(?<![0-9])(?:(?:\+|00)?86[ -]?)?1[3-9][0-9](?:[ -]?[0-
 
 
 def find_cn_mobiles(text: str) -> list[Span]:
-    return _spans(_CN_MOBILE, text, "CN_MOBILE")
+    return spans_of(_CN_MOBILE, text, "CN_MOBILE")
 
 
-# --- PHONE -------------------------------------------------------------------------------------
+# --- PHONE: see `phones` --------------------------------------------------------------------------
 
-# A loose shape (country code, area code in brackets, digit groups); `_phone` decides. It does not
-# start at a later group of a digit sequence ("DE88 3704 0044 0532"), nor after "#" (an order number).
-_PHONE_CANDIDATE = re.compile(
-    r"(?<![0-9A-Za-z+#])(?<![0-9][ ./-])"
-    r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{1,5}\)[ .-]?)?[0-9]{1,12}(?:[ ./-][0-9]{1,12}){0,7}"
-    r"(?![0-9A-Za-z])"
+# --- SSN ---------------------------------------------------------------------------------------
+
+# A US Social Security number, written 3-2-4 with dashes or spaces, in the ranges the SSA issues:
+# no area 000, 666 or 9xx, no group 00, no serial 0000. Nine bare digits are an SSN only where
+# the text says so ("SSN 123456789"): otherwise they are any number.
+_SSN_RANGES = r"(?!000|666|9)[0-9]{3}(?P<sep>SEP)(?!00)[0-9]{2}(?P=sep)(?!0000)[0-9]{4}"
+_SSN = re.compile(r"(?<![0-9-])" + _SSN_RANGES.replace("SEP", "[ -]") + r"(?![0-9]|-[0-9])")
+_SSN_ANNOUNCED = re.compile(
+    r"(?<![A-Za-z])(?i:ssn|ss#|social security(?: number| no\.?)?)[ \t]*(?:is|:|#|no\.?)?[ \t]*"
+    r"(?P<number>" + _SSN_RANGES.replace("SEP", "[ -]?") + r")(?![0-9])"
 )
-_NORTH_AMERICAN = re.compile(r"(?:1[-. ])?[2-9][0-9]{2}(?P<sep>[-. ])[0-9]{3}(?P=sep)[0-9]{4}")
-# National European style: a trunk 0, one kind of separator. No dots: "01.02.2024" is a date.
-_TRUNK_PREFIXED = re.compile(r"0[0-9]{1,4}(?P<sep>[ /-])[0-9]{2,8}(?:(?P=sep)[0-9]{2,8}){0,4}")
 
 
-def _phone(candidate: str) -> str | None:
-    """Digit groups are everywhere (dates, amounts, IDs); only call them a phone number when a
-    `+`, a bracketed area code, or a national layout says so."""
-    digits = len(_digits(candidate))
-    if not 8 <= digits <= 15:
-        return None
-    if candidate[0] in "+(" or _NORTH_AMERICAN.fullmatch(candidate):
-        return candidate
-    if digits >= 9 and _TRUNK_PREFIXED.fullmatch(candidate):
-        return candidate
-    return None
-
-
-def find_phones(text: str) -> list[Span]:
-    return [Span(start, start + len(phone), "PHONE") for start, phone in _candidates(_PHONE_CANDIDATE, text, _phone)]
+def find_ssns(text: str) -> list[Span]:
+    return spans_of(_SSN, text, "SSN") + spans_of(_SSN_ANNOUNCED, text, "SSN", "number")
 
 
 # --- Optional: names and places through Presidio -----------------------------------------------
@@ -327,15 +270,18 @@ DETECTORS: dict[str, Detector] = {
     "CN_MOBILE": find_cn_mobiles,
     "IP": find_ips,
     "URL": find_urls,
-    "API_KEY": find_api_keys,
+    "API_KEY": find_secrets,
     "CARD": find_cards,
     "CN_ID": find_cn_ids,
     "IBAN": find_ibans,
+    "SSN": find_ssns,
 }
 KINDS: tuple[str, ...] = tuple(DETECTORS)
 
 # Which kind wins when two spans of the same length overlap: the one whose detector checked more.
-_PRECEDENCE = ("API_KEY", "CN_ID", "IBAN", "CARD", "URL", "EMAIL", "IP", "CN_MOBILE", "PHONE", "PERSON", "LOCATION")
+_PRECEDENCE = (
+    "API_KEY", "CN_ID", "IBAN", "CARD", "SSN", "URL", "EMAIL", "IP", "CN_MOBILE", "PHONE", "PERSON", "LOCATION",
+)
 
 
 def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
