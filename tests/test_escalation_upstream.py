@@ -1,6 +1,6 @@
 """The upstream client: failure modes through httpx's MockTransport (timeouts, 5xx, malformed
-JSON, a slow trickle, a dead upstream), and the real thing — a second `workhorse serve` on
-loopback answering with a schema-valid JSON object."""
+JSON, nonsense token counts, a slow trickle, a dead upstream), and the real thing — a second
+`workhorse serve` on loopback answering with a schema-valid JSON object."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from workhorse.escalation.breaker import CircuitBreaker
-from workhorse.escalation.upstream import UpstreamClient, UpstreamError
+from workhorse.escalation.upstream import MAX_USAGE_TOKENS, UpstreamClient, UpstreamError
 from workhorse.tasks.spec import UpstreamOptions
 
 SCHEMA = {"type": "object", "properties": {"label": {"enum": ["refund", "login"]}}, "required": ["label"],
@@ -130,6 +130,62 @@ def test_the_breaker_stops_calling_a_dead_upstream_and_probes_again():
     with pytest.raises(UpstreamError, match="paused"):
         client.ask(MESSAGES, SCHEMA)
     assert len(calls) == 2
+
+
+ANSWER = '{"label": "refund"}'
+
+
+def _raw_reply(usage_json: str) -> httpx.Response:
+    # Written by hand: json.dumps would refuse Infinity, and an upstream need not be so careful.
+    content = json.dumps(ANSWER)
+    return httpx.Response(200, content=f'{{"choices": [{{"message": {{"content": {content}}}}}]{usage_json}}}'.encode())
+
+
+@pytest.mark.parametrize("usage", [
+    ', "usage": {"prompt_tokens": "thirty", "completion_tokens": "5"}',  # int("thirty") raised out of ask
+    ', "usage": {"prompt_tokens": 100000000000000000000000000000, "completion_tokens": 1e300}',  # past SQLite's range
+    ', "usage": {"prompt_tokens": Infinity, "completion_tokens": NaN}',
+    ', "usage": {"prompt_tokens": -40, "completion_tokens": 12.5}',
+    ', "usage": {"prompt_tokens": true, "completion_tokens": {"n": 5}}',
+    ', "usage": "lots"',
+    ', "usage": [30, 5]',
+    ', "usage": null',
+    "",
+])
+def test_nonsense_token_counts_count_as_unknown_and_the_answer_stands(usage):
+    answer = _client(lambda request: _raw_reply(usage)).ask(MESSAGES, SCHEMA)
+    assert answer.value == {"label": "refund"} and answer.attempts == 1
+    assert (answer.prompt_tokens, answer.completion_tokens) == (0, 0)
+
+
+def test_sane_token_counts_are_kept_up_to_the_bound():
+    usage = f', "usage": {{"prompt_tokens": {MAX_USAGE_TOKENS}, "completion_tokens": 7.0}}'
+    answer = _client(lambda request: _raw_reply(usage)).ask(MESSAGES, SCHEMA)
+    assert (answer.prompt_tokens, answer.completion_tokens) == (MAX_USAGE_TOKENS, 7)
+    assert type(answer.completion_tokens) is int
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # nested past the recursion limit: RecursionError, not ValueError
+    b'{"choices": [{"message": {"content": "' + b"[" * 100_000 + b'"}}]}',
+    b'{"choices": "none"}',
+    b"[1, 2]",
+])
+def test_a_hostile_body_is_an_upstream_error(body):
+    with pytest.raises(UpstreamError, match="malformed"):
+        _client(lambda request: httpx.Response(200, content=body), retries=1).ask(MESSAGES, SCHEMA)
+
+
+def test_a_body_that_does_not_decode_is_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        if len(calls) == 1:  # claims gzip, is not: httpx raises DecodingError while reading
+            return httpx.Response(200, content=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+        return _reply(ANSWER)
+
+    assert _client(handler).ask(MESSAGES, SCHEMA).attempts == 2
 
 
 def test_a_real_workhorse_server_as_the_upstream(tiny_gguf):

@@ -1,6 +1,7 @@
 """The pipeline: the small model answers, the uncertain items go upstream with secrets redacted,
 every call is logged — the tiny model locally, the upstream captured through httpx's
-MockTransport (to see exactly what left the machine)."""
+MockTransport (to see exactly what left the machine).
+Whatever token counts the upstream reports, the batch is answered and logged."""
 
 from __future__ import annotations
 
@@ -143,3 +144,20 @@ def test_each_logged_call_estimates_its_upstream_request(engine, tiny_gguf, tmp_
     system = messages_for(spec, "")[0]["content"]
     assert [r["upstream_prompt_estimate"] for r in log.iterate()] == [words(system) + words(t) for t in TEXTS]
     log.close()
+
+
+def test_nonsense_token_counts_neither_fail_the_batch_nor_the_call_log(engine, tiny_gguf, tmp_path):
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = b'{"choices": [{"message": {"content": "{\\"label\\": \\"card\\"}"}}], ' \
+               b'"usage": {"prompt_tokens": 100000000000000000000000000000, "completion_tokens": "many"}}'
+        return httpx.Response(200, content=body)
+
+    log = CallLog(tmp_path / "calls.db")
+    runner = _runner(engine, tiny_gguf, handler, log)
+    answers = runner.run(TEXTS)
+    runner.close()
+    assert [a.source for a in answers] == ["upstream"] * 3 and [a.answer for a in answers] == ["card"] * 3
+    rows = list(log.iterate())
+    log.close()
+    assert [r["id"] for r in rows] == [a.call_id for a in answers]
+    assert all(r["upstream_prompt_tokens"] == 0 and r["upstream_completion_tokens"] == 0 for r in rows)
