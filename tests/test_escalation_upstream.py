@@ -1,6 +1,7 @@
 """The upstream client: failure modes through httpx's MockTransport (timeouts, 5xx, malformed
-JSON, nonsense token counts, a slow trickle, a dead upstream), and the real thing — a second
-`workhorse serve` on loopback answering with a schema-valid JSON object."""
+JSON, nonsense token counts, a slow trickle, a dead upstream, a deadline already spent), a
+port on loopback that accepts and never answers, and the real thing — a second `workhorse serve`
+on loopback answering with a schema-valid JSON object."""
 
 from __future__ import annotations
 
@@ -186,6 +187,51 @@ def test_a_body_that_does_not_decode_is_retried():
         return _reply(ANSWER)
 
     assert _client(handler).ask(MESSAGES, SCHEMA).attempts == 2
+
+
+def test_the_callers_deadline_bounds_the_call():
+    budgets = []
+
+    def handler(request):
+        budgets.append(request.extensions["timeout"]["read"])
+        return _reply(ANSWER)
+
+    client = _client(handler, timeout_s=20.0)
+    client.ask(MESSAGES, SCHEMA, deadline=time.monotonic() + 0.5)
+    client.ask(MESSAGES, SCHEMA, deadline=time.monotonic() + 3600)  # never more than the budget
+    assert 0 < budgets[0] <= 0.5 and 19 < budgets[1] <= 20.0
+
+
+def test_a_spent_deadline_asks_nothing_and_does_not_trip_the_breaker():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return _reply(ANSWER)
+
+    client = _client(handler, breaker_failures=1)
+    for _ in range(3):
+        with pytest.raises(UpstreamError, match="no time left"):
+            client.ask(MESSAGES, SCHEMA, deadline=time.monotonic() - 0.01)
+    assert not calls and client.breaker.state == "closed"
+    assert client.ask(MESSAGES, SCHEMA).value == {"label": "refund"}
+
+
+def test_a_silent_upstream_on_loopback_ends_at_the_deadline():
+    """A port that accepts connections and never answers (the benchmark's dead upstream)."""
+    import socket
+
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        config = UpstreamOptions(base_url=f"http://127.0.0.1:{hole.getsockname()[1]}/v1", model="big",
+                                 api_key_env=None, timeout_s=30.0, retries=3, backoff_s=0.01)
+        client = UpstreamClient(config)
+        started = time.monotonic()
+        with pytest.raises(UpstreamError, match="timed out"):
+            client.ask(MESSAGES, SCHEMA, deadline=started + 0.3)
+        client.close()
+    assert time.monotonic() - started < 10  # a hang guard: the budget alone would be 30 s
 
 
 def test_a_real_workhorse_server_as_the_upstream(tiny_gguf):

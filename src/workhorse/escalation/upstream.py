@@ -2,11 +2,13 @@
 fits the task's output type.
 
 Every call is bounded by one time budget (`timeout_s`, covering retries, backoff and a response
-that trickles in byte by byte); transient failures (timeouts, connection errors, 429, 5xx, an
-answer that is not valid JSON for the schema) are retried with exponential backoff; a circuit
-breaker stops calling a dead upstream. Failing, the client raises `UpstreamError`; the caller
-keeps the small model's answer. Whatever the upstream sends back, `ask` returns a well-formed
-answer or raises `UpstreamError`: the token counts it reports are checked like the answer itself.
+that trickles in byte by byte), or by an earlier absolute deadline the caller passes (a served
+request's budget counts from its arrival, so the time its local answer took is already spent);
+transient failures (timeouts, connection errors, 429, 5xx, an answer that is not valid JSON for
+the schema) are retried with exponential backoff; a circuit breaker stops calling a dead upstream.
+Failing, the client raises `UpstreamError`; the caller keeps the small model's answer. Whatever
+the upstream sends back, `ask` returns a well-formed answer or raises `UpstreamError`: the token
+counts it reports are checked like the answer itself.
 """
 
 from __future__ import annotations
@@ -63,15 +65,20 @@ class UpstreamClient:
     def close(self) -> None:
         self._http.close()
 
-    def ask(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> UpstreamAnswer:
-        """The upstream's answer as JSON valid against `schema`."""
+    def ask(self, messages: list[dict[str, str]], schema: dict[str, Any], *, deadline: float | None = None) -> UpstreamAnswer:
+        """The upstream's answer as JSON valid against `schema`, by `deadline` (a `time.monotonic()`
+        instant; the budget `timeout_s` from now when None or later)."""
+        started = time.monotonic()
+        deadline = started + self.options.timeout_s if deadline is None else min(deadline, started + self.options.timeout_s)
+        if deadline <= started:
+            # Checked before the breaker: no time left is the caller's state, not the upstream's
+            # failure, and it must not take the half-open probe.
+            raise UpstreamError(f"no time left to ask upstream {self.options.model}", "the small model's answer is used")
         if not self.breaker.allow():
             raise UpstreamError(
                 f"upstream {self.options.model} is failing: calls are paused for {self.options.breaker_cooldown_s:g} s",
                 "the small model's answer is used meanwhile",
             )
-        started = time.monotonic()
-        deadline = started + self.options.timeout_s
         body = {
             "model": self.options.model,
             "messages": messages,

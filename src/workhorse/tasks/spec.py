@@ -79,7 +79,11 @@ class UpstreamOptions(_Strict):
     base_url: str = Field(description="An OpenAI-compatible API, e.g. https://api.openai.com/v1 or a local server.")
     model: str = Field(description="The upstream model's name.")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    timeout_s: float = Field(20.0, gt=0, description="Time budget of one escalation, retries included.")
+    timeout_s: float = Field(
+        20.0, gt=0,
+        description="Time budget of an escalated item, counted from when its request arrived: the local answer, "
+        "retries and backoff included. When it is spent, the small model's answer is returned.",
+    )
     retries: int = Field(2, ge=0, description="Retries after a timeout, a connection error, 429/5xx or an answer off the schema.")
     backoff_s: float = Field(0.25, ge=0, description="Pause before the first retry; it doubles with each one.")
     breaker_failures: int = Field(5, ge=1, description="Failed calls in a row that pause calls to this upstream.")
