@@ -26,7 +26,7 @@ def _reply(content: str, status: int = 200) -> httpx.Response:
 
 
 def _client(handler, **settings) -> UpstreamClient:
-    config = UpstreamOptions(base_url="http://upstream.test/v1", model="big", api_key_env="TEST_UPSTREAM_KEY",
+    config = UpstreamOptions(base_url="https://upstream.test/v1", model="big", api_key_env="TEST_UPSTREAM_KEY",
                              **({"timeout_s": 2.0, "retries": 2, "backoff_s": 0.01} | settings))
     return UpstreamClient(config, transport=httpx.MockTransport(handler))
 

@@ -30,7 +30,7 @@ escalation:
   mode: {mode}
   threshold: 0.99
   privacy: {privacy}
-  upstream: {{base_url: "http://upstream.test/v1", model: gpt-4o-mini, api_key_env: null, timeout_s: 2, retries: 1}}
+  upstream: {{base_url: "https://upstream.test/v1", model: gpt-4o-mini, api_key_env: null, timeout_s: 2, retries: 1}}
 """
 TEXTS = ["refund to jane.doe@example.com please, card 4111 1111 1111 1111", "cannot login from 10.1.2.3",
          "my card +1 (415) 555-0132 was blocked"]
@@ -46,7 +46,7 @@ def engine(tiny_model):
 
 def _runner(engine, tiny_gguf, handler, log=None, mode="always", privacy="redact", timeout_s=2.0) -> Pipeline:
     spec = parse_task(TASK.format(model=tiny_gguf, mode=mode, privacy=privacy))
-    options = UpstreamOptions(base_url="http://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
+    options = UpstreamOptions(base_url="https://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
                               timeout_s=timeout_s, retries=1, backoff_s=0.01)
     client = UpstreamClient(options, transport=httpx.MockTransport(handler))
     return build_pipeline(spec, None, engine, call_log=log, upstream=client, prices=PriceTable())

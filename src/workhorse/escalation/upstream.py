@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import jsonschema
 
-from workhorse.errors import UpstreamError
+from workhorse.errors import TaskSpecError, UpstreamError
 from workhorse.escalation.breaker import CircuitBreaker
 from workhorse.tasks.spec import UpstreamOptions
 
@@ -53,6 +53,9 @@ class UpstreamClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        problem = options.transport_problem()  # again here: a `model_copy(update=…)` skipped validation
+        if problem is not None:
+            raise TaskSpecError(f"upstream {options.model}: {problem}", "fix the task's escalation.upstream")
         self.options = options  # a task's `escalation.upstream`
         self.breaker = CircuitBreaker(failures=options.breaker_failures, cooldown_s=options.breaker_cooldown_s)
         headers = {}
