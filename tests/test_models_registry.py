@@ -21,6 +21,7 @@ from workhorse.models import (
     resolve,
     status,
 )
+from workhorse.models.hub import EXAMPLE_REF
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ def test_missing_gguf_path_names_the_path(home: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variable", ["WORKHORSE_OFFLINE", "HF_HUB_OFFLINE"])
-@pytest.mark.parametrize("ref", ["hf:Qwen/Qwen3-0.6B-GGUF/Qwen3-0.6B-Q8_0.gguf", "qwen3-0.6b"])
+@pytest.mark.parametrize("ref", [EXAMPLE_REF, "qwen3-0.6b"])
 def test_hub_model_offline_points_at_offline_builtins(home: Path, monkeypatch: pytest.MonkeyPatch, variable: str, ref: str) -> None:
     monkeypatch.setenv(variable, "1")
     with pytest.raises(OfflineError) as caught:
@@ -123,7 +124,7 @@ def test_malformed_hub_ref(home: Path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("huggingface_hub") is not None, reason="huggingface_hub is installed")
 def test_hub_without_huggingface_hub_names_the_extra(home: Path) -> None:
     with pytest.raises(ModelPackageMissingError) as caught:
-        resolve("hf:Qwen/Qwen3-0.6B-GGUF/Qwen3-0.6B-Q8_0.gguf")
+        resolve(EXAMPLE_REF)
     assert caught.value.hint == "pip install 'workhorse[hub]'"
 
 

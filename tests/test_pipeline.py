@@ -1,10 +1,12 @@
 """The pipeline: the small model answers, the uncertain items go upstream with secrets redacted,
 every call is logged — the tiny model locally, the upstream captured through httpx's
-MockTransport (to see exactly what left the machine)."""
+MockTransport (to see exactly what left the machine). The escalation budget counts from the
+items' arrival, and whatever token counts the upstream reports, the batch is answered and logged."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -28,7 +30,7 @@ escalation:
   mode: {mode}
   threshold: 0.99
   privacy: {privacy}
-  upstream: {{base_url: "http://upstream.test/v1", model: gpt-4o-mini, api_key_env: null, timeout_s: 2, retries: 1}}
+  upstream: {{base_url: "https://upstream.test/v1", model: gpt-4o-mini, api_key_env: null, timeout_s: 2, retries: 1}}
 """
 TEXTS = ["refund to jane.doe@example.com please, card 4111 1111 1111 1111", "cannot login from 10.1.2.3",
          "my card +1 (415) 555-0132 was blocked"]
@@ -42,12 +44,23 @@ def engine(tiny_model):
     engine.close()
 
 
-def _runner(engine, tiny_gguf, handler, log=None, mode="always", privacy="redact") -> Pipeline:
+def _runner(engine, tiny_gguf, handler, log=None, mode="always", privacy="redact", timeout_s=2.0) -> Pipeline:
     spec = parse_task(TASK.format(model=tiny_gguf, mode=mode, privacy=privacy))
-    options = UpstreamOptions(base_url="http://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
-                              timeout_s=2, retries=1, backoff_s=0.01)
+    options = UpstreamOptions(base_url="https://upstream.test/v1", model="gpt-4o-mini", api_key_env=None,
+                              timeout_s=timeout_s, retries=1, backoff_s=0.01)
     client = UpstreamClient(options, transport=httpx.MockTransport(handler))
     return build_pipeline(spec, None, engine, call_log=log, upstream=client, prices=PriceTable())
+
+
+class _SlowLocal:
+    """The task's kind, answering `delay_s` late: a busy engine."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.spec, self.delay_s = inner, inner.spec, delay_s
+
+    def run(self, texts):
+        time.sleep(self.delay_s)
+        return self.inner.run(texts)
 
 
 def test_escalated_items_leave_redacted_and_come_back_answered_and_logged(engine, tiny_gguf, tmp_path):
@@ -143,3 +156,42 @@ def test_each_logged_call_estimates_its_upstream_request(engine, tiny_gguf, tmp_
     system = messages_for(spec, "")[0]["content"]
     assert [r["upstream_prompt_estimate"] for r in log.iterate()] == [words(system) + words(t) for t in TEXTS]
     log.close()
+
+
+def test_nonsense_token_counts_neither_fail_the_batch_nor_the_call_log(engine, tiny_gguf, tmp_path):
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = b'{"choices": [{"message": {"content": "{\\"label\\": \\"card\\"}"}}], ' \
+               b'"usage": {"prompt_tokens": 100000000000000000000000000000, "completion_tokens": "many"}}'
+        return httpx.Response(200, content=body)
+
+    log = CallLog(tmp_path / "calls.db")
+    runner = _runner(engine, tiny_gguf, handler, log)
+    answers = runner.run(TEXTS)
+    runner.close()
+    assert [a.source for a in answers] == ["upstream"] * 3 and [a.answer for a in answers] == ["card"] * 3
+    rows = list(log.iterate())
+    log.close()
+    assert [r["id"] for r in rows] == [a.call_id for a in answers]
+    assert all(r["upstream_prompt_tokens"] == 0 and r["upstream_completion_tokens"] == 0 for r in rows)
+
+
+def test_the_escalation_budget_counts_from_arrival(engine, tiny_gguf):
+    """The local answer spends part of the budget; one that spends all of it asks nothing."""
+    budgets = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        budgets.append(request.extensions["timeout"]["read"])
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"label": "card"}'}}]})
+
+    runner = _runner(engine, tiny_gguf, handler, timeout_s=2.0)
+    runner.local = _SlowLocal(runner.local, 0.4)
+    assert all(a.source == "upstream" for a in runner.run(TEXTS[:2]))
+    runner.close()
+    assert len(budgets) == 2 and all(0 < budget <= 1.6 for budget in budgets)  # not 2 s from the upstream call
+
+    runner = _runner(engine, tiny_gguf, handler, timeout_s=0.2)
+    runner.local = _SlowLocal(runner.local, 0.3)
+    answers = runner.run(TEXTS[:2])
+    runner.close()
+    assert len(budgets) == 2 and all(a.source == "local" and a.details["escalation_failed"] for a in answers)
+    assert runner.upstream is not None and runner.upstream.breaker.state == "closed"

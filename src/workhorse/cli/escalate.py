@@ -24,6 +24,7 @@ def escalation_report(
     upstream_model: str | None,
     max_rate: float,
     png: str | None,
+    upstream_key_env: str | None = None,
 ) -> dict[str, Any]:
     from workhorse.escalation.curve import accuracy_at_rate, escalation_curve, plot, rate_at_threshold
 
@@ -31,7 +32,7 @@ def escalation_report(
     truth = [ex.label for ex in dataset.examples]
     curves = [escalation_curve(truth, predicted, confidence, points=21)]  # every 5 %
     steps = max(1, round(max_rate / 0.05))  # the real curve on the same 5 % grid, up to max_rate
-    real = _real_upstream_answers(pipeline, dataset, confidence, upstream_url, upstream_model, steps * 0.05)
+    real = _real_upstream_answers(pipeline, dataset, confidence, upstream_url, upstream_model, upstream_key_env, steps * 0.05)
     if real is not None:
         name, answers = real
         curves.append(escalation_curve(truth, predicted, confidence, upstream=answers, upstream_name=name,
@@ -48,19 +49,19 @@ def escalation_report(
     return {"escalation_curve": [point for curve in curves for point in curve], "escalation_operating_point": operating}
 
 
-def _real_upstream_answers(pipeline: Pipeline, dataset, confidence, url, model, max_rate) -> tuple[str, list[Any]] | None:
+def _real_upstream_answers(pipeline: Pipeline, dataset, confidence, url, model, key_env,
+                           max_rate) -> tuple[str, list[Any]] | None:
     """The upstream's answers for the least confident `max_rate` of the items (None elsewhere),
     asked through the task's pipeline (redacted under its privacy policy)."""
     from workhorse.cli.progress import progress
+    from workhorse.escalation.override import command_line_upstream
     from workhorse.escalation.upstream import UpstreamClient
-    from workhorse.tasks.spec import UpstreamOptions
 
     spec = pipeline.spec
     configured = spec.escalation.upstream
-    url = url or (configured.base_url if configured else None)
-    model = model or (configured.model if configured else None)
-    if not url or not model:
+    if not (url or (configured and configured.base_url)) or not (model or (configured and configured.model)):
         return None
+    model = model or (configured.model if configured else None)
     if spec.escalation.privacy == "local_only":
         from workhorse.errors import PrivacyPolicyError
 
@@ -68,10 +69,9 @@ def _real_upstream_answers(pipeline: Pipeline, dataset, confidence, url, model, 
             f"task {spec.name} is local_only: its items may not be sent to {model}",
             "leave out --upstream-url for the perfect-upstream curve only, or change the task's escalation.privacy",
         )
-    if configured is not None:
-        options = configured.model_copy(update={"base_url": url, "model": model})
-    else:
-        options = UpstreamOptions(base_url=url, model=model, timeout_s=60.0)
+    # The task's key goes only to the task's own upstream (see workhorse.escalation.override).
+    options = command_line_upstream(configured, base_url=url, model=model, api_key_env=key_env,
+                                    option="--upstream-url", fresh={"timeout_s": 60.0})
     asking = pipeline.with_upstream(UpstreamClient(options))
     order = np.argsort(np.asarray(confidence), kind="stable")[: int(round(max_rate * len(confidence)))]
     answers: list[Any] = [None] * len(confidence)

@@ -17,6 +17,9 @@ def eval_command(
     escalate: bool = typer.Option(False, "--escalate", help="Also print the accuracy–escalation-rate curve (classify)."),
     upstream_url: str = typer.Option(None, help="--escalate: a real upstream (OpenAI-compatible base URL); default: the task's."),
     upstream_model: str = typer.Option(None, help="--escalate: the real upstream's model name; default: the task's."),
+    upstream_key_env: str = typer.Option(
+        None, help="--escalate: environment variable with the API key for --upstream-url. Default: the task's "
+        "api_key_env when --upstream-url is on the task's upstream host (same scheme, host and port), else no key."),
     max_rate: float = typer.Option(0.5, min=0.01, max=1.0, help="--escalate: the real upstream answers this share, least confident first."),
     png: str = typer.Option(None, help="--escalate: write the curve as a PNG here (needs matplotlib)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -66,7 +69,8 @@ def eval_command(
         from workhorse.cli.escalate import escalation_report
 
         report |= escalation_report(pipeline, dataset, mapped, [p.confidence for p in predictions], upstream_url=upstream_url,
-                                    upstream_model=upstream_model, max_rate=max_rate, png=png)
+                                    upstream_model=upstream_model, max_rate=max_rate, png=png,
+                                    upstream_key_env=upstream_key_env)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=float))
         return

@@ -107,25 +107,31 @@ def calibrate(
     rate: float = typer.Option(..., min=0.001, max=0.999, help="Target share of items to escalate, e.g. 0.2."),
     base_url: str = typer.Option(None, help="Upstream OpenAI-compatible base URL (default: the task's)."),
     model: str = typer.Option(None, help="Upstream model (default: the task's)."),
+    api_key_env: str = typer.Option(
+        None, help="Environment variable with the upstream's API key. Default: the task's api_key_env when --base-url "
+        "is on the task's upstream host (same scheme, host and port), else no key."),
     limit: int = typer.Option(None, help="Use at most this many rows."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
 ) -> None:
     """Set the escalation threshold that sends `rate` of DATA to the large model; saves a new task version."""
     from workhorse.cli.progress import progress
     from workhorse.errors import TaskSpecError
+    from workhorse.escalation.override import command_line_upstream
     from workhorse.escalation.policy import threshold_for_rate
     from workhorse.evals.datasets import load
     from workhorse.pipeline import build_pipeline
     from workhorse.tasks.engines import engine_config, open_engine
-    from workhorse.tasks.spec import EscalationOptions, UpstreamOptions
+    from workhorse.tasks.spec import EscalationOptions
     from workhorse.tasks.store import load_task, save_revision
 
     spec, directory = load_task(task)
     upstream = spec.escalation.upstream
-    if base_url or model:
+    if base_url or model or api_key_env:
         if not (base_url or upstream) or not (model or upstream):
             raise TaskSpecError("an upstream needs both a base URL and a model", "pass --base-url and --model")
-        upstream = UpstreamOptions(base_url=base_url or upstream.base_url, model=model or upstream.model)
+        # The task's key goes only to the task's own upstream (see workhorse.escalation.override).
+        upstream = command_line_upstream(upstream, base_url=base_url, model=model, api_key_env=api_key_env,
+                                         option="--base-url")
     if upstream is None:
         raise TaskSpecError(f"task {spec.name} has no escalation upstream", "pass --base-url and --model")
     dataset = load(data, limit=limit)

@@ -25,14 +25,17 @@ class Escalation:
     redactions: dict[str, int] | None = None
 
 
-def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, text: str, reason: str) -> Escalation:
+def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, text: str, reason: str, *,
+                 deadline: float | None = None) -> Escalation:
+    """`deadline`: the `time.monotonic()` instant by which the item must be answered (see
+    `UpstreamClient.ask`); None gives the upstream its whole budget from now."""
     if spec.escalation.privacy == "local_only":
         return Escalation(reason, blocked=True)
     redactor = Redactor(spec.escalation.privacy, task=spec.name)  # one per item: no mapping shared between items
     [redacted], _ = redactor.prepare([text])
     counts = redactor.counts
     try:
-        reply = upstream.ask(messages_for(spec, redacted), answer_schema(spec))
+        reply = upstream.ask(messages_for(spec, redacted), answer_schema(spec), deadline=deadline)
     except UpstreamError:
         return Escalation(reason, failed=True, redactions=counts)
     value = redactor.restore_value(task_answer(spec, reply.value))

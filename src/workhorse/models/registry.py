@@ -41,8 +41,8 @@ class ModelSpec:
     description: str
     role: str
     filename: str
-    size_bytes: int | None  # None: not pinned (hub files; the Hub checks its own hashes)
-    sha256: str | None
+    size_bytes: int | None
+    sha256: str | None  # every built-in pins its bytes: packages' chunks and Hub files alike
     source: Source
     offline: bool
 
@@ -118,9 +118,13 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             description="Qwen3 0.6B, Q8_0, from the Hugging Face Hub",
             role="the seed's model, online only",
             filename="Qwen3-0.6B-Q8_0.gguf",
-            size_bytes=None,
-            sha256=None,
-            source=HubFile("Qwen/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q8_0.gguf"),
+            # The commit, size and SHA-256 (its LFS pointer) published for this file on the Hub. The
+            # tests cannot reach the Hub, so a real pull is the first to hash these bytes; other
+            # bytes under the same name (the repository can change) are refused, not loaded.
+            size_bytes=639446688,
+            sha256="9465e63a22add5354d9bb4b99e90117043c7124007664907259bd16d043bb031",
+            source=HubFile("Qwen/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q8_0.gguf",
+                           revision="23749fefcc72300e3a2ad315e1317431b06b590a"),
             offline=False,
         ),
     )
@@ -149,7 +153,7 @@ def _offline_hint() -> str:
 def _unknown(name: str) -> UnknownModelError:
     return UnknownModelError(
         f"unknown model {name!r}; known models: {', '.join(BUILTIN_MODELS)}",
-        "use one of the known names, a path to a local .gguf file, or hf:OWNER/REPO/FILE.gguf",
+        "use one of the known names, a path to a local .gguf file, or hf:OWNER/REPO/FILE.gguf@COMMIT#sha256=HASH",
     )
 
 
@@ -204,21 +208,45 @@ def _marker_for(spec: ModelSpec) -> Path:
     return _assemble.marker_path(_cache_target(spec))
 
 
+def _hub_marker(hub_file: HubFile) -> Path:
+    # In our cache, not beside the file: the Hugging Face cache belongs to huggingface_hub.
+    where = models_dir() / "hub" / hub_file.repo / (hub_file.revision or hub.UNPINNED) / hub_file.filename
+    return _assemble.marker_path(where)
+
+
+def _hub_path(hub_file: HubFile, sha256: str | None, size: int | None, *, pull: bool, progress: Progress | None) -> Path:
+    """The Hub file downloaded (or found in the cache) and, unless explicitly unpinned
+    (`sha256` None), checked against its pin; a verified file gets a marker like assembled ones."""
+    path = hub.download(hub_file, offline_hint=_offline_hint(), local_only=not pull)
+    if sha256 is None:
+        return path
+    try:
+        return _assemble.verify(path, sha256, size if size is not None else path.stat().st_size,
+                                marker=_hub_marker(hub_file), progress=progress)
+    except ChecksumMismatchError as error:
+        raise ChecksumMismatchError(
+            f"{hub_file.ref}: {error.message}",
+            f"check the pinned sha256 against the file's page on huggingface.co; if the pin is right, the cached "
+            f"download is damaged: delete {path.resolve()} and pull again",
+        ) from error
+
+
 def status(name: str) -> ModelStatus:
     """What is present for built-in `name`; looks at sizes and markers, never hashes or assembles."""
     spec = get_spec(name)
     if isinstance(spec.source, HubFile):
         cached = hub.cached_path(spec.source)
+        size = cached.stat().st_size if cached else None
         return ModelStatus(
             name=name,
             spec=spec,
             state="downloaded" if cached else "online only",
             packages_installed=hub.hub_installed(),
             missing_modules=(),
-            assembled=cached is not None,
-            verified=False,
+            assembled=cached is not None and size == spec.size_bytes,
+            verified=bool(cached and spec.sha256 and _assemble.marker_matches(cached, spec.sha256, _hub_marker(spec.source))),
             path=cached,
-            size=cached.stat().st_size if cached else None,
+            size=size,
         )
     paths, missing = _package_paths(spec.source)
     in_place = len(spec.source.parts) == 1
@@ -281,22 +309,26 @@ def _materialise(spec: ModelSpec, source: PackageChunks, *, pull: bool, rebuild:
 
 def _resolve_spec(spec: ModelSpec, *, pull: bool, rebuild: bool, progress: Progress | None) -> ResolvedModel:
     if isinstance(spec.source, HubFile):
-        path = hub.download(spec.source, offline_hint=_offline_hint(), local_only=not pull)
+        if spec.sha256 is None or spec.source.revision is None:
+            raise ModelError(f"built-in model {spec.name!r} is on the Hub but pins no revision/sha256", "fix its ModelSpec")
+        path = _hub_path(spec.source, spec.sha256, spec.size_bytes, pull=pull, progress=progress)
     else:
         path = _materialise(spec, spec.source, pull=pull, rebuild=rebuild, progress=progress)
     return ResolvedModel(spec.name, path, spec)
 
 
 def resolve(name_or_path: str, *, pull: bool = True, progress: Progress | None = None) -> ResolvedModel:
-    """A usable GGUF file for a built-in name, a local `.gguf` path, or `hf:OWNER/REPO/FILE.gguf`.
+    """A usable GGUF file for a built-in name, a local `.gguf` path, or a pinned
+    `hf:OWNER/REPO/FILE.gguf@COMMIT#sha256=HASH` (see `hub`).
 
     With `pull=False` nothing is assembled or downloaded: a model that is not there yet is an error.
     """
     if name_or_path in BUILTIN_MODELS:
         return _resolve_spec(BUILTIN_MODELS[name_or_path], pull=pull, rebuild=False, progress=progress)
     if name_or_path.startswith(hub.PREFIX):
-        hub_file = hub.parse_ref(name_or_path)
-        path = hub.download(hub_file, offline_hint=_offline_hint(), local_only=not pull)
+        ref = hub.parse_ref(name_or_path)
+        hub.require_pin(ref)  # before any download: an unpinned file is refused, not fetched
+        path = _hub_path(ref.file, ref.sha256, None, pull=pull, progress=progress)
         return ResolvedModel(name_or_path, path, None)
     if name_or_path.lower().endswith(".gguf"):
         path = Path(name_or_path).expanduser()

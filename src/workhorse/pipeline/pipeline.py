@@ -71,6 +71,8 @@ class Pipeline:
         """One answer per text, in order: local, escalated where the policy says, logged (with the
         caller's `refs` for the items, if given: see `CallLog.find_refs`)."""
         started = time.perf_counter()
+        # The escalation budget counts from the items' arrival: what the local answer takes is spent.
+        deadline = time.monotonic() + self.upstream.options.timeout_s if self.upstream is not None else None
         local = self.local.run(texts)
         local_s = (time.perf_counter() - started) / max(len(texts), 1)  # engine time, shared out per item
         pending: dict[int, Any] = {}
@@ -78,7 +80,7 @@ class Pipeline:
             for i, (text, answer) in enumerate(zip(texts, local, strict=True)):
                 reason = escalation_reason(self.spec, text, answer)
                 if reason is not None:
-                    pending[i] = self._pool.submit(self._escalate, text, reason)
+                    pending[i] = self._pool.submit(self._escalate, text, reason, deadline)
         finals, records = [], []
         for i, (text, answer) in enumerate(zip(texts, local, strict=True)):
             escalation, waited_s = pending[i].result() if i in pending else (None, 0.0)
@@ -114,10 +116,10 @@ class Pipeline:
         return [escalation for escalation, _ in self._pool.map(lambda text: self._escalate(text, reason), texts)]
 
     # -- parts ---------------------------------------------------------------------------------
-    def _escalate(self, text: str, reason: str) -> tuple[Escalation, float]:
+    def _escalate(self, text: str, reason: str, deadline: float | None = None) -> tuple[Escalation, float]:
         assert self.upstream is not None
         started = time.perf_counter()
-        escalation = escalate_one(self.spec, self.upstream, self.prices, text, reason)
+        escalation = escalate_one(self.spec, self.upstream, self.prices, text, reason, deadline=deadline)
         return escalation, time.perf_counter() - started
 
     def _final(self, local: LocalAnswer, escalation: Escalation | None, *, latency_ms: float) -> Answer:

@@ -7,7 +7,9 @@ beside the spec under the same version.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -76,14 +78,54 @@ class EmbedOptions(_Strict):
 
 
 class UpstreamOptions(_Strict):
-    base_url: str = Field(description="An OpenAI-compatible API, e.g. https://api.openai.com/v1 or a local server.")
+    base_url: str = Field(
+        description="An OpenAI-compatible API, e.g. https://api.openai.com/v1 or a local server. Plain http only "
+        "to a loopback address (localhost, 127.0.0.0/8, ::1) unless `allow_insecure` says otherwise."
+    )
     model: str = Field(description="The upstream model's name.")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    timeout_s: float = Field(20.0, gt=0, description="Time budget of one escalation, retries included.")
+    allow_insecure: bool = Field(
+        False,
+        description="Allow plain http to a host other than loopback. The API key and the (redacted) items then "
+        "cross the network readable by anyone on the path: only for a trusted network.",
+    )
+    timeout_s: float = Field(
+        20.0, gt=0,
+        description="Time budget of an escalated item, counted from when its request arrived: the local answer, "
+        "retries and backoff included. When it is spent, the small model's answer is returned.",
+    )
     retries: int = Field(2, ge=0, description="Retries after a timeout, a connection error, 429/5xx or an answer off the schema.")
     backoff_s: float = Field(0.25, ge=0, description="Pause before the first retry; it doubles with each one.")
     breaker_failures: int = Field(5, ge=1, description="Failed calls in a row that pause calls to this upstream.")
     breaker_cooldown_s: float = Field(30.0, ge=0, description="How long calls stay paused before one is tried again.")
+
+    @model_validator(mode="after")
+    def _safe_transport(self) -> UpstreamOptions:
+        problem = self.transport_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def transport_problem(self) -> str | None:
+        """Why `base_url` may not be used as it is, or None. Checked when the options are read and
+        again by the client, since a copy made with `model_copy(update=…)` skips validation."""
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return f"base_url {self.base_url!r} must be an http(s) URL with a host"
+        if url.scheme == "http" and not (is_loopback(url.hostname) or self.allow_insecure):
+            return (f"base_url {self.base_url!r} is plain http to a host that is not loopback: the API key and the "
+                    "items would cross the network unencrypted; use https, or set `allow_insecure: true`")
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address: traffic that never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve anywhere
+        return False
 
 
 class EscalationOptions(_Strict):
