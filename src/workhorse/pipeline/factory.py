@@ -31,6 +31,10 @@ def build_pipeline(
         upstream = None
     elif upstream is None and spec.escalation.mode != "never" and spec.escalation.upstream is not None:
         upstream = UpstreamClient(spec.escalation.upstream)
+    if upstream is not None and spec.escalation.privacy == "redact":
+        from workhorse.privacy import prepare
+
+        prepare()  # the secret rules compile once, here, not inside the first escalation's budget
     if prices is None:
         from workhorse.paths import prices_path
 

@@ -4,5 +4,6 @@ goes to a hosted model, and come back in its answer. `detectors` finds them (cre
 policy. What is found, how, and how well: docs/redaction.md."""
 
 from workhorse.privacy.redactor import PrivacyPolicy, Redaction, Redactor, redact, restore
+from workhorse.privacy.secrets import prepare
 
-__all__ = ["PrivacyPolicy", "Redaction", "Redactor", "redact", "restore"]
+__all__ = ["PrivacyPolicy", "Redaction", "Redactor", "prepare", "redact", "restore"]

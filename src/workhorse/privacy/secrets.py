@@ -59,6 +59,12 @@ def _vendor_scanner() -> Scanner:
     return Scanner(rules, base64=True)
 
 
+def prepare() -> None:
+    """Compile the catalog now, so that the first redaction does not spend an escalation's time
+    budget on it."""
+    _vendor_scanner()
+
+
 _PEM_MARKERS = re.compile(
     r"(-----BEGIN [A-Z0-9 ]+-----(?:\\n|\s)*)(?:.*?)((?:\\n|\s)*-----END [A-Z0-9 ]+-----)?", re.DOTALL
 )
