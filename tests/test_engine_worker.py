@@ -155,3 +155,16 @@ def test_an_evaluation_waits_for_room_while_generations_hold_every_slot(worker):
     [result] = worker.evaluate([EvalRequest(worker.tokenize("hello"), logits_at=[-1])])
     assert result.logits.shape == (1, worker.model.n_vocab)
     assert len(running.result(60)) == CONFIG.n_slots
+
+
+def test_a_cancel_scope_tracks_work_that_is_already_done(worker):
+    """A future that finished before it was tracked calls back at once, in the tracking thread."""
+    from concurrent.futures import Future
+
+    from workhorse.engine.cancel import CancelScope
+
+    scope, done = CancelScope(), Future()
+    done.set_result([])
+    scope.track(worker, done)  # deadlocked when the callback ran under the scope's own lock
+    scope.cancel()
+    assert scope.cancelled

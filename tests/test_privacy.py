@@ -28,7 +28,7 @@ def found(text: str, kind: str) -> list[str]:
 
 
 def test_public_names_are_exported() -> None:
-    assert sorted(workhorse.privacy.__all__) == ["PrivacyPolicy", "Redaction", "Redactor", "redact", "restore"]
+    assert sorted(workhorse.privacy.__all__) == ["PrivacyPolicy", "Redaction", "Redactor", "prepare", "redact", "restore"]
 
 
 def test_email() -> None:

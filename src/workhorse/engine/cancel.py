@@ -62,11 +62,13 @@ class CancelScope:
 
     def track(self, worker: EngineWorker, future: Future) -> None:
         with self._lock:
-            if not self._cancelled:
+            cancelled = self._cancelled
+            if not cancelled:
                 self._tracked.append((worker, future))
-                future.add_done_callback(self._forget)
-                return
-        worker.cancel(future)
+        if cancelled:
+            worker.cancel(future)
+        else:  # outside the lock: a future already done calls `_forget` right here
+            future.add_done_callback(self._forget)
 
     def _forget(self, future: Future) -> None:
         with self._lock:
