@@ -11,7 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from workhorse.errors import ContextFullError, TaskNotFoundError, TaskNotTrainedError, UnknownModelError, WorkhorseError
+from workhorse.errors import (
+    ContextFullError,
+    ServiceUnavailableError,
+    TaskNotFoundError,
+    TaskNotTrainedError,
+    UnknownModelError,
+    WorkhorseError,
+)
 
 
 class ApiError(Exception):
@@ -37,6 +44,8 @@ def _status_for(error: WorkhorseError) -> int:
         return 409
     if isinstance(error, ContextFullError):
         return 400
+    if isinstance(error, ServiceUnavailableError):  # the server's fault (a call log it cannot write)
+        return 503
     return 400
 
 
