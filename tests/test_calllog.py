@@ -1,5 +1,5 @@
 """The call log on real SQLite files: migrations (also by threads and processes opening one fresh
-file at once), group commit, feedback, retention, and no acknowledged call
+file at once), group commit, feedback, retention (which keeps feedback), and no acknowledged call
 lost when the writing process is killed with SIGKILL."""
 
 from __future__ import annotations
@@ -86,6 +86,27 @@ def test_retention_drops_old_calls_and_keeps_the_newest_rows(tmp_path):
     inputs = [row["input"] for row in reopened.iterate()]
     reopened.close()
     assert inputs == [f"ticket {i}" for i in range(21, 31)]
+
+
+def test_retention_never_prunes_calls_with_feedback(tmp_path):
+    """Corrections are the most valuable rows: neither age nor the row limit removes them, and
+    they do not count against the limit."""
+    path = tmp_path / "calls.db"
+    log = CallLog(path)
+    ancient = CallRecord(task="t", model="m", input="ancient", source="local", created_at=time.time() - 3 * 86400)
+    ancient_id = log.record(ancient).result(10)
+    ids = [log.record(_call(i)).result(10) for i in range(30)]
+    for corrected in (ancient_id, ids[2], ids[5]):
+        assert log.feedback(corrected, {"label": "login"}).result(10) is True
+    log.close()
+    log = CallLog(path, retention=Retention(max_rows=10, days=1))
+    log.record(_call(30)).result(10)  # the writer prunes after its first commit
+    log.close()
+    reopened = CallLog.open_readonly(path)
+    kept = [(row["input"], row["feedback"]) for row in reopened.iterate()]
+    corrected = [name for name, feedback in kept if feedback is not None]
+    assert corrected == ["ancient", "ticket 2", "ticket 5"]
+    assert [name for name, feedback in kept if feedback is None] == [f"ticket {i}" for i in range(21, 31)]
 
 
 WRITER = """
