@@ -1,10 +1,11 @@
 """The call log under trouble, on real SQLite files and processes: another connection holding the
 write lock, a file size limit standing in for a full disk, a waiter that gives up, a closed log.
 The writer outlives all of it, failures are CallLogError (503 from the server), and no wait is
-without a deadline."""
+without a deadline. And the feedback route checks labels against the served task."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -15,11 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 import workhorse
 from workhorse.calllog import CallLog, CallRecord, Retention
 from workhorse.calllog.store import wait_committed
 from workhorse.errors import CallLogError, ServiceUnavailableError
+from workhorse.serve.app import create_app
+from workhorse.serve.settings import ServeSettings
+from workhorse.serve.state import ServerState
 
 HANG_GUARD_S = 30  # generous: only there so that a broken writer fails the test instead of hanging it
 
@@ -135,3 +140,68 @@ def test_a_full_disk_fails_calls_with_call_log_error_and_writing_resumes_after(t
     inputs = [row[0] for row in connection.execute("SELECT input FROM calls ORDER BY id") if len(row[0]) < 100]
     connection.close()
     assert inputs == ["small", "after"]
+
+
+CLASSIFY_TASK = """
+name: toy-intents
+kind: classify
+model: {model}
+instructions: Classify the request.
+labels:
+  - name: refund
+  - name: login
+  - name: card
+"""
+
+
+@pytest.fixture
+def served(tiny_gguf, tmp_path) -> Iterator[tuple[TestClient, ServerState]]:
+    """A real server state (the tiny model, a classify task, a call log) behind the real app."""
+    task = tmp_path / "toy-intents.yaml"
+    task.write_text(CLASSIFY_TASK.format(model=tiny_gguf))
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=[str(task)], threads=1, n_ctx=2048, n_slots=2,
+                             call_log=str(tmp_path / "calls.db"))
+    state = ServerState(settings)
+    state.load()
+    try:
+        with TestClient(create_app(settings, state=state)) as client:
+            yield client, state
+    finally:
+        asyncio.run(state.close())
+
+
+def test_feedback_with_a_label_the_task_does_not_have_is_refused(served):
+    client, state = served
+    call_id = client.post("/v1/tasks/toy-intents", json={"input": "my card was charged twice"}).json()["call_id"]
+    refused = client.post(f"/v1/calls/{call_id}/feedback", json={"label": "cancel"})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["message"] == "task toy-intents has no label 'cancel'; its labels: refund, login, card"
+    assert client.post(f"/v1/calls/{call_id}/feedback", json={"labels": ["card", "nope"]}).status_code == 422
+    assert client.post(f"/v1/calls/{call_id}/feedback", json={"fields": {"label": "card"}}).status_code == 422
+    assert client.get(f"/v1/calls/{call_id}").json()["feedback"] is None  # nothing refused was stored
+    given = client.post(f"/v1/calls/{call_id}/feedback", json={"label": "card"})
+    assert given.status_code == 200 and given.json() == {"id": call_id, "feedback": {"label": "card"}, "checked": True}
+
+
+def test_feedback_for_a_task_no_longer_served_is_kept_unchecked(served):
+    """Its labels are unknown here; the correction is kept (the training loop checks it against
+    the task it trains) and the answer says it was not checked."""
+    client, state = served
+    assert state.call_log is not None
+    retired = CallRecord(task="retired-task", model="m", input="x", source="local", final_answer="a")
+    call_id = state.call_log.record(retired).result(HANG_GUARD_S)
+    given = client.post(f"/v1/calls/{call_id}/feedback", json={"label": "anything"})
+    assert given.status_code == 200 and given.json()["checked"] is False
+    assert client.get(f"/v1/calls/{call_id}").json()["feedback"] == {"label": "anything"}
+
+
+def test_a_call_log_that_cannot_be_written_is_a_503_not_a_client_error(served):
+    client, state = served
+    call_id = client.post("/v1/tasks/toy-intents", json={"input": "reset my password"}).json()["call_id"]
+    assert state.call_log is not None
+    state.call_log.close()  # as during shutdown: nothing more can be committed
+    answered = client.post("/v1/tasks/toy-intents", json={"input": "reset my password"})
+    assert answered.status_code == 503 and answered.json()["error"]["type"] == "server_error"
+    assert "call log" in answered.json()["error"]["message"]
+    corrected = client.post(f"/v1/calls/{call_id}/feedback", json={"label": "login"})
+    assert corrected.status_code == 503
