@@ -143,8 +143,9 @@ def test_every_acknowledged_call_survives_sigkill(tmp_path):
 
 
 def test_threads_opening_one_fresh_file_at_once_migrate_it_once(tmp_path):
-    """The version is read under the write lock: the second opener finds the tables made."""
-    for round_ in range(12):
+    """The version is read under the write lock (the second opener finds the tables made), and the
+    switch to WAL waits out a concurrent opener (SQLite answers BUSY there without waiting)."""
+    for round_ in range(40):
         path = tmp_path / f"calls-{round_}.db"
         start = threading.Barrier(6)
         errors: list[BaseException] = []

@@ -236,12 +236,26 @@ class CallLog:
     def _connect_writer(self) -> sqlite3.Connection:
         connection = self._connect()
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(connection)
             connection.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
         except BaseException:
             connection.close()
             raise
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch a file to WAL (it stays so). The switch needs the file to itself for a moment,
+        and when another connection opens a fresh file at the same time SQLite answers BUSY at
+        once instead of waiting: wait here, as long as for a lock."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _error(self, action: str, error: BaseException) -> CallLogError:
         name = getattr(error, "sqlite_errorname", "") or ""
