@@ -3,7 +3,7 @@
 A correction for a call of a served classify task is checked against the task's labels (422
 naming them). A call whose task this server no longer serves cannot be checked: its correction
 is stored as given (it is the most valuable row of the log, and the training loop checks it
-against the task it trains), and the answer says `"checked": false`."""
+against the task it trains), and the answer says `"checked": false` (as for kinds without labels)."""
 
 from __future__ import annotations
 
@@ -59,18 +59,18 @@ async def feedback(body: Feedback, request: Request, call_id: int = CallId) -> d
     if row is None:
         raise ApiError(404, f"no call with id {call_id}")
     served = request.app.state.workhorse.tasks.get(row["task"])
-    if served is not None:
-        _check_labels(body, served.spec)
+    checked = served is not None and _check_labels(body, served.spec)
     value = body.model_dump(exclude_none=True)
     if not await committed(log.feedback(call_id, value)):  # pruned since it was read
         raise ApiError(404, f"no call with id {call_id}")
-    return {"id": call_id, "feedback": value, "checked": served is not None}
+    return {"id": call_id, "feedback": value, "checked": checked}
 
 
-def _check_labels(body: Feedback, spec: TaskSpec) -> None:
-    """A classify task's correction names its labels (or its out-of-scope label)."""
+def _check_labels(body: Feedback, spec: TaskSpec) -> bool:
+    """A classify task's correction names its labels (or its out-of-scope label); 422 otherwise.
+    False when there was nothing to check against."""
     if spec.kind != "classify":
-        return  # extract and convert answers have no fixed set to check against
+        return False  # extract and convert answers have no fixed set to check against
     if body.fields is not None:
         raise ApiError(422, f"task {spec.name} is a classify task: correct it with `label` or `labels`", param="fields")
     allowed = spec.label_names
@@ -81,3 +81,4 @@ def _check_labels(body: Feedback, spec: TaskSpec) -> None:
     if unknown:
         raise ApiError(422, f"task {spec.name} has no label {', '.join(map(repr, unknown))}; its labels: {', '.join(allowed)}",
                        param="label" if body.label is not None else "labels")
+    return True
