@@ -1,19 +1,25 @@
-"""The call log on real SQLite files: migrations, group commit, feedback, retention, and no
-acknowledged call lost when the writing process is killed with SIGKILL."""
+"""The call log on real SQLite files: migrations (also by threads and processes opening one fresh
+file at once), group commit, feedback, retention (which keeps feedback), and no acknowledged call
+lost when the writing process is killed with SIGKILL."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+import workhorse
 from workhorse.calllog import CallLog, CallRecord, Retention
 from workhorse.calllog.schema import MIGRATIONS
+from workhorse.errors import CallLogError
 
 
 def _call(i: int, **extra) -> CallRecord:
@@ -60,8 +66,9 @@ def test_migrations_apply_once_and_a_newer_schema_is_refused(tmp_path):
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     connection.close()
-    with pytest.raises(RuntimeError, match="upgrade workhorse"):
+    with pytest.raises(CallLogError, match="newer than this workhorse knows") as refused:
         CallLog(path)
+    assert "upgrade workhorse" in refused.value.hint
 
 
 def test_retention_drops_old_calls_and_keeps_the_newest_rows(tmp_path):
@@ -79,6 +86,27 @@ def test_retention_drops_old_calls_and_keeps_the_newest_rows(tmp_path):
     inputs = [row["input"] for row in reopened.iterate()]
     reopened.close()
     assert inputs == [f"ticket {i}" for i in range(21, 31)]
+
+
+def test_retention_never_prunes_calls_with_feedback(tmp_path):
+    """Corrections are the most valuable rows: neither age nor the row limit removes them, and
+    they do not count against the limit."""
+    path = tmp_path / "calls.db"
+    log = CallLog(path)
+    ancient = CallRecord(task="t", model="m", input="ancient", source="local", created_at=time.time() - 3 * 86400)
+    ancient_id = log.record(ancient).result(10)
+    ids = [log.record(_call(i)).result(10) for i in range(30)]
+    for corrected in (ancient_id, ids[2], ids[5]):
+        assert log.feedback(corrected, {"label": "login"}).result(10) is True
+    log.close()
+    log = CallLog(path, retention=Retention(max_rows=10, days=1))
+    log.record(_call(30)).result(10)  # the writer prunes after its first commit
+    log.close()
+    reopened = CallLog.open_readonly(path)
+    kept = [(row["input"], row["feedback"]) for row in reopened.iterate()]
+    corrected = [name for name, feedback in kept if feedback is not None]
+    assert corrected == ["ancient", "ticket 2", "ticket 5"]
+    assert [name for name, feedback in kept if feedback is None] == [f"ticket {i}" for i in range(21, 31)]
 
 
 WRITER = """
@@ -112,6 +140,58 @@ def test_every_acknowledged_call_survives_sigkill(tmp_path):
     present = {row[0] for row in connection.execute("SELECT id FROM calls")}
     connection.close()
     assert set(acknowledged) <= present and len(acknowledged) >= 3000
+
+
+def test_threads_opening_one_fresh_file_at_once_migrate_it_once(tmp_path):
+    """The version is read under the write lock (the second opener finds the tables made), and the
+    switch to WAL waits out a concurrent opener (SQLite answers BUSY there without waiting)."""
+    for round_ in range(40):
+        path = tmp_path / f"calls-{round_}.db"
+        start = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_and_record(i: int, path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait(30)
+            try:
+                log = CallLog(path)
+                log.record(_call(i)).result(30)
+                log.close()
+            except BaseException as error:  # collected: an exception in a thread would be lost
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_and_record, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        connection = sqlite3.connect(path)
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 6
+        connection.close()
+
+
+OPENER = """
+import sys, time
+from workhorse.calllog import CallLog, CallRecord
+path, start_at = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, start_at - time.time()))  # every process opens at the same moment
+log = CallLog(path)
+print(log.record(CallRecord(task="t", model="m", input="x", source="local")).result(30))
+log.close()
+"""
+
+
+def test_processes_opening_one_fresh_file_at_once_all_succeed(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(workhorse.__file__).parents[1])}
+    for round_ in range(2):
+        path = tmp_path / f"calls-{round_}.db"
+        start_at = time.time() + 3  # after every interpreter has started and imported workhorse
+        openers = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(start_at)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outputs = [opener.communicate(timeout=120) for opener in openers]
+        assert all(opener.returncode == 0 for opener in openers), [err for _, err in outputs]
+        assert sorted(int(out) for out, _ in outputs) == [1, 2, 3, 4]
 
 
 def test_an_older_log_is_upgraded_in_place(tmp_path):

@@ -1,14 +1,24 @@
-"""`workhorse calls list|show|export|stats` over a real call log (and the old `logs` names, deprecated)."""
+"""`workhorse calls list|show|export|stats` over a real call log (and the old `logs` names, deprecated);
+they read it read-only, and a file that is not a call log, or is of a newer schema, is a clean error."""
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import workhorse
 from workhorse.calllog import CallLog, CallRecord
+from workhorse.calllog.schema import MIGRATIONS
 from workhorse.cli import app
+from workhorse.errors import CallLogError
 
 
 @pytest.fixture
@@ -99,3 +109,68 @@ def test_an_upstream_without_a_price_at_call_time_is_priced_from_its_tokens(tmp_
     assert stats()["upstream_cost"] is None  # no price anywhere: unknown, not zero
     (tmp_path / "prices.yaml").write_text("models:\n  local-qwen: {input: 1.0, output: 2.0}\n")
     assert stats()["upstream_cost"] == pytest.approx((200 * 1.0 + 20 * 2.0) / 1e6)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed entry point in a process of its own: its exit code and what it printed."""
+    env = {**os.environ, "PYTHONPATH": str(Path(workhorse.__file__).parents[1])}
+    return subprocess.run([sys.executable, "-m", "workhorse.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_a_file_that_is_not_a_call_log_is_a_clean_error(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a database\n" * 200)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a database, but no calls table
+    for path, problem in ((readme, "file is not a database"), (empty, "is not a call log")):
+        result = _cli("calls", "list", "--db", str(path))
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and problem in result.stderr
+        assert "error:" in result.stderr and "hint: pass the call log" in result.stderr
+    assert readme.read_text() == "# not a database\n" * 200
+
+
+def test_a_log_of_a_newer_schema_is_a_clean_error(db):
+    connection = sqlite3.connect(db)
+    connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    connection.close()
+    result = _cli("calls", "stats", "--db", db)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "newer than this workhorse knows" in result.stderr and "hint: upgrade workhorse" in result.stderr
+
+
+def test_reading_an_older_log_neither_migrates_nor_writes_it(tmp_path):
+    """The read commands open the file read-only (no migration, no writer): columns added since
+    read as null."""
+    path = tmp_path / "calls.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    connection.execute("INSERT INTO calls (created_at, task, model, input, source, final_answer, feedback) "
+                       "VALUES (1.0, 't', 'm', 'old', 'local', '\"a\"', '\"a\"')")
+    connection.commit()
+    connection.close()
+    before = path.read_bytes()
+    runner = CliRunner()
+    listed = runner.invoke(app, ["calls", "list", "--db", str(path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = [json.loads(line) for line in listed.output.splitlines()]
+    assert row["input"] == "old" and row["request_ref"] is None and row["upstream_prompt_estimate"] is None
+    for command in (["show", "1"], ["export", "--jsonl"], ["stats", "--json"], ["list"]):
+        result = runner.invoke(app, ["calls", *command, "--db", str(path)])
+        assert result.exit_code == 0, result.output
+    assert json.loads(runner.invoke(app, ["calls", "stats", "--db", str(path), "--json"]).output)["tasks"]["t"]["accuracy"] == 1.0
+    assert path.read_bytes() == before
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+    connection.close()
+
+
+def test_a_read_only_log_starts_no_writer_and_refuses_writes(db):
+    threads = {thread.name for thread in threading.enumerate()}
+    log = CallLog.open_readonly(db)
+    assert {thread.name for thread in threading.enumerate()} == threads
+    assert log.count() == 8
+    with pytest.raises(CallLogError, match="read-only"):
+        log.record(CallRecord(task="t", model="m", input="x", source="local"))
+    log.close()

@@ -1,7 +1,10 @@
-"""Task specs: validation with line numbers, the store, the shipped examples, `workhorse tasks`."""
+"""Task specs: validation with line numbers, the store (and its durable writes), the shipped examples, `workhorse tasks`."""
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,16 @@ from typer.testing import CliRunner
 from workhorse.cli import app
 from workhorse.errors import TaskNotFoundError, TaskSpecError
 from workhorse.tasks.spec import TaskSpec
-from workhorse.tasks.store import EXAMPLES_DIR, load_task, next_version, parse_task, save_task, task_versions
+from workhorse.tasks.store import (
+    EXAMPLES_DIR,
+    load_task,
+    next_version,
+    parse_task,
+    save_revision,
+    save_task,
+    task_versions,
+    version_dir,
+)
 
 
 def test_errors_point_at_line_and_field():
@@ -70,3 +82,56 @@ def test_cli_new_validate_list(tmp_path: Path):
         assert result.exit_code == 0 and "ok" in result.output
     result = runner.invoke(app, ["tasks", "list", "--json"])
     assert result.exit_code == 0 and "support-intents" in result.output
+
+
+def test_concurrent_saves_of_one_version_each_use_their_own_temp_file():
+    """Writers of one task file each write a temp file of their own: with one fixed temp name a
+    writer renamed another's half-written file, or found its own gone."""
+    specs = [TaskSpec(name="raced", kind="classify", labels=[{"name": "a"}, {"name": "b"}], description=f"writer {i}")
+             for i in range(4)]
+    start = threading.Barrier(len(specs))
+
+    def save_many(spec: TaskSpec) -> None:
+        start.wait(30)
+        for _ in range(150):
+            save_task(spec)
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        list(pool.map(save_many, specs))  # re-raises any writer's error
+    spec, directory = load_task("raced")
+    assert spec.description in {s.description for s in specs}
+    assert sorted(p.name for p in directory.iterdir()) == ["task.yaml"]
+
+
+def test_a_failed_save_leaves_no_temp_file_behind():
+    spec = TaskSpec(name="blocked", kind="classify", labels=[{"name": "a"}, {"name": "b"}])
+    directory = version_dir(spec)
+    (directory / "task.yaml").mkdir()  # the rename onto it fails
+    with pytest.raises(OSError):
+        save_task(spec)
+    assert sorted(p.name for p in directory.iterdir()) == ["task.yaml"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names descriptors through /proc")
+def test_a_saved_task_and_its_copied_parts_are_fsynced_before_and_after_the_rename(monkeypatch):
+    """fsync shows its worth only on power loss; this watches which files and folders are fsync'd
+    (each still is, by the real os.fsync) and in what order."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def watched(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    spec = TaskSpec(name="durable", kind="classify", labels=[{"name": "a"}, {"name": "b"}])
+    first = save_task(spec)
+    (first / "head.npz").write_bytes(b"trained weights")
+    monkeypatch.setattr(os, "fsync", watched)
+    second = save_revision(spec, first)
+    assert (second / "head.npz").read_bytes() == b"trained weights"
+    head_temp = next(i for i, p in enumerate(synced) if Path(p).name.startswith(".head.npz."))
+    yaml_temp = next(i for i, p in enumerate(synced) if Path(p).name.startswith(".task.yaml."))
+    assert Path(synced[head_temp]).parent == second and Path(synced[yaml_temp]).parent == second
+    assert head_temp < yaml_temp  # the trained part is on disk before the task.yaml that publishes it
+    assert str(second) in synced[yaml_temp + 1 :]  # the rename of task.yaml is on disk too
+    assert str(second.parent) in synced  # and the new version's folder

@@ -20,6 +20,9 @@ so the CLI and the server can show both without parsing text.
     ├── DatasetFormatError           a row of a data file is malformed (names the file and line)
     ├── PrivacyPolicyError           a task's privacy policy forbids sending its data off the machine
     ├── UpstreamError                the large model gave no usable answer in time (the small one's stands)
+    ├── ServiceUnavailableError      a fault of the server, not of the request: try again later (HTTP 503)
+    │   └── CallLogError             the call log cannot be opened, read or written (locked, disk full, closed,
+    │                                not a call log, a newer schema)
     └── TaskError
         ├── TaskSpecError            a task file is invalid (names the file, line and field)
         ├── TaskNotFoundError        no task by that name or path
@@ -119,3 +122,11 @@ class TaskNotTrainedError(TaskError):
 
 class UpstreamError(WorkhorseError):
     """The upstream did not give a usable answer in time."""
+
+
+class ServiceUnavailableError(WorkhorseError):
+    """The server cannot answer now through no fault of the request (the server answers 503)."""
+
+
+class CallLogError(ServiceUnavailableError):
+    """The call log cannot be opened, read or written: a call that must be logged cannot be answered."""

@@ -1,13 +1,16 @@
 """The call log's schema as numbered migrations, applied in order on open.
 
 `PRAGMA user_version` records how many have been applied; each migration runs in its own
-transaction, so a crash mid-upgrade leaves the database at the previous version. Append new
+write transaction with its version bump, so a crash mid-upgrade leaves the database at the
+previous version, and processes opening one file at once apply each migration once. Append new
 migrations; never edit an applied one.
 """
 
 from __future__ import annotations
 
 import sqlite3
+
+from workhorse.errors import CallLogError
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: one row per answered call
@@ -56,14 +59,60 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def migrate(connection: sqlite3.Connection) -> int:
-    """Apply the migrations this database has not seen; returns the schema version."""
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The migrations applied to this database; a newer one than this workhorse knows is refused."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise RuntimeError(
-            f"the call log has schema version {version}, newer than this workhorse knows ({len(MIGRATIONS)}): upgrade workhorse"
+        raise CallLogError(
+            f"the call log has schema version {version}, newer than this workhorse knows ({len(MIGRATIONS)})",
+            "upgrade workhorse (pip install -U workhorse)",
         )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        # executescript commits first; BEGIN … COMMIT makes each migration atomic with its version bump.
-        connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return version
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply the migrations this database has not seen; returns the schema version.
+
+    `connection` must be in autocommit mode (`isolation_level=None`). The version is read again
+    inside each migration's write transaction: two processes opening a fresh file at once then
+    take turns, and the second finds the work done instead of creating the tables twice.
+    """
+    if schema_version(connection) == len(MIGRATIONS):  # versions only grow: nothing to do, no lock taken
+        return len(MIGRATIONS)
+    while _apply_next(connection):
+        pass
     return len(MIGRATIONS)
+
+
+def _apply_next(connection: sqlite3.Connection) -> bool:
+    """Apply the next migration atomically with its version bump; False when there is none."""
+    connection.execute("BEGIN IMMEDIATE")  # the write lock, before the version is read
+    try:
+        version = schema_version(connection)
+        if version == len(MIGRATIONS):
+            connection.execute("COMMIT")
+            return False
+        for statement in _statements(MIGRATIONS[version]):
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {version + 1}")
+        connection.execute("COMMIT")
+        return True
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one each, for `execute` inside a transaction (`executescript`
+    would commit first). `complete_statement` knows semicolons inside strings and triggers."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = "\n".join(line for line in pending.splitlines() if not line.strip().startswith("--")).strip()
+    if leftover:
+        raise ValueError(f"a statement without its semicolon in a migration: {leftover[:80]}")
+    return statements

@@ -5,25 +5,42 @@ future. The writer thread commits everything queued so far in one transaction (g
 `synchronous=FULL`, so a commit is on disk when it returns) and then resolves the futures with
 the rows' ids. A server answers a request after its future resolves, so every call a client saw
 acknowledged survives a crash of the process or the machine.
+
+The writer outlives every error: a batch that cannot be written (the file locked by another
+process, the disk full) fails its futures with `CallLogError` (a 503 from the server) and the
+next batch is tried on a fresh connection. Waiters use `wait_committed` / `committed`, which give
+up after `CALL_LOG_TIMEOUT_S`. Retention never deletes a call that carries feedback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from workhorse.calllog.schema import migrate
-from workhorse.errors import WorkhorseError
+from workhorse.calllog.schema import migrate, schema_version
+from workhorse.errors import CallLogError
+
+log = logging.getLogger(__name__)
 
 JSON_COLUMNS = ("output", "upstream_answer", "redactions", "final_answer", "feedback")
+# How long a connection waits for another's write lock (another process writing or pruning)
+# before its statement fails with SQLITE_BUSY.
+BUSY_TIMEOUT_S = 10.0
+# The longest anyone waits for the writer (a commit's acknowledgement, closing). Longer than two
+# busy waits, so that a batch queued behind one that waited on the lock still gets its turn.
+CALL_LOG_TIMEOUT_S = 30.0
+PRUNE_EVERY_S = 60.0
 _STOP = object()
 
 
@@ -66,67 +83,117 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class Retention:
+    """What the writer prunes, once after its first batch and then every minute. Calls that carry
+    feedback (corrections: the best training data) are never pruned and do not count in `max_rows`."""
+
     days: float | None = None  # delete calls older than this
-    max_rows: int | None = None  # keep at most this many (the newest)
+    max_rows: int | None = None  # keep at most this many calls without feedback (the newest)
+
+    @property
+    def active(self) -> bool:
+        return self.days is not None or self.max_rows is not None
+
+
+# Every column a call has at the newest schema, so that rows read from an older file have them all.
+_COLUMNS = ("id", *(f.name for f in fields(CallRecord)), "feedback", "feedback_at")
 
 
 class CallLog:
-    def __init__(self, path: str | Path, *, retention: Retention = Retention(), batch_max: int = 512) -> None:
+    """The call log at `path`: opened for writing (migrated, with a writer thread), or with
+    `CallLog.open_readonly` for reading only."""
+
+    def __init__(self, path: str | Path, *, retention: Retention = Retention(), batch_max: int = 512,
+                 busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention = retention
         self.batch_max = batch_max
-        with self._connect() as connection:
-            migrate(connection)
+        self.busy_timeout_s = busy_timeout_s
+        self.readonly = readonly
+        self._lock = threading.Lock()  # orders `_submit` against `close`: no job queued behind the stop
+        self._closed = False
         self._queue: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        if readonly:
+            self.schema_version = self._check_readable()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with closing(self._connect_writer()) as connection:
+                self.schema_version = migrate(connection)
+        except sqlite3.Error as error:
+            raise self._error("open", error) from error
         self._writer = threading.Thread(target=self._write_loop, name="calllog-writer", daemon=True)
         self._writer.start()
 
+    @classmethod
+    def open_readonly(cls, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> CallLog:
+        """For reading only (SQLite's `mode=ro`): nothing is migrated, no writer is started, and a
+        log of an older schema reads with the newer columns as None."""
+        return cls(path, busy_timeout_s=busy_timeout_s, readonly=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- writing (any thread) ----------------------------------------------------------------
     def record(self, call: CallRecord) -> Future:
-        """Queue a call; the future resolves with its id once it is committed to disk."""
-        future: Future = Future()
-        if not self._writer.is_alive():
-            raise WorkhorseError(f"the call log {self.path} is closed", "open a new CallLog")
-        self._queue.put(("insert", call.row(), future))
-        return future
+        """Queue a call; the future resolves with its id once it is committed to disk (or fails
+        with CallLogError). Wait on it with `wait_committed` or `committed`."""
+        return self._submit("insert", call.row())
 
     def feedback(self, call_id: int, value: Any) -> Future:
         """Record a correction for a call; resolves with False when there is no such call."""
-        future: Future = Future()
-        self._queue.put(("feedback", (call_id, json.dumps(value, ensure_ascii=False)), future))
-        return future
+        return self._submit("feedback", (call_id, json.dumps(value, ensure_ascii=False)))
 
-    def close(self) -> None:
-        """Commit what is queued and stop the writer."""
-        if self._writer.is_alive():
+    def close(self, timeout_s: float = CALL_LOG_TIMEOUT_S) -> None:
+        """Commit what is queued and stop the writer (waiting at most `timeout_s`)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._writer is None:
+                return
             self._queue.put(_STOP)
-            self._writer.join()
+        self._writer.join(timeout_s)
+        if self._writer.is_alive():  # its waiters get CallLogError at their own deadlines
+            log.warning("the call log %s did not finish writing within %.0f s", self.path, timeout_s)
+
+    def _submit(self, kind: str, payload: Any) -> Future:
+        with self._lock:
+            if self._writer is None:
+                raise CallLogError(f"the call log {self.path} is open read-only", "open it with CallLog(path) to write")
+            if self._closed or not self._writer.is_alive():
+                raise CallLogError(f"the call log {self.path} is closed", "the server or run is shutting down; try again")
+            future: Future = Future()
+            self._queue.put((kind, payload, future))
+        return future
 
     # -- reading (any thread: WAL readers do not block the writer) -----------------------------
     def get(self, call_id: int) -> dict[str, Any] | None:
-        with self._connect() as connection:
+        with self._reading() as connection:
             row = connection.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
         return _decoded(row) if row else None
 
     def list(self, *, task: str | None = None, limit: int = 50, since: float | None = None) -> list[dict[str, Any]]:
         """The newest calls first."""
         where, args = _filters(task, since)
-        with self._connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(f"SELECT * FROM calls {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_decoded(r) for r in rows]
 
     def iterate(self, *, task: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
         """Every call in id order, streamed (for export)."""
         where, args = _filters(task, since)
-        with self._connect() as connection:
+        with self._reading() as connection:
             for row in connection.execute(f"SELECT * FROM calls {where} ORDER BY id", args):
                 yield _decoded(row)
 
     def find_refs(self, refs: list[str]) -> dict[str, dict[str, Any]]:
         """The logged calls with these request refs (the newest of each), by ref."""
         found: dict[str, dict[str, Any]] = {}
-        with self._connect() as connection:
+        with self._reading() as connection:
             for start in range(0, len(refs), 500):  # SQLite's limit on bound parameters
                 chunk = refs[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
@@ -136,74 +203,219 @@ class CallLog:
         return found
 
     def count(self) -> int:
-        with self._connect() as connection:
+        with self._reading() as connection:
             return connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one read; SQLite's errors become CallLogError (a 503 from the server)."""
+        try:
+            with closing(self._connect()) as connection:
+                yield connection
+        except sqlite3.Error as error:
+            raise self._error("read", error) from error
+
+    def _check_readable(self) -> int:
+        """The schema version of a file opened read-only, after checking it is a call log."""
+        with self._reading() as connection:
+            version = schema_version(connection)
+            table = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calls'").fetchone()
+        if table is None:
+            raise CallLogError(f"{self.path} is not a call log (it has no calls table)", _HINT_NOT_A_LOG)
+        return version
+
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        if self.readonly:  # mode=ro: this connection can neither migrate nor write
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         timeout=self.busy_timeout_s, isolation_level=None)
+        else:
+            connection = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
         return connection
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        connection = self._connect()
+        try:
+            self._use_wal(connection)
+            connection.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch a file to WAL (it stays so). The switch needs the file to itself for a moment,
+        and when another connection opens a fresh file at the same time SQLite answers BUSY at
+        once instead of waiting: wait here, as long as for a lock."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _error(self, action: str, error: BaseException) -> CallLogError:
+        name = getattr(error, "sqlite_errorname", "") or ""
+        hint = next((text for prefix, text in _HINTS if name.startswith(prefix)), "check the file and its disk")
+        return CallLogError(f"cannot {action} the call log {self.path}: {error}", hint)
 
     # -- the writer thread ----------------------------------------------------------------------
     def _write_loop(self) -> None:
-        connection = self._connect()
-        last_prune = 0.0
-        try:
-            while True:
-                jobs = [self._queue.get()]
-                while len(jobs) < self.batch_max:
-                    try:
-                        jobs.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = _STOP in jobs
-                self._commit(connection, [job for job in jobs if job is not _STOP])
-                if time.monotonic() - last_prune > 60:
-                    self._prune(connection)
-                    last_prune = time.monotonic()
-                if stop:
-                    return
-        finally:
-            connection.close()
+        connection: sqlite3.Connection | None = None
+        next_prune = 0.0  # monotonic time: the first batch prunes
+        while True:
+            jobs = self._next_batch()
+            stop = _STOP in jobs
+            connection = self._write_batch(connection, [job for job in jobs if job is not _STOP])
+            if self.retention.active and time.monotonic() >= next_prune:
+                connection = self._prune_safely(connection)
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+            if stop:
+                _discard(connection)
+                return
 
-    def _commit(self, connection: sqlite3.Connection, jobs: list) -> None:
+    def _next_batch(self) -> list:
+        jobs = [self._queue.get()]
+        while len(jobs) < self.batch_max:
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return jobs
+
+    def _write_batch(self, connection: sqlite3.Connection | None, jobs: list) -> sqlite3.Connection | None:
+        """Commit `jobs` and resolve their futures. On any error every job fails with CallLogError
+        and the connection is dropped (the next batch opens a fresh one): the writer goes on."""
         if not jobs:
-            return
-        results: list[tuple[Future, Any]] = []
+            return connection
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            for kind, payload, future in jobs:
-                if kind == "insert":
-                    columns = ", ".join(payload)
-                    marks = ", ".join(f":{name}" for name in payload)
-                    cursor = connection.execute(f"INSERT INTO calls ({columns}) VALUES ({marks})", payload)
-                    results.append((future, cursor.lastrowid))
-                else:
-                    call_id, value = payload
-                    cursor = connection.execute(
-                        "UPDATE calls SET feedback = ?, feedback_at = ? WHERE id = ?", (value, time.time(), call_id)
-                    )
-                    results.append((future, cursor.rowcount == 1))
-            connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            connection = connection or self._connect_writer()
+            results = _commit(connection, jobs)
+        except Exception as error:  # not only SQLite's: nothing may end the writer while callers wait
+            failure = self._error("write", error)
+            log.error("%s", failure)
             for _, _, future in jobs:
-                future.set_exception(WorkhorseError(f"cannot write the call log {self.path}: {error}", "check the disk"))
-            return
-        for future, value in results:
-            future.set_result(value)
+                _settle(future, error=failure)
+            _discard(connection)
+            return None
+        for (_, _, future), result in zip(jobs, results, strict=True):
+            _settle(future, result)
+        return connection
+
+    def _prune_safely(self, connection: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        try:
+            connection = connection or self._connect_writer()
+            self._prune(connection)
+            return connection
+        except Exception as error:  # retried at the next prune; the calls stay meanwhile
+            log.warning("cannot prune the call log %s (tried again in %.0f s): %s", self.path, PRUNE_EVERY_S, error)
+            _discard(connection)
+            return None
 
     def _prune(self, connection: sqlite3.Connection) -> None:
-        if self.retention.days is not None:
-            connection.execute("DELETE FROM calls WHERE created_at < ?", (time.time() - self.retention.days * 86400,))
-        if self.retention.max_rows is not None:
-            connection.execute(
-                "DELETE FROM calls WHERE id <= (SELECT id FROM calls ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (self.retention.max_rows,),
-            )
+        """Delete old calls, in one transaction; calls with feedback are kept."""
+        with _transaction(connection):
+            if self.retention.days is not None:
+                connection.execute("DELETE FROM calls WHERE feedback IS NULL AND created_at < ?",
+                                   (time.time() - self.retention.days * 86400,))
+            if self.retention.max_rows is not None:
+                connection.execute(
+                    "DELETE FROM calls WHERE feedback IS NULL AND id <= "
+                    "(SELECT id FROM calls WHERE feedback IS NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (self.retention.max_rows,),
+                )
+
+
+_HINT_NOT_A_LOG = "pass the call log that `workhorse serve` or `workhorse run` writes (--db FILE)"
+# Hints by SQLite's error name (its prefix): what to do about a failed open, read or write.
+_HINTS = (
+    ("SQLITE_BUSY", "another process holds the call log's write lock; try again"),
+    ("SQLITE_LOCKED", "another process holds the call log's write lock; try again"),
+    ("SQLITE_FULL", "the disk is full: free some space"),
+    ("SQLITE_IOERR", "the disk refused a read or write: check its free space and health"),
+    ("SQLITE_NOTADB", _HINT_NOT_A_LOG),
+    ("SQLITE_CORRUPT", "the file is damaged: restore it from a backup, or move it aside to start a new log"),
+    ("SQLITE_READONLY", "the file or its folder is read-only: give this process write access"),
+    ("SQLITE_CANTOPEN", "check that the file exists and can be opened"),
+)
+
+
+def wait_committed(future: Future, timeout_s: float = CALL_LOG_TIMEOUT_S) -> Any:
+    """What a `record` or `feedback` future resolves with, waiting at most `timeout_s`."""
+    try:
+        return future.result(timeout_s)
+    except TimeoutError:
+        raise _late(timeout_s) from None
+
+
+async def committed(future: Future, timeout_s: float = CALL_LOG_TIMEOUT_S) -> Any:
+    """`wait_committed` for async code: the event loop is not blocked while the writer works."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+    except TimeoutError:
+        raise _late(timeout_s) from None
+
+
+def _late(timeout_s: float) -> CallLogError:
+    return CallLogError(f"the call log did not commit within {timeout_s:.0f} s",
+                        "the disk is slow or another process holds the call log's write lock; try again")
+
+
+def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
+    """Apply every job in one transaction; their results (ids, found-or-not) once committed."""
+    results = []
+    with _transaction(connection):
+        for kind, payload, _ in jobs:
+            if kind == "insert":
+                columns = ", ".join(payload)
+                marks = ", ".join(f":{name}" for name in payload)
+                cursor = connection.execute(f"INSERT INTO calls ({columns}) VALUES ({marks})", payload)
+                results.append(cursor.lastrowid)
+            else:
+                call_id, value = payload
+                cursor = connection.execute(
+                    "UPDATE calls SET feedback = ?, feedback_at = ? WHERE id = ?", (value, time.time(), call_id)
+                )
+                results.append(cursor.rowcount == 1)
+    return results
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:  # the connection is dropped by the caller anyway
+                pass
+        raise
+
+
+def _settle(future: Future, result: Any = None, *, error: BaseException | None = None) -> None:
+    """Resolve a caller's future. One its waiter cancelled (a client that went away) is skipped:
+    setting it would raise InvalidStateError in the writer."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _discard(connection: sqlite3.Connection | None) -> None:
+    if connection is not None:
+        try:
+            connection.close()
+        except sqlite3.Error:
+            pass
 
 
 def _filters(task: str | None, since: float | None) -> tuple[str, tuple]:
@@ -218,7 +430,7 @@ def _filters(task: str | None, since: float | None) -> tuple[str, tuple]:
 
 
 def _decoded(row: sqlite3.Row) -> dict[str, Any]:
-    values = dict(row)
+    values = dict.fromkeys(_COLUMNS) | dict(row)  # columns an older file lacks read as None
     for column in JSON_COLUMNS:
         if values.get(column) is not None:
             values[column] = json.loads(values[column])

@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from workhorse.calllog import CallLog
 
 app = typer.Typer(help="The call log: every answered call, with its escalation, cost and feedback.", no_args_is_help=True)
 
 DB_HELP = "The call log (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME)."
 
 
-def _open(db: str | None):
+def _open(db: str | None) -> CallLog:
+    """The call log, read-only: reading neither migrates it nor starts a writer, so it works
+    beside a server writing it and on a log of an older schema."""
     from pathlib import Path
 
     from workhorse.calllog import CallLog
@@ -23,7 +29,7 @@ def _open(db: str | None):
     path = Path(db) if db else call_log_path()
     if not path.is_file():
         raise WorkhorseError(f"no call log at {path}", "calls are logged by `workhorse serve` and `workhorse run`; or pass --db FILE")
-    return CallLog(path)
+    return CallLog.open_readonly(path)
 
 
 def _since(hours: float | None) -> float | None:
@@ -39,9 +45,8 @@ def list_calls(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """The newest calls."""
-    log = _open(db)
-    rows = log.list(task=task, limit=limit, since=_since(hours))
-    log.close()
+    with _open(db) as log:
+        rows = log.list(task=task, limit=limit, since=_since(hours))
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row, ensure_ascii=False))
@@ -64,9 +69,8 @@ def show(call_id: int = typer.Argument(..., help="The call's id."), db: str = ty
     """One call in full, as JSON."""
     from workhorse.errors import WorkhorseError
 
-    log = _open(db)
-    row = log.get(call_id)
-    log.close()
+    with _open(db) as log:
+        row = log.get(call_id)
     if row is None:
         raise WorkhorseError(f"no call with id {call_id}", "see `workhorse calls list` for ids")
     typer.echo(json.dumps(row, indent=2, ensure_ascii=False))
@@ -80,10 +84,9 @@ def export(
     db: str = typer.Option(None, help=DB_HELP),
 ) -> None:
     """Every call as JSON Lines (streamed): training data for the small model."""
-    log = _open(db)
-    for row in log.iterate(task=task, since=_since(hours)):
-        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    log.close()
+    with _open(db) as log:
+        for row in log.iterate(task=task, since=_since(hours)):
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 @app.command("stats")
@@ -99,9 +102,8 @@ def stats(
     from workhorse.calllog.stats import summarise
     from workhorse.paths import prices_path
 
-    log = _open(db)
-    report = summarise(log.iterate(task=task, since=_since(hours)), PriceTable.load(prices_path()), large_model=large_model)
-    log.close()
+    with _open(db) as log:
+        report = summarise(log.iterate(task=task, since=_since(hours)), PriceTable.load(prices_path()), large_model=large_model)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

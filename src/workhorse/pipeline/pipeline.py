@@ -19,6 +19,7 @@ from typing import Any
 
 from workhorse.calllog import CallLog, CallRecord
 from workhorse.calllog.prices import PriceTable
+from workhorse.calllog.store import CALL_LOG_TIMEOUT_S, wait_committed
 from workhorse.escalation.escalate import Escalation, escalate_one
 from workhorse.escalation.policy import escalation_reason
 from workhorse.escalation.request import messages_for
@@ -176,7 +177,8 @@ class Pipeline:
             return finals
         acknowledgements = [self.call_log.record(record) for record in records]
         for final, acknowledgement in zip(finals, acknowledgements, strict=True):
-            final.call_id = acknowledgement.result()  # committed: the call is on disk
+            # committed: the call is on disk (CallLogError, a 503, after CALL_LOG_TIMEOUT_S)
+            final.call_id = wait_committed(acknowledgement, CALL_LOG_TIMEOUT_S)
         return finals
 
     def _upstream_tokens(self, text: str) -> int | None:

@@ -1,4 +1,9 @@
-"""`/v1/calls/{id}` and `/v1/calls/{id}/feedback`: a logged call, and a correction for it."""
+"""`/v1/calls/{id}` and `/v1/calls/{id}/feedback`: a logged call, and a correction for it.
+
+A correction for a call of a served classify task is checked against the task's labels (422
+naming them). A call whose task this server no longer serves cannot be checked: its correction
+is stored as given (it is the most valuable row of the log, and the training loop checks it
+against the task it trains), and the answer says `"checked": false` (as for kinds without labels)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workhorse.calllog.store import committed
 from workhorse.serve.errors import ApiError
+from workhorse.tasks.spec import TaskSpec
 
 router = APIRouter(prefix="/v1/calls", tags=["call log"])
 CallId = Path(ge=1, le=2**63 - 1, description="The call's id (SQLite rowid).")
@@ -45,9 +52,33 @@ async def show_call(request: Request, call_id: int = CallId) -> dict[str, Any]:
 
 @router.post("/{call_id}/feedback")
 async def feedback(body: Feedback, request: Request, call_id: int = CallId) -> dict[str, Any]:
-    """Record the right answer for a call: training data for the small model, and accuracy in `workhorse logs stats`."""
-    value = body.model_dump(exclude_none=True)
-    found = await asyncio.wrap_future(_log(request).feedback(call_id, value))
-    if not found:
+    """Record the right answer for a call: training data for the small model, and accuracy in
+    `workhorse calls stats`. A label the call's task does not have is refused (422)."""
+    log = _log(request)
+    row = await asyncio.to_thread(log.get, call_id)
+    if row is None:
         raise ApiError(404, f"no call with id {call_id}")
-    return {"id": call_id, "feedback": value}
+    served = request.app.state.workhorse.tasks.get(row["task"])
+    checked = served is not None and _check_labels(body, served.spec)
+    value = body.model_dump(exclude_none=True)
+    if not await committed(log.feedback(call_id, value)):  # pruned since it was read
+        raise ApiError(404, f"no call with id {call_id}")
+    return {"id": call_id, "feedback": value, "checked": checked}
+
+
+def _check_labels(body: Feedback, spec: TaskSpec) -> bool:
+    """A classify task's correction names its labels (or its out-of-scope label); 422 otherwise.
+    False when there was nothing to check against."""
+    if spec.kind != "classify":
+        return False  # extract and convert answers have no fixed set to check against
+    if body.fields is not None:
+        raise ApiError(422, f"task {spec.name} is a classify task: correct it with `label` or `labels`", param="fields")
+    allowed = spec.label_names
+    if spec.classify.out_of_scope is not None:
+        allowed = [*allowed, spec.classify.out_of_scope.label]
+    given = [body.label] if body.label is not None else list(body.labels or [])
+    unknown = [label for label in given if label not in allowed]
+    if unknown:
+        raise ApiError(422, f"task {spec.name} has no label {', '.join(map(repr, unknown))}; its labels: {', '.join(allowed)}",
+                       param="label" if body.label is not None else "labels")
+    return True

@@ -15,6 +15,7 @@ from workhorse.errors import (
     DecodeError,
     EngineBusyError,
     EngineClosedError,
+    ServiceUnavailableError,
     TaskNotFoundError,
     TaskNotTrainedError,
     UnknownModelError,
@@ -44,7 +45,7 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
 def _status_for(error: WorkhorseError) -> tuple[int, dict[str, str]]:
     """By the error's type: the server's own faults are 5xx (503 with Retry-After when a retry
     soon may succeed), everything else is the request's mistake."""
-    if isinstance(error, (EngineBusyError, EngineClosedError, WorkCancelledError)):
+    if isinstance(error, (EngineBusyError, EngineClosedError, WorkCancelledError, ServiceUnavailableError)):
         return 503, RETRY_AFTER
     if isinstance(error, DecodeError):
         return 500, {}

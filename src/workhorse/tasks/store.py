@@ -6,6 +6,9 @@ Tasks live under `$WORKHORSE_HOME/tasks/<name>/v<version>/`: `task.yaml` and any
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +106,10 @@ def list_task_names() -> list[str]:
 
 def version_dir(spec: TaskSpec) -> Path:
     directory = tasks_dir() / spec.name / f"v{spec.version}"
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_dir(directory.parent)  # the new folders' entries, so that a crash does not lose them
+        fsync_dir(directory.parent.parent)
     return directory
 
 
@@ -112,10 +118,58 @@ def save_task(spec: TaskSpec) -> Path:
     version becomes visible when its task.yaml lands, so write trained parts before this."""
     directory = version_dir(spec)
     text = yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False, allow_unicode=True)
-    tmp = directory / ".task.yaml.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(directory / "task.yaml")
+    write_durably(directory / "task.yaml", text.encode("utf-8"))
     return directory
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old file or the new one, never a
+    part: a temp file of its own (concurrent writers do not share one) in the same folder,
+    fsync'd, renamed over `path`, and the folder fsync'd so that the rename is on disk too. On
+    any error the temp file is removed."""
+    descriptor, temp = _temp_beside(path)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def copy_durably(source: Path, target: Path) -> None:
+    """`shutil.copy2` by way of a temp file, with the same guarantees as `write_durably`."""
+    descriptor, temp = _temp_beside(target)
+    try:
+        with os.fdopen(descriptor, "wb") as handle, source.open("rb") as original:
+            shutil.copyfileobj(original, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        shutil.copystat(source, temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def _temp_beside(path: Path) -> tuple[int, Path]:
+    """A new file in `path`'s folder (a rename stays on one file system) with a name of its own,
+    created with the mode a plain open gives (0666 less the umask)."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+
+
+def fsync_dir(directory: Path) -> None:
+    """Put a folder's entries (a rename, a new file or folder) on disk."""
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def next_version(name: str) -> int:
@@ -126,11 +180,9 @@ def next_version(name: str) -> int:
 def save_revision(spec: TaskSpec, trained_from: Path) -> Path:
     """Save `spec` as the next version of its task, carrying over the trained parts (heads,
     detectors) of the version in `trained_from`. Returns the new version's directory."""
-    import shutil
-
     revised = spec.model_copy(update={"version": next_version(spec.name)})
     directory = version_dir(revised)
     if trained_from.resolve() != EXAMPLES_DIR.resolve():
         for part in trained_from.glob("*.npz"):
-            shutil.copy2(part, directory / part.name)
+            copy_durably(part, directory / part.name)  # on disk before the task.yaml that names the version
     return save_task(revised)
