@@ -164,7 +164,7 @@ def served(tiny_gguf, tmp_path) -> Iterator[tuple[TestClient, ServerState]]:
     state = ServerState(settings)
     state.load()
     try:
-        with TestClient(create_app(settings, state=state)) as client:
+        with TestClient(create_app(settings, state=state), base_url="http://localhost") as client:
             yield client, state
     finally:
         asyncio.run(state.close())
