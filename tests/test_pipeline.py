@@ -195,3 +195,19 @@ def test_the_escalation_budget_counts_from_arrival(engine, tiny_gguf):
     runner.close()
     assert len(budgets) == 2 and all(a.source == "local" and a.details["escalation_failed"] for a in answers)
     assert runner.upstream is not None and runner.upstream.breaker.state == "closed"
+
+
+def test_the_escalation_budget_counts_from_the_items_arrival(engine, tiny_gguf):
+    """Items that waited in a server's queue longer than the budget are not sent upstream at all."""
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"label": "login"}'}}]})
+
+    runner = _runner(engine, tiny_gguf, handler, timeout_s=2.0)
+    late = runner.run(TEXTS, arrived=time.monotonic() - 5.0)
+    assert not calls and all(a.source == "local" and a.details["escalation_failed"] for a in late)
+    on_time = runner.run(TEXTS, arrived=time.monotonic())
+    runner.close()
+    assert len(calls) == 3 and all(a.source == "upstream" for a in on_time)

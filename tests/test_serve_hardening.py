@@ -99,7 +99,7 @@ def test_the_task_queue_is_bounded():
         release = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def run(texts):
+        def run(texts, arrived):
             asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
             return list(texts)
 

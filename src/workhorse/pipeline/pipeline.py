@@ -68,12 +68,14 @@ class Pipeline:
             self.upstream.close()
 
     # -- answering ------------------------------------------------------------------------------
-    def run(self, texts: Sequence[str], *, refs: Sequence[str] | None = None) -> list[Answer]:
+    def run(self, texts: Sequence[str], *, refs: Sequence[str] | None = None, arrived: float | None = None) -> list[Answer]:
         """One answer per text, in order: local, escalated where the policy says, logged (with the
-        caller's `refs` for the items, if given: see `CallLog.find_refs`)."""
+        caller's `refs` for the items, if given: see `CallLog.find_refs`). `arrived`: when the
+        earliest item arrived (`time.monotonic()`; default now) — the escalation budget counts from
+        there, so time spent queueing and on the local answer is spent from it."""
         started = time.perf_counter()
-        # The escalation budget counts from the items' arrival: what the local answer takes is spent.
-        deadline = time.monotonic() + self.upstream.options.timeout_s if self.upstream is not None else None
+        arrived = time.monotonic() if arrived is None else arrived
+        deadline = arrived + self.upstream.options.timeout_s if self.upstream is not None else None
         local = self.local.run(texts)
         local_s = (time.perf_counter() - started) / max(len(texts), 1)  # engine time, shared out per item
         pending: dict[int, Any] = {}

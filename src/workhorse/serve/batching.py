@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from workhorse.engine.cancel import CancelScope
@@ -40,6 +41,7 @@ class _Item:
     deadline: float  # time.monotonic() seconds
     future: asyncio.Future  # the answer; cancelled by a caller that stops waiting
     left: asyncio.Future  # resolved when the item has left the engine (answered, dropped or withdrawn)
+    arrived: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -58,7 +60,10 @@ class TaskBatcher:
         max_pending: int,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self._run = run  # blocking; called in a thread
+        self._run = run  # blocking, called in a thread as run(texts, arrived=…) (see Pipeline.run)
+        # Threads of our own: in the shared default executor a batch could wait behind others'
+        # work while its items' time (and their escalation budget) runs.
+        self._threads = ThreadPoolExecutor(CONCURRENT_BATCHES, thread_name_prefix="task-batch")
         self._window_s = window_s
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -92,6 +97,7 @@ class TaskBatcher:
             self._loop_task.cancel()
         for task in list(self._running):
             task.cancel()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _collect(self) -> None:
         while True:
@@ -137,7 +143,9 @@ class TaskBatcher:
             for item in live:
                 item.future.add_done_callback(withdraw)
             try:
-                answers = await asyncio.to_thread(_in_scope, scope, self._run, [item.text for item in live])
+                loop = asyncio.get_running_loop()
+                texts, arrived = [item.text for item in live], min(item.arrived for item in live)
+                answers = await loop.run_in_executor(self._threads, _in_scope, scope, self._run, texts, arrived)
             except Exception as error:  # every item of the batch learns why
                 for item in live:
                     if not item.future.done():
@@ -152,9 +160,9 @@ class TaskBatcher:
             self._slots.release()
 
 
-def _in_scope(scope: CancelScope, run: Callable[[Sequence[str]], list[Any]], texts: list[str]) -> list[Any]:
+def _in_scope(scope: CancelScope, run: Callable[..., list[Any]], texts: list[str], arrived: float) -> list[Any]:
     with scope.active():
-        return run(texts)
+        return run(texts, arrived=arrived)
 
 
 def _settle(future: asyncio.Future) -> None:
