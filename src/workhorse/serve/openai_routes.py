@@ -54,7 +54,8 @@ async def chat_completions(body: ChatRequest, request: Request):
         raise
     except Exception as error:  # a template that rejects the conversation (e.g. roles out of order)
         raise ApiError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
-    request = _generate_request(call, body, tokens, constraint_schema)
+    # Compiling a schema's grammar can take a while (and a hostile schema longer): not on the event loop.
+    request = await asyncio.to_thread(_generate_request, call, body, tokens, constraint_schema)
     request.prefix_len = prefix_len
     stops = _stops(body)
     if constraint_schema is not None:
