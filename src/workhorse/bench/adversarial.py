@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import random
 import time
 from collections import Counter
@@ -178,26 +179,27 @@ async def _send(client: httpx.AsyncClient, request: HostileRequest, report: Rout
             report.server_errors.append(f"{status} {request.method} {request.path} {body}")
 
 
-async def _probe(client: httpx.AsyncClient, latencies: list[float], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            await client.get("/healthz")
-            latencies.append(time.monotonic() - started)
-        except httpx.HTTPError:
-            latencies.append(float("inf"))
-        await asyncio.sleep(PROBE_EVERY_S)
+def _probe(url: str, stop: Any, out: Any) -> None:
+    """Ask /healthz every PROBE_EVERY_S until `stop` is set; send the latencies through `out`. Runs
+    in a process of its own, so that the attacker's own work does not delay the probe."""
+    latencies = []
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                client.get("/healthz")
+                latencies.append(time.monotonic() - started)
+            except httpx.HTTPError:
+                latencies.append(float("inf"))
+            time.sleep(PROBE_EVERY_S)
+    out.send(latencies)
 
 
-async def _attack(url: str, requests: list[HostileRequest], concurrency: int) -> tuple[dict[str, RouteReport], list[float]]:
+async def _attack(url: str, requests: list[HostileRequest], concurrency: int) -> dict[str, RouteReport]:
     reports: dict[str, RouteReport] = {}
-    latencies: list[float] = []
-    stop = asyncio.Event()
     timeout = httpx.Timeout(DEADLINE_MS / 1000 + 30)
     limits = httpx.Limits(max_connections=concurrency + 2)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client, \
-            httpx.AsyncClient(base_url=url, timeout=5) as prober:
-        probe = asyncio.create_task(_probe(prober, latencies, stop))
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         queue: asyncio.Queue[HostileRequest] = asyncio.Queue()
         for request in requests:
             queue.put_nowait(request)
@@ -208,16 +210,23 @@ async def _attack(url: str, requests: list[HostileRequest], concurrency: int) ->
                 await _send(client, request, reports.setdefault(request.route, RouteReport()))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        stop.set()
-        await probe
-    return reports, latencies
+    return reports
 
 
 def attack(url: str, *, n_per_route: int, models: list[str], tasks: list[str], max_chars: int = 20_000,
            concurrency: int = 8, seed: int = 0) -> dict[str, Any]:
     requests = hostile_requests(random.Random(seed), n_per_route, models=models, tasks=tasks, max_chars=max_chars)
     started = time.monotonic()
-    reports, latencies = asyncio.run(_attack(url, requests, concurrency))
+    context = multiprocessing.get_context("spawn")
+    stop, (receiving, sending) = context.Event(), context.Pipe(duplex=False)
+    prober = context.Process(target=_probe, args=(url, stop, sending), daemon=True)
+    prober.start()
+    try:
+        reports = asyncio.run(_attack(url, requests, concurrency))
+    finally:
+        stop.set()
+    latencies = receiving.recv() if receiving.poll(30) else []
+    prober.join(30)
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None  # noqa: E731
     return {
