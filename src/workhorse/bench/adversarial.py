@@ -235,7 +235,8 @@ def attack(url: str, *, n_per_route: int, models: list[str], tasks: list[str], m
         "routes": {name: {"requests": r.requests, "statuses": dict(sorted(r.statuses.items())),
                           "server_errors": r.server_errors, "over_deadline": r.over_deadline,
                           "slowest_s": round(r.slowest_s, 3)} for name, r in sorted(reports.items())},
-        "healthz_ms": {"probes": len(ordered), "p50": 1000 * pick(0.5), "p99": 1000 * pick(0.99), "max": 1000 * ordered[-1]}
+        "healthz_ms": {"probes": len(ordered), "p50": 1000 * pick(0.5), "p99": 1000 * pick(0.99), "max": 1000 * ordered[-1],
+                       "over_100ms": sum(latency > 0.1 for latency in ordered)}
         if ordered else None,
     }
 
