@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from test_serve import LiveServer
+from test_serve import LiveServer, _wait_for
 
 from workhorse.calllog import CallLog
 from workhorse.serve.app import create_app
@@ -47,14 +47,6 @@ def served(tiny_gguf, tmp_path_factory) -> Iterator[tuple[ServerState, str]]:
             yield state, live.url
     finally:
         asyncio.run(state.close())
-
-
-def _wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def test_a_batch_past_its_deadline_is_withdrawn_and_not_logged(served):
