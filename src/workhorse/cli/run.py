@@ -66,13 +66,15 @@ def run(
     ref_prefix = f"run:{out.resolve()}#" if out and calls else None
 
     def flush() -> None:
-        refs = [ref_prefix + row.key for row in pending] if ref_prefix else None
-        logged = calls.find_refs(refs) if calls and refs else {}
-        fresh = [i for i, ref in enumerate(refs or [None] * len(pending)) if ref not in logged]
-        answers = dict(zip(fresh, pipeline.run([pending[i].text for i in fresh],
-                                               refs=[refs[i] for i in fresh] if refs else None), strict=True))
+        refs = [ref_prefix + row.key for row in pending] if ref_prefix else [None] * len(pending)
+        logged = calls.find_refs(refs) if calls and ref_prefix else {}  # type: ignore[arg-type]
+        fresh = [i for i, ref in enumerate(refs) if ref not in logged]
+        answers = {}
+        if fresh:
+            ran = pipeline.run([pending[i].text for i in fresh], refs=[refs[i] for i in fresh] if ref_prefix else None)
+            answers = dict(zip(fresh, ran, strict=True))
         for i, row in enumerate(pending):
-            answer = answers[i] if i in answers else Answer.from_call(logged[refs[i]])  # type: ignore[index]
+            answer = answers[i] if i in answers else Answer.from_call(logged[refs[i]])
             sink.write(json.dumps({"id": row.key} | answer.as_dict(), ensure_ascii=False) + "\n")
         sink.flush()
         counts["recovered"] += len(pending) - len(fresh)
