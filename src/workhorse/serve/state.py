@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -189,6 +190,9 @@ class ServerState:
                 task.warm_up()
             except WorkhorseError as error:  # answered again, with its fix, on the task's requests
                 log.warning("task %s did not warm up: %s", spec.name, error)
+        # What is loaded lives as long as the server: kept out of the collector's full passes,
+        # which would otherwise walk it (tens of ms, on the event loop's thread too) again and again.
+        gc.freeze()
         self.ready = True
 
     def _task_specs(self, models: list[str]) -> list[tuple[TaskSpec, Path | None, str]]:
