@@ -168,3 +168,14 @@ def test_a_cancel_scope_tracks_work_that_is_already_done(worker):
     scope.track(worker, done)  # deadlocked when the callback ran under the scope's own lock
     scope.cancel()
     assert scope.cancelled
+
+
+def test_prefix_snapshots_give_way_to_a_request_that_needs_their_room(tiny_gguf):
+    config = EngineConfig(n_ctx=512, n_batch=128, n_slots=4, prefix_slots=2, flash_attention="off")
+    with EngineWorker(tiny_gguf, config, name="tiny") as small:
+        prefix = small.tokenize("the king and the ship " * 30)[:200]
+        small.evaluate([EvalRequest(prefix + small.tokenize(" x", add_special=False), prefix_len=len(prefix), logits_at=[-1])])
+        assert small.call(lambda engine: engine.prefix_cache.tokens) >= 200  # a snapshot holds 200 cells
+        big = GenerateRequest(small.tokenize("hello " * 60)[:100], SamplingParams(max_tokens=350, ignore_eos=True))
+        [result] = small.generate([big])  # needs 450 of 512 cells: the snapshot makes way
+        assert len(result.tokens) == 350

@@ -253,8 +253,11 @@ class EngineWorker:
                 owners[batch.add(request)] = (job, index)
             except Exception as error:
                 _fail(job.future, error)
+        if still_waiting and not batch.running and batch.engine.prefix_cache.tokens:
+            batch.engine.clear_prefixes()  # snapshots are a cache: a request's room comes first
+            return self._admit(batch, still_waiting, owners)
         if still_waiting and not batch.running:
-            # Nothing running and the head still does not fit: it never will.
+            # Nothing running, no snapshot held, and the head still does not fit: it never will.
             job, index = still_waiting.pop(0)
             _fail(
                 job.future,

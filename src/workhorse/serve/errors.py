@@ -42,7 +42,7 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
-def _status_for(error: WorkhorseError) -> tuple[int, dict[str, str]]:
+def status_for(error: WorkhorseError) -> tuple[int, dict[str, str]]:
     """By the error's type: the server's own faults are 5xx (503 with Retry-After when a retry
     soon may succeed), everything else is the request's mistake."""
     if isinstance(error, (EngineBusyError, EngineClosedError, WorkCancelledError, ServiceUnavailableError)):
@@ -63,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WorkhorseError)
     async def _workhorse_error(_: Request, error: WorkhorseError) -> JSONResponse:
-        status, headers = _status_for(error)
+        status, headers = status_for(error)
         message = f"{error.message} ({error.hint})" if error.hint else error.message
         return JSONResponse(error_body(status, message), status, headers=headers)
 

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from workhorse.engine import EvalRequest, GenerateRequest, JsonSchemaConstraint, SamplingParams
 from workhorse.engine.chat_template import chat_tokens
 from workhorse.errors import WorkhorseError
-from workhorse.serve.errors import ApiError
+from workhorse.serve.errors import ApiError, error_body, status_for
 from workhorse.serve.generation import Generation, TextStream
 from workhorse.serve.runtime import Call, call_context
 from workhorse.serve.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, ToolChoice
@@ -284,6 +284,9 @@ def _sse(call: Call, stream: TextStream, events: AsyncIterator[dict[str, Any]]) 
             try:
                 async for event in call.stream_within_deadline(events):
                     yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+            except WorkhorseError as error:  # the 200 has gone: the stream ends with an error event
+                status, _ = status_for(error)
+                yield f"data: {json.dumps(error_body(status, error.message), ensure_ascii=False)}\n\n"
             finally:
                 call.count_tokens(completion=stream.result.completion_tokens)
         yield "data: [DONE]\n\n"
