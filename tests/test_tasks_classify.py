@@ -271,3 +271,18 @@ def test_score_mode_flags_content_free_input_instead_of_labelling_it(engine, tin
     for answer in answers[:4]:
         assert answer.answer is None and answer.confidence == 0.0 and answer.details["content_free"] is True
     assert answers[4].answer in ("card_lost", "card_declined", "refund") and "content_free" not in answers[4].details
+
+
+def test_cli_eval_mode_overrides_the_tasks_own(tiny_gguf, tmp_path):
+    runner = CliRunner()
+    train = _write_data(tmp_path / "train.jsonl", 60, 2)
+    assert runner.invoke(app, ["fit", str(train), "--task", "mode-intents", "--model", str(tiny_gguf)]).exit_code == 0
+    test = str(_write_data(tmp_path / "t.jsonl", 12, 3))
+    reports = {}
+    for mode in ("head", "score"):
+        result = runner.invoke(app, ["eval", "mode-intents", test, "--json", "--latency-sample", "2", "--mode", mode])
+        assert result.exit_code == 0, result.output
+        reports[mode] = json.loads(result.stdout)
+    assert reports["head"]["task"]["mode"] == "head" and reports["score"]["task"]["mode"] == "score"
+    assert reports["head"]["accuracy"] != reports["score"]["accuracy"] or reports["head"]["ece"] != reports["score"]["ece"]
+    assert runner.invoke(app, ["eval", "mode-intents", test, "--mode", "both"]).exit_code != 0
