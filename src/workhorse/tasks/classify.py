@@ -2,10 +2,11 @@
 
 `head` mode: features from one forward pass (see features.py) into a trained linear head.
 `score` mode (no training data): the instructions and the label list form a cached prefix; the
-item follows, then an answer cue, and each label is scored by the model's probability of
-starting its answer with that label's first token, renormalised over the labels (one forward
-pass per item). Labels that share a first token tie: on BANKING77, whose labels often start
-alike (`card_…`), that leaves score mode at 6 %.
+item follows, then an answer cue, and each label is scored by the log-probability of its whole
+name there (all its tokens, so labels that start alike, like BANKING77's `card_…`, do not tie).
+The labels' prior in that prompt, measured on content-free inputs, is divided out (contextual
+calibration), and a temperature keeps the confidence from claiming more than zero-shot scores
+know. Items with nothing in them are flagged `content_free`, not labelled.
 """
 
 from __future__ import annotations
@@ -170,12 +171,16 @@ class ScoreClassifier:
         say so). One request per planned path; all of an item's requests share the item as a
         cached prefix built on the instructions' snapshot."""
         bases = [self._item_tokens(t) for t in texts]
+        # With one request per item (every label one token long) the item is not worth a snapshot
+        # of its own: it would only push other prefixes out of the cache.
+        shared = len(self._paths) > 1
         requests = []
         for base in bases:
             for path in self._paths:
                 first = len(base) - 1  # the cue's last token: its logits predict a label's first token
                 requests.append(EvalRequest(
-                    list(base) + list(path), prefix_len=first, parent_len=len(self._prefix),
+                    list(base) + list(path), prefix_len=first if shared else len(self._prefix),
+                    parent_len=len(self._prefix) if shared else 0,
                     logits_at=list(range(first, first + len(path) + 1)),
                 ))
         results = self.evaluator.evaluate(requests)
