@@ -25,6 +25,7 @@ from workhorse.evals.datasets import load
 from workhorse.evals.metrics import classification_report
 from workhorse.tasks.classify import CONTENT_FREE_INPUTS, MAX_ITEM_TOKENS, ScoreClassifier
 from workhorse.tasks.engines import engine_config, open_engine
+from workhorse.tasks.spec import LabelSpec, TaskSpec
 from workhorse.tasks.store import load_task
 
 TEMPERATURES = [0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16]
@@ -62,7 +63,8 @@ def variants(raw: np.ndarray, lengths: np.ndarray, cf_raw: np.ndarray) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task")
+    parser.add_argument("task", help="a task file, or `names` for a task of the data's label names alone")
+    parser.add_argument("--model", default="gemma3-270m", help="the model of a `names` task")
     parser.add_argument("data")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--threads", type=int, default=2)
@@ -70,10 +72,15 @@ def main() -> None:
     parser.add_argument("--choose", help="a variant (e.g. sum/contextual) and temperature to report, as VARIANT@T")
     args = parser.parse_args()
 
-    spec, _ = load_task(args.task)
-    spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"score_calibration": "none"})})
     data = load(args.data, limit=args.limit)
-    texts, truth = [ex.text for ex in data.examples], [ex.label for ex in data.examples]
+    examples = [ex for ex in data.examples if ex.label != data.oos_label]  # score mode has no out-of-scope here
+    texts, truth = [ex.text for ex in examples], [ex.label for ex in examples]
+    if args.task == "names":
+        names = sorted(set(data.labels) - {data.oos_label})
+        spec = TaskSpec(name="names", kind="classify", model=args.model, labels=[LabelSpec(name=n) for n in names])
+    else:
+        spec, _ = load_task(args.task)
+    spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"score_calibration": "none"})})
     engine = open_engine(spec.model, engine_config(threads=args.threads, kinds=["classify"]))
     classifier = ScoreClassifier(spec, engine)
     labels = classifier.labels
