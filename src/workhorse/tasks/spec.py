@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 TaskKind = Literal["classify", "extract", "convert", "embed", "logs"]
 
 DEFAULT_FEATURE_PROMPT = 'This message: "{text}" means in one word: "'
-DEFAULT_SCORE_TEMPERATURE = 1.0
+DEFAULT_SCORE_TEMPERATURE = 0.75  # minimises ECE on bitext_cs validation (contextual calibration)
 
 
 class _Strict(BaseModel):
@@ -60,8 +60,9 @@ class ClassifyOptions(_Strict):
     )
     score_temperature: float = Field(
         DEFAULT_SCORE_TEMPERATURE, gt=0,
-        description="Score mode: label scores are divided by this before the softmax. Zero-shot scores are "
-        "overconfident; the default was chosen on another dataset's validation split so confidences stay honest.",
+        description="Score mode: label scores are divided by this before the softmax; above 1 the confidence "
+        "shrinks toward uniform. The default minimised ECE on bitext_cs validation; raise it where answers "
+        "should escalate more readily.",
     )
     feature_prompt: str = Field(
         DEFAULT_FEATURE_PROMPT,
