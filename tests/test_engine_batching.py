@@ -162,3 +162,29 @@ def test_the_last_layer_is_refused_with_a_hint(engine, tiny_model):
     with pytest.raises(EngineError, match="last one"):
         engine.evaluate([EvalRequest(tiny_model.tokenize("hello"), hidden_at=[-1], layers=(tiny_model.n_layer - 1,))])
     assert engine.free_slots == engine.config.n_slots
+
+
+def test_a_prefix_built_on_a_parent_snapshot_gives_the_same_outputs(engine, tiny_model):
+    # Several requests share prefix = instructions + item; the item's snapshot is built on the
+    # instructions' snapshot (parent_len) and must give what evaluating everything afresh gives.
+    instructions = tiny_model.tokenize("you route tickets. labels: refund, card, login. input:")
+    item = tiny_model.tokenize(" my card was declined label:", add_special=False)
+    tails = [[5], [5, 9], [7, 11, 13]]
+    plain = engine.evaluate([EvalRequest(instructions + item + t, logits_at=[-1]) for t in tails])
+    shared = engine.evaluate([
+        EvalRequest(instructions + item + t, prefix_len=len(instructions) + len(item), parent_len=len(instructions),
+                    logits_at=[-1])
+        for t in tails
+    ])
+    for a, b in zip(plain, shared):
+        np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
+    # Once the instructions are resident, a second item costs its own tokens and the tails only.
+    other = tiny_model.tokenize(" refund me label:", add_special=False)
+    evaluated_before = engine.stats.tokens_evaluated
+    engine.evaluate([
+        EvalRequest(instructions + other + t, prefix_len=len(instructions) + len(other), parent_len=len(instructions),
+                    logits_at=[-1])
+        for t in tails
+    ])
+    assert engine.stats.tokens_evaluated - evaluated_before == len(other) + sum(map(len, tails))
+    assert engine.free_slots == engine.config.n_slots

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from workhorse.cli import app
-from workhorse.engine import Engine, EngineConfig
+from workhorse.engine import Engine, EngineConfig, EvalRequest
 from workhorse.errors import TaskNotTrainedError
 from workhorse.evals.datasets import load_file
 from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
@@ -192,3 +192,97 @@ def test_calibrating_escalation_for_a_target_rate_saves_a_new_version(engine, ti
     # Recomputed on another engine configuration: batch-shape numerics may move an item that sits
     # at the threshold (one item is 0.025 of these 40).
     assert escalated == pytest.approx(0.25, abs=0.05)
+
+
+# -- score mode: whole-label scoring, the label prior, honest confidence ------------------------
+
+def _score_spec(tiny_gguf, **options):
+    from workhorse.tasks.spec import TaskSpec
+
+    labels = [
+        {"name": "card_lost", "description": "the card is lost or stolen"},
+        {"name": "card_declined", "description": "a payment with the card was refused"},
+        {"name": "refund", "description": "the customer wants money back"},
+    ]
+    return TaskSpec.model_validate({"name": "zs", "kind": "classify", "model": str(tiny_gguf), "labels": labels,
+                                    "classify": {"mode": "score", **options}})
+
+
+def _by_hand(engine, classifier, text):
+    """Each label's log-probability from plain, uncached requests: prompt + label, summed over its tokens."""
+    base = classifier._item_tokens(text)
+    scores = []
+    for tokens in classifier._label_tokens:
+        full = list(base) + list(tokens)
+        logits = engine.evaluate([EvalRequest(full, logits_at=list(range(len(base) - 1, len(full) - 1)))])[0].logits
+        rows = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+        scores.append(sum(rows[j, tok] for j, tok in enumerate(tokens)))
+    return np.array(scores)
+
+
+def test_label_requests_cover_every_label_with_the_fewest_paths():
+    from workhorse.tasks.classify import label_requests
+
+    paths = label_requests([[1], [2, 3], [2, 3, 4], [2, 5], [6], [7, 8, 9]])
+    assert sorted(paths) == [(2, 3), (7, 8)]  # () and (2,) are the first rows of (2, 3)
+    assert label_requests([[1], [2]]) == [()]
+
+
+def test_score_mode_scores_every_token_of_a_label(engine, tiny_gguf):
+
+    classifier = ScoreClassifier(_score_spec(tiny_gguf, score_calibration="none"), engine)
+    assert all(len(t) > 1 for t in classifier._label_tokens[:2])  # multi-token labels
+    assert classifier._label_tokens[0][0] == classifier._label_tokens[1][0]  # sharing their first token
+    for text in ["my card is gone", "please give my money back"]:
+        got = classifier._label_scores([text])[0]
+        np.testing.assert_allclose(got, _by_hand(engine, classifier, text), atol=2e-3)
+    # Labels that share a first token no longer tie (the first-token score gave them the same).
+    scores = classifier._label_scores(["my card is gone"])[0]
+    assert abs(scores[0] - scores[1]) > 1e-2
+
+
+def test_contextual_calibration_divides_out_the_content_free_prior(engine, tiny_gguf):
+    from workhorse.tasks.classify import CONTENT_FREE_INPUTS
+
+    plain = ScoreClassifier(_score_spec(tiny_gguf, score_calibration="none"), engine)
+    calibrated = ScoreClassifier(_score_spec(tiny_gguf, score_calibration="contextual"), engine)
+    prior = plain.distributions(list(CONTENT_FREE_INPUTS)).mean(axis=0)
+    texts = ["my card is gone", "the shop refused my card", "refund please"]
+    ratio = np.log(calibrated.distributions(texts)) - np.log(plain.distributions(texts)) + np.log(prior)
+    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), atol=1e-6)  # p_cal ∝ p / prior
+    assert np.ptp(np.log(prior)) > 1e-3  # the prior was not uniform, so this tested something
+
+
+def test_score_temperature_shrinks_confidence_toward_uniform(engine, tiny_gguf):
+    sharp = ScoreClassifier(_score_spec(tiny_gguf, score_temperature=1.0), engine)
+    soft = ScoreClassifier(_score_spec(tiny_gguf, score_temperature=4.0), engine)
+    texts = ["my card is gone", "refund please"]
+    a, b = sharp.classify(texts), soft.classify(texts)
+    assert all(p.label == q.label for p, q in zip(a, b))  # the ranking stays
+    assert all(1 / 3 <= q.confidence < p.confidence for p, q in zip(a, b))
+
+
+def test_score_mode_flags_content_free_input_instead_of_labelling_it(engine, tiny_gguf):
+    from workhorse.tasks.classify import ClassifyTask
+
+    task = ClassifyTask(_score_spec(tiny_gguf), None, engine)
+    answers = task.run(["", "   ", "N/A", "?!", "my card is gone"])
+    for answer in answers[:4]:
+        assert answer.answer is None and answer.confidence == 0.0 and answer.details["content_free"] is True
+    assert answers[4].answer in ("card_lost", "card_declined", "refund") and "content_free" not in answers[4].details
+
+
+def test_cli_eval_mode_overrides_the_tasks_own(tiny_gguf, tmp_path):
+    runner = CliRunner()
+    train = _write_data(tmp_path / "train.jsonl", 60, 2)
+    assert runner.invoke(app, ["fit", str(train), "--task", "mode-intents", "--model", str(tiny_gguf)]).exit_code == 0
+    test = str(_write_data(tmp_path / "t.jsonl", 12, 3))
+    reports = {}
+    for mode in ("head", "score"):
+        result = runner.invoke(app, ["eval", "mode-intents", test, "--json", "--latency-sample", "2", "--mode", mode])
+        assert result.exit_code == 0, result.output
+        reports[mode] = json.loads(result.stdout)
+    assert reports["head"]["task"]["mode"] == "head" and reports["score"]["task"]["mode"] == "score"
+    assert reports["head"]["accuracy"] != reports["score"]["accuracy"] or reports["head"]["ece"] != reports["score"]["ece"]
+    assert runner.invoke(app, ["eval", "mode-intents", test, "--mode", "both"]).exit_code != 0

@@ -22,6 +22,8 @@ def eval_command(
         "api_key_env when --upstream-url is on the task's upstream host (same scheme, host and port), else no key."),
     max_rate: float = typer.Option(0.5, min=0.01, max=1.0, help="--escalate: the real upstream answers this share, least confident first."),
     png: str = typer.Option(None, help="--escalate: write the curve as a PNG here (needs matplotlib)."),
+    mode: str = typer.Option(None, help="classify: run the task in this mode (score or head) instead of its own, "
+                             "to compare the two on the same data."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
@@ -33,6 +35,10 @@ def eval_command(
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
+    if mode is not None:
+        if spec.kind != "classify" or mode not in ("score", "head"):
+            raise TaskError(f"--mode {mode!r} does not apply to this {spec.kind} task", "--mode is score or head, for classify tasks")
+        spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"mode": mode})})
     if spec.kind == "logs":
         _eval_logs(spec, data, threads)
         return

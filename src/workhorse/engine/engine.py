@@ -76,6 +76,11 @@ class EvalRequest:
     hidden_at: Sequence[int] = ()
     pooling: Pooling = "none"
     layers: tuple[int, ...] = ()  # intermediate layers whose outputs to return beside the hidden states
+    # The first `parent_len` tokens of the prefix are a cacheable prefix of their own (a task's
+    # instructions, say, when the prefix is those plus one item): a new snapshot of the prefix is
+    # then built on that one's KV instead of from position 0, so several requests can share an
+    # item without each paying for the instructions again.
+    parent_len: int = 0
 
 
 @dataclass
@@ -244,9 +249,10 @@ class Engine:
         for entry in self.prefix_cache.clear():
             self.seq_rm(entry.seq_id)
 
-    def attach_prefix(self, prefix: Sequence[int], slot: int) -> int:
+    def attach_prefix(self, prefix: Sequence[int], slot: int, parent_len: int = 0) -> int:
         """Put the KV of `prefix` into `slot`. Returns the number of tokens served from a snapshot
-        (0 when the prefix cannot be cached; the caller then evaluates it as ordinary tokens)."""
+        (0 when the prefix cannot be cached; the caller then evaluates it as ordinary tokens).
+        With `parent_len`, a new snapshot starts from the snapshot of `prefix[:parent_len]`."""
         if self.config.prefix_slots == 0 or not prefix:
             return 0
         if self.prefix_cache.capacity_bytes == 0:
@@ -254,13 +260,19 @@ class Engine:
         key = prefix_key(prefix)
         entry = self.prefix_cache.lookup(key)
         if entry is None:
+            # The parent goes into the request's own slot first: admitting the new snapshot may
+            # evict the parent's, and the slot keeps its cells alive meanwhile.
+            base = self.attach_prefix(prefix[:parent_len], slot) if 0 < parent_len < len(prefix) else 0
             n_bytes = int(self.kv_bytes_per_token() * len(prefix))
             seq_id, evicted = self.prefix_cache.admit(key, len(prefix), n_bytes)
             for old in evicted:
                 self.seq_rm(old.seq_id)
             if seq_id is None:
-                return 0
-            self.decode([(tok, pos, seq_id, False) for pos, tok in enumerate(prefix)], [])
+                return base  # the slot holds the parent; the caller evaluates the rest
+            if base:
+                self.seq_cp(slot, seq_id)
+                self.seq_rm(slot)
+            self.decode([(tok, pos, seq_id, False) for pos, tok in enumerate(prefix) if pos >= base], [])
         else:
             seq_id = entry.seq_id
             self.stats.tokens_from_cache += len(prefix)
@@ -383,6 +395,8 @@ class Engine:
             raise EngineError(
                 f"prefix_len {req.prefix_len} must be in [0, {n})", "leave at least one token after the prefix"
             )
+        if not 0 <= req.parent_len <= req.prefix_len:
+            raise EngineError(f"parent_len {req.parent_len} must be in [0, prefix_len]", "a parent is part of the prefix")
 
     def _waves(self, requests: Sequence[EvalRequest]) -> list[list[int]]:
         """Group requests so each group fits in the free slots and the free KV cells."""
@@ -392,13 +406,20 @@ class Engine:
             raise EngineBusyError("all sequence slots are busy", "wait for running generations to finish")
         waves: list[list[int]] = [[]]
         used = 0
+        prefixes: set[str] = set()  # the wave's distinct prefixes: requests sharing one share its cells
         for i, req in enumerate(requests):
-            need = len(req.tokens) + req.prefix_len  # a new prefix snapshot may take cells too
+            key = prefix_key(req.tokens[: req.prefix_len]) if req.prefix_len else ""
+            need = len(req.tokens) - req.prefix_len
+            if key not in prefixes:
+                need += req.prefix_len  # a new prefix snapshot may take cells too
             wave = waves[-1]
             if wave and (len(wave) == max_wave or used + need > budget):
                 waves.append([])
                 used = 0
+                prefixes = set()
+                need = len(req.tokens)
             waves[-1].append(i)
+            prefixes.add(key)
             used += need
         return [w for w in waves if w]
 
@@ -411,7 +432,7 @@ class Engine:
                 slot = self.acquire_slot()
                 assert slot is not None  # waves are sized to the free slots
                 slots.append(slot)
-                cached = self.attach_prefix(req.tokens[: req.prefix_len], slot) if req.prefix_len else 0
+                cached = self.attach_prefix(req.tokens[: req.prefix_len], slot, req.parent_len) if req.prefix_len else 0
                 pending.append(self._plan(index, slot, req, cached))
             entries: list[tuple[int, int, int, bool]] = []
             outputs: list[OutputSpec] = []

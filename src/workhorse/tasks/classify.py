@@ -2,10 +2,11 @@
 
 `head` mode: features from one forward pass (see features.py) into a trained linear head.
 `score` mode (no training data): the instructions and the label list form a cached prefix; the
-item follows, then an answer cue, and each label is scored by the model's probability of
-starting its answer with that label's first token, renormalised over the labels (one forward
-pass per item). Labels that share a first token tie: on BANKING77, whose labels often start
-alike (`card_…`), that leaves score mode at 6 %.
+item follows, then an answer cue, and each label is scored by the log-probability of its whole
+name there (all its tokens, so labels that start alike, like BANKING77's `card_…`, do not tie).
+The labels' prior in that prompt, measured on content-free inputs, is divided out (contextual
+calibration), and a temperature keeps the confidence from claiming more than zero-shot scores
+know. Items with nothing in them are flagged `content_free`, not labelled.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int | None = None
+    details: dict[str, object] = field(default_factory=dict)  # e.g. content_free: True for a refused item
 
 
 def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray, typicality: float | None = None) -> Prediction:
@@ -86,7 +88,65 @@ class HeadClassifier:
         return predictions
 
 
+# Inputs with nothing to classify. Their label distribution is the model's prior over the labels
+# in this prompt (Zhao et al. 2021, "Calibrate before use"), which score mode divides out.
+CONTENT_FREE_INPUTS = ("", "N/A", "[MASK]")
+_CONTENT_FREE_WORDS = {"n/a", "na", "none", "null", "nil", "[mask]", "-"}
+
+
+def is_content_free(text: str) -> bool:
+    """An item with nothing to classify: no letter or digit, or a placeholder such as "N/A"."""
+    return not any(ch.isalnum() for ch in text) or text.strip().lower() in _CONTENT_FREE_WORDS
+
+
+def label_requests(label_tokens: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """The continuations to evaluate after the answer cue so that every label's tokens get a logit
+    row: one path per label minus its last token, dropping a path that another one extends (its
+    rows are that one's first rows). Returns the paths; single-token labels need only `()`."""
+    paths: list[tuple[int, ...]] = []
+    for tokens in sorted((tuple(t[:-1]) for t in label_tokens), key=len, reverse=True):
+        if not any(p[: len(tokens)] == tokens for p in paths):
+            paths.append(tokens)
+    return paths
+
+
+def trie_nodes(paths: Sequence[tuple[int, ...]], label_tokens: Sequence[Sequence[int]]) -> list[list[tuple[int, ...]]]:
+    """Per path, the label-trie nodes whose logit row it computes: each needed node once, in the
+    first path that passes through it. Every logits row costs a vocabulary-sized projection (262k
+    rows for Gemma 3), more than a token of the model itself, so none is computed twice."""
+    needed = {tuple(tokens[:j]) for tokens in label_tokens for j in range(len(tokens))}
+    seen: set[tuple[int, ...]] = set()
+    plan = []
+    for path in paths:
+        nodes = [path[:j] for j in range(len(path) + 1) if path[:j] in needed and path[:j] not in seen]
+        seen.update(nodes)
+        plan.append(nodes)
+    return plan
+
+
+def label_logprobs(label_tokens: Sequence[Sequence[int]], rows: dict[tuple[int, ...], np.ndarray]) -> np.ndarray:
+    """Each label's log-probability, summed over its tokens. `rows[node]` holds the log-softmax
+    row after the cue followed by the tokens `node` (the label trie's nodes)."""
+    return np.array([sum(float(rows[tuple(tokens[:j])][tok]) for j, tok in enumerate(tokens)) for tokens in label_tokens])
+
+
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    # float32 is plenty for a log-normaliser and halves the work on a 262k vocabulary.
+    top = row.max()
+    return row - (top + np.log(np.exp(row - top).sum(dtype=np.float64)))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    e = np.exp(scores - scores.max())
+    return e / e.sum()
+
+
 class ScoreClassifier:
+    """Zero-shot: each label is scored by the log-probability of its whole name after the item and
+    the answer cue, with the labels' prior (their scores on content-free inputs) divided out, and
+    turned into probabilities at a temperature that keeps the confidence honest (see
+    `ClassifyOptions.score_temperature`)."""
+
     def __init__(self, spec: TaskSpec, evaluator: Evaluator) -> None:
         self.spec = spec
         self.evaluator = evaluator
@@ -99,28 +159,79 @@ class ScoreClassifier:
         header = (spec.instructions or "Classify the input with exactly one label.") + f"\n\nLabels:\n{listing}\n\n{shots}"
         self._prefix = model.tokenize(header + "Input:")
         self._cue = model.tokenize("\nLabel:", add_special=False)
-        # The first token of " <label>" decides; labels sharing it tie (see the module docstring).
-        self._first = np.array([model.tokenize(" " + name, add_special=False)[0] for name in self.labels])
+        self._label_tokens = [model.tokenize(" " + name, add_special=False) for name in self.labels]
+        self._paths = label_requests(self._label_tokens)
+        self._nodes = trie_nodes(self._paths, self._label_tokens)
+        self._lengths = np.array([len(t) for t in self._label_tokens], dtype=np.float64)
+        options = spec.classify
+        self._prior = np.zeros(len(self.labels))
+        if options.score_calibration == "contextual":
+            raw = self._label_scores(list(CONTENT_FREE_INPUTS))
+            # The mean of the content-free label distributions, in log space.
+            mean = np.mean([_softmax(r) for r in raw], axis=0)
+            self._prior = np.log(np.maximum(mean, 1e-300))
+
+    def _item_tokens(self, text: str) -> list[int]:
+        model = self.evaluator.model
+        item = model.tokenize(" " + text, add_special=False)[:MAX_ITEM_TOKENS] if text else []
+        return self._prefix + item + self._cue
+
+    def _label_scores(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per item, the labels' whole-name log-probabilities (length-normalised when the options
+        say so). One request per planned path; all of an item's requests share the item as a
+        cached prefix built on the instructions' snapshot."""
+        bases = [self._item_tokens(t) for t in texts]
+        # With one request per item (every label one token long) the item is not worth a snapshot
+        # of its own: it would only push other prefixes out of the cache.
+        shared = len(self._paths) > 1
+        requests = []
+        for base in bases:
+            for path, nodes in zip(self._paths, self._nodes, strict=True):
+                first = len(base) - 1  # the cue's last token: its logits predict a label's first token
+                requests.append(EvalRequest(
+                    list(base) + list(path), prefix_len=first if shared else len(self._prefix),
+                    parent_len=len(self._prefix) if shared else 0,
+                    logits_at=[first + len(node) for node in nodes],
+                ))
+        results = self.evaluator.evaluate(requests)
+        per_item = len(self._paths)
+        scores = []
+        for i in range(len(texts)):
+            rows = {}
+            for nodes, result in zip(self._nodes, results[i * per_item : (i + 1) * per_item], strict=True):
+                assert result.logits is not None
+                rows.update({node: _log_softmax(row) for node, row in zip(nodes, result.logits, strict=True)})
+            raw = label_logprobs(self._label_tokens, rows)
+            if self.spec.classify.score_length_norm:
+                raw = raw / self._lengths
+            scores.append(raw)
+        return scores
+
+    def distributions(self, texts: Sequence[str], temperature: float = 1.0) -> np.ndarray:
+        """The calibrated label distribution of each item at `temperature` (rows: items)."""
+        return np.stack([_softmax((s - self._prior) / temperature) for s in self._label_scores(texts)])
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        model = self.evaluator.model
-        requests = [
-            EvalRequest(
-                self._prefix + model.tokenize(" " + t, add_special=False)[:MAX_ITEM_TOKENS] + self._cue,
-                prefix_len=len(self._prefix),
-                logits_at=[-1],
-            )
-            for t in texts
-        ]
-        predictions = []
-        for result in self.evaluator.evaluate(requests):
-            assert result.logits is not None
-            scores = result.logits[0][self._first].astype(np.float64)
-            probs = np.exp(scores - scores.max())
-            prediction = _answer(self.spec, self.labels, probs / probs.sum())
-            prediction.prompt_tokens = result.n_tokens
-            predictions.append(prediction)
-        return predictions
+        predictions: list[Prediction | None] = [None] * len(texts)
+        wanted = []
+        for i, text in enumerate(texts):
+            if is_content_free(text):
+                predictions[i] = self._refusal()
+            else:
+                wanted.append(i)
+        if wanted:
+            probs = self.distributions([texts[i] for i in wanted], self.spec.classify.score_temperature)
+            for i, row in zip(wanted, probs, strict=True):
+                prediction = _answer(self.spec, self.labels, row)
+                prediction.prompt_tokens = len(self._item_tokens(texts[i]))
+                predictions[i] = prediction
+        return predictions  # type: ignore[return-value]
+
+    def _refusal(self) -> Prediction:
+        """No label for an item with nothing in it: the model would answer its prior."""
+        out_of_scope = self.spec.classify.out_of_scope
+        label = out_of_scope.label if out_of_scope else None
+        return Prediction(label, 0.0, {}, prompt_tokens=0, details={"content_free": True})  # type: ignore[arg-type]
 
 
 def make_classifier(spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> HeadClassifier | ScoreClassifier:
@@ -144,7 +255,7 @@ class ClassifyTask:
 
     def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
         return [
-            LocalAnswer(p.label, p.confidence, {"probabilities": dict(list(p.probabilities.items())[: self.top_k])},
+            LocalAnswer(p.label, p.confidence, {"probabilities": dict(list(p.probabilities.items())[: self.top_k])} | p.details,
                         prompt_tokens=p.prompt_tokens, completion_tokens=0)
             for p in self.classifier.classify(texts)
         ]
