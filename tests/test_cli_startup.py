@@ -22,6 +22,7 @@ def test_help_imports_no_heavy_modules():
 def test_help_and_version_run():
     out = subprocess.run([sys.executable, "-m", "workhorse.cli", "--help"], capture_output=True, text=True, check=True)
     assert "models" in out.stdout and "bench" in out.stdout
+    assert "--version  Print the version." in out.stdout  # a flag, not `--version <bool>`
     version = subprocess.run([sys.executable, "-m", "workhorse.cli", "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("workhorse ")
 

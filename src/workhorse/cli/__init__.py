@@ -15,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich help shows a type after every flag (`--version <bool>`).
+    rich_markup_mode=None,
 )
 
 

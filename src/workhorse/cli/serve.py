@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _serve_app() -> typer.Typer:
-    inner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    inner = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     serve.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]
     inner.command(help=HELP)(serve)
     return inner
