@@ -152,17 +152,17 @@ class EngineWorker:
         waiting: list[tuple[_GenJob, int]] = []  # (job, request index) not yet admitted
         owners: dict[int, tuple[_GenJob, int]] = {}  # batch key → (job, request index)
         deferred: list[_EvalJob] = []  # evaluations waiting for running generations to free room
-        withdrawn: set[int] = set()  # ids of futures whose work was withdrawn (see cancel())
         try:
             while True:
                 jobs = deferred + self._take_jobs(block=not batch.running and not waiting and not deferred)
                 if _STOP in jobs:
                     break
-                withdrawn.update(id(job.target) for job in jobs if isinstance(job, _CancelJob))
-                deferred = self._run_calls_and_evals(engine, jobs, withdrawn, can_wait=bool(batch.running))
+                # Withdrawals first: an evaluation withdrawn in the same breath as it was queued
+                # is then dropped before it runs.
                 for job in jobs:
                     if isinstance(job, _CancelJob):
                         self._cancel(batch, job.target, owners)
+                deferred = self._run_calls_and_evals(engine, jobs, can_wait=bool(batch.running))
                 for job in jobs:
                     if isinstance(job, _GenJob):
                         waiting.extend((job, i) for i in range(len(job.requests)))
@@ -170,7 +170,6 @@ class EngineWorker:
                     waiting = self._admit(batch, waiting, owners)
                 if batch.running:
                     self._step(batch, owners)
-                withdrawn.intersection_update(id(job.future) for job in deferred)
         finally:
             batch.cancel_all()
             for job, _ in waiting:
@@ -190,19 +189,13 @@ class EngineWorker:
             except queue.Empty:
                 return jobs
 
-    def _run_calls_and_evals(self, engine: Engine, jobs: list, withdrawn: set[int], *, can_wait: bool) -> list[_EvalJob]:
+    def _run_calls_and_evals(self, engine: Engine, jobs: list, *, can_wait: bool) -> list[_EvalJob]:
         """Run the calls and evaluations among `jobs`; returns the evaluations deferred because
         running generations hold every slot or the KV room (`can_wait`: they will free it)."""
         for job in jobs:
             if isinstance(job, _CallJob) and not job.future.cancelled():
                 _settle(job.future, lambda job=job: job.fn(engine))
-        evals = []
-        for job in jobs:
-            if isinstance(job, _EvalJob):
-                if id(job.future) in withdrawn or job.future.cancelled():
-                    job.future.cancel()  # dropped before it runs
-                else:
-                    evals.append(job)
+        evals = [job for job in jobs if isinstance(job, _EvalJob) and not job.future.cancelled()]  # withdrawn: dropped
         if not evals:
             return []
         if can_wait and engine.free_slots == 0:
@@ -233,7 +226,9 @@ class EngineWorker:
             if job.future is target:
                 batch.cancel(key)
                 del owners[key]
-        target.cancel()  # its sequences are gone; waiting requests of a done future are skipped by _admit
+        # A generation's sequences are gone, and its waiting requests are skipped by _admit; an
+        # evaluation not run yet is dropped by _run_calls_and_evals.
+        target.cancel()
 
     def _admit(self, batch: GenerationBatch, waiting: list, owners: dict) -> list:
         still_waiting = []
