@@ -54,7 +54,6 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
         lifespan=lifespan,
     )
     app.state.started_at = time.time()
-    app.state.openapi_named = False
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -88,15 +87,13 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
     def openapi_of_this_server() -> dict[str, Any]:
         """The spec names this server's models and tasks, so clients (and fuzzers) see the valid
         values; it is kept only once they are loaded (asked for earlier, it is built anew)."""
-        if app.openapi_schema is not None and app.state.openapi_named:
+        if app.openapi_schema is not None:  # only the named spec is ever kept
             return app.openapi_schema
-        app.openapi_schema = None  # FastAPI's builder returns what it cached
         spec = copy.deepcopy(default_openapi())
-        app.openapi_schema = None
+        app.openapi_schema = None  # FastAPI's builder keeps what it built: not before the names are known
         if not served.ready:
             return spec
         app.openapi_schema = _with_served_names(spec, list(served.models), list(served.tasks))
-        app.state.openapi_named = True
         return app.openapi_schema
 
     app.openapi = openapi_of_this_server  # type: ignore[method-assign]
