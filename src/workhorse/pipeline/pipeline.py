@@ -103,8 +103,7 @@ class Pipeline:
             final = Answer(value, None, "fallback", self.spec.name, self.spec.version, {"fallback": True},
                            latency_ms=waited_ms)
             finals.append(final)
-            self.tally.add(source="fallback", escalated=False, failed=False, blocked=False, local_cpu_s=0.0,
-                           upstream_cost=None)
+            self._count(final, None, 0.0)
             if self.call_log is not None:
                 records.append(CallRecord(task=self.spec.name, task_version=self.spec.version, model=self.model,
                                           input=text, source="fallback", latency_ms=waited_ms, final_answer=value,

@@ -128,7 +128,7 @@ class TaskBatcher:
                     item.future.set_exception(DeadlinePassed())
             live = [item for item in batch if not item.future.done()]
             for item in batch:
-                if item not in live:
+                if item.future.done():  # dropped: it leaves now, not when the batch ends
                     _settle(item.left)
             if not live:
                 return
