@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from workhorse.engine import Engine, EngineConfig, EngineWorker, LlamaModel
+from workhorse.engine import Engine, EngineConfig, LlamaModel
 from workhorse.logparse.model import CONTEXT_TOKENS as LOGS_CONTEXT_TOKENS
 from workhorse.models import resolve
 from workhorse.tasks.spec import TaskKind
@@ -33,9 +33,3 @@ def open_engine(model: str, config: EngineConfig | None = None) -> Engine:
     """An in-process engine for `model` (a built-in name, .gguf path or hf: reference), assembled if needed."""
     resolved = resolve(model)
     return Engine(LlamaModel(resolved.path, name=resolved.name), config or engine_config())
-
-
-def open_worker(model: str, config: EngineConfig | None = None) -> EngineWorker:
-    """A thread-owned engine for `model`, for callers on many threads (the server)."""
-    resolved = resolve(model)
-    return EngineWorker(resolved.path, config or engine_config(), name=resolved.name)
