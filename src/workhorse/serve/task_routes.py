@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from workhorse.errors import WorkCancelledError
 from workhorse.serve.batching import DeadlinePassed, QueueFull
 from workhorse.serve.errors import ApiError
 from workhorse.serve.runtime import call_context
@@ -69,7 +68,7 @@ async def run_task(name: str, body: TaskRequest, request: Request) -> dict[str, 
         call.hold(submission.left)
         try:
             answers = await call.within_deadline(asyncio.gather(*submission.answers))
-        except (ApiError, DeadlinePassed, WorkCancelledError) as error:
+        except (ApiError, DeadlinePassed) as error:
             for future in submission.answers:
                 future.cancel()  # withdraw the items: from the queue, or from the engine once all are gone
             missed = not isinstance(error, ApiError) or error.status == 504
