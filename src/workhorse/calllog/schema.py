@@ -9,6 +9,8 @@ migrations; never edit an applied one.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from workhorse.errors import CallLogError
 
@@ -86,20 +88,29 @@ def migrate(connection: sqlite3.Connection) -> int:
 
 def _apply_next(connection: sqlite3.Connection) -> bool:
     """Apply the next migration atomically with its version bump; False when there is none."""
-    connection.execute("BEGIN IMMEDIATE")  # the write lock, before the version is read
-    try:
+    with write_transaction(connection):  # the write lock, before the version is read
         version = schema_version(connection)
         if version == len(MIGRATIONS):
-            connection.execute("COMMIT")
             return False
         for statement in _statements(MIGRATIONS[version]):
             connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {version + 1}")
+    return True
+
+
+@contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (for migrations and the writer alike)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         connection.execute("COMMIT")
-        return True
     except BaseException:
         if connection.in_transaction:
-            connection.execute("ROLLBACK")
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:  # the first error is the one to raise; callers drop the connection
+                pass
         raise
 
 

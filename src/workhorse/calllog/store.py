@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
-from workhorse.calllog.schema import migrate, schema_version
+from workhorse.calllog.schema import migrate, schema_version, write_transaction
 from workhorse.errors import CallLogError
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ class CallLog:
 
     def _prune(self, connection: sqlite3.Connection) -> None:
         """Delete old calls, in one transaction; calls with feedback are kept."""
-        with _transaction(connection):
+        with write_transaction(connection):
             if self.retention.days is not None:
                 connection.execute("DELETE FROM calls WHERE feedback IS NULL AND created_at < ?",
                                    (time.time() - self.retention.days * 86400,))
@@ -367,7 +367,7 @@ def _late(timeout_s: float) -> CallLogError:
 def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
     """Apply every job in one transaction; their results (ids, found-or-not) once committed."""
     results = []
-    with _transaction(connection):
+    with write_transaction(connection):
         for kind, payload, _ in jobs:
             if kind == "insert":
                 columns = ", ".join(payload)
@@ -381,22 +381,6 @@ def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
                 )
                 results.append(cursor.rowcount == 1)
     return results
-
-
-@contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            try:
-                connection.execute("ROLLBACK")
-            except sqlite3.Error:  # the connection is dropped by the caller anyway
-                pass
-        raise
 
 
 def _settle(future: Future, result: Any = None, *, error: BaseException | None = None) -> None:
