@@ -53,7 +53,7 @@ def _real_upstream_answers(pipeline: Pipeline, dataset, confidence, url, model, 
                            max_rate) -> tuple[str, list[Any]] | None:
     """The upstream's answers for the least confident `max_rate` of the items (None elsewhere),
     asked through the task's pipeline (redacted under its privacy policy)."""
-    from workhorse.cli.progress import progress
+    from workhorse.cli.progress import in_batches
     from workhorse.escalation.override import command_line_upstream
     from workhorse.escalation.upstream import UpstreamClient
 
@@ -76,13 +76,9 @@ def _real_upstream_answers(pipeline: Pipeline, dataset, confidence, url, model, 
     order = np.argsort(np.asarray(confidence), kind="stable")[: int(round(max_rate * len(confidence)))]
     answers: list[Any] = [None] * len(confidence)
     try:
-        with progress(f"asking {model}", total=len(order)) as bar:
-            for start in range(0, len(order), 32):
-                chosen = order[start : start + 32]
-                escalations = asking.ask_upstream([dataset.examples[i].text for i in chosen], reason="eval")
-                for i, escalation in zip(chosen, escalations, strict=True):
-                    answers[i] = None if escalation.failed else escalation.answer
-                bar.advance(len(chosen))
+        ask = lambda chosen: asking.ask_upstream([dataset.examples[i].text for i in chosen], reason="eval")  # noqa: E731
+        for i, escalation in zip(order, in_batches(ask, list(order), batch=32, label=f"asking {model}"), strict=True):
+            answers[i] = None if escalation.failed else escalation.answer
     finally:
         asking.close()
     return model, answers

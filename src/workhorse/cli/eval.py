@@ -110,14 +110,10 @@ def _eval_logs(spec, data: str, threads: int) -> None:
 def _timed_run(run, texts: list[str], *, batch: int, latency_sample: int, label: str) -> tuple[list, float, list[float]]:
     """All texts in batches (for throughput, with a progress bar), then a sample one at a time
     (for latency). Returns (outputs, wall seconds of the batched pass, per-item latencies)."""
-    from workhorse.cli.progress import progress
+    from workhorse.cli.progress import in_batches, progress
 
-    outputs: list = []
     started = time.perf_counter()
-    with progress(label, total=len(texts)) as bar:
-        for i in range(0, len(texts), batch):
-            outputs += run(texts[i : i + batch])
-            bar.advance(len(texts[i : i + batch]))
+    outputs = in_batches(run, texts, batch=batch, label=label)
     wall = time.perf_counter() - started
     latencies = []
     with progress(f"{label}: latency, one at a time", total=min(latency_sample, len(texts))) as bar:

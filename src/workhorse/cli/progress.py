@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TextIO, TypeVar
 
+T = TypeVar("T")
+R = TypeVar("R")
 PLAIN_STEP = 0.05  # a plain line each time this share of the total is done
 PLAIN_EVERY_S = 30.0  # … and at least this often while the job runs
 
@@ -77,6 +79,17 @@ def progress(label: str, total: int | None = None, *, unit: str = "items", strea
         yield bar
     finally:
         bar.close()
+
+
+def in_batches(run: Callable[[list[T]], list[R]], items: Sequence[T], *, batch: int, label: str) -> list[R]:
+    """`run` over `items`, `batch` at a time, with progress; the outputs in order."""
+    outputs: list[R] = []
+    with progress(label, total=len(items)) as bar:
+        for start in range(0, len(items), batch):
+            chunk = list(items[start : start + batch])
+            outputs += run(chunk)
+            bar.advance(len(chunk))
+    return outputs
 
 
 def _clock(seconds: float) -> str:

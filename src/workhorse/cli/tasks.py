@@ -114,7 +114,7 @@ def calibrate(
     threads: int = typer.Option(2, help="llama.cpp threads."),
 ) -> None:
     """Set the escalation threshold that sends `rate` of DATA to the large model; saves a new task version."""
-    from workhorse.cli.progress import progress
+    from workhorse.cli.progress import in_batches
     from workhorse.errors import TaskSpecError
     from workhorse.escalation.override import command_line_upstream
     from workhorse.escalation.policy import threshold_for_rate
@@ -138,11 +138,7 @@ def calibrate(
     engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
     pipeline = build_pipeline(spec, directory, engine, escalate=False)  # the small model's own confidence
     texts = [ex.text for ex in dataset.examples]
-    confidences: list[float] = []
-    with progress(f"{spec.name} on {data}", total=len(texts)) as bar:
-        for i in range(0, len(texts), 64):
-            confidences += [a.confidence or 0.0 for a in pipeline.run(texts[i : i + 64])]
-            bar.advance(len(texts[i : i + 64]))
+    confidences = [a.confidence or 0.0 for a in in_batches(pipeline.run, texts, batch=64, label=f"{spec.name} on {data}")]
     engine.close()
     threshold = threshold_for_rate(confidences, rate)
     escalation = EscalationOptions.model_validate(
