@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from test_serve import CLASSIFY_TASK
 
 import workhorse
 from workhorse.calllog import CallLog, CallRecord, Retention
@@ -142,16 +143,6 @@ def test_a_full_disk_fails_calls_with_call_log_error_and_writing_resumes_after(t
     assert inputs == ["small", "after"]
 
 
-CLASSIFY_TASK = """
-name: toy-intents
-kind: classify
-model: {model}
-instructions: Classify the request.
-labels:
-  - name: refund
-  - name: login
-  - name: card
-"""
 
 
 @pytest.fixture
