@@ -178,9 +178,13 @@ class ScoreClassifier:
 
     def _label_scores(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Per item, the labels' whole-name log-probabilities (length-normalised when the options
-        say so). One request per planned path; all of an item's requests share the item as a
-        cached prefix built on the instructions' snapshot."""
-        bases = [self._item_tokens(t) for t in texts]
+        say so)."""
+        return self._scores_after([self._item_tokens(t) for t in texts])
+
+    def _scores_after(self, bases: Sequence[list[int]]) -> list[np.ndarray]:
+        """`_label_scores` for items already made into prompts (`_item_tokens`). One request per
+        planned path; all of an item's requests share the item as a cached prefix built on the
+        instructions' snapshot."""
         # With one request per item (every label one token long) the item is not worth a snapshot
         # of its own: it would only push other prefixes out of the cache.
         shared = len(self._paths) > 1
@@ -196,7 +200,7 @@ class ScoreClassifier:
         results = self.evaluator.evaluate(requests)
         per_item = len(self._paths)
         scores = []
-        for i in range(len(texts)):
+        for i in range(len(bases)):
             rows = {}
             for nodes, result in zip(self._nodes, results[i * per_item : (i + 1) * per_item], strict=True):
                 assert result.logits is not None
@@ -209,7 +213,10 @@ class ScoreClassifier:
 
     def distributions(self, texts: Sequence[str], temperature: float = 1.0) -> np.ndarray:
         """The calibrated label distribution of each item at `temperature` (rows: items)."""
-        return np.stack([_softmax((s - self._prior) / temperature) for s in self._label_scores(texts)])
+        return self._calibrated(self._label_scores(texts), temperature)
+
+    def _calibrated(self, scores: Sequence[np.ndarray], temperature: float) -> np.ndarray:
+        return np.stack([_softmax((s - self._prior) / temperature) for s in scores])
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         predictions: list[Prediction | None] = [None] * len(texts)
@@ -220,10 +227,11 @@ class ScoreClassifier:
             else:
                 wanted.append(i)
         if wanted:
-            probs = self.distributions([texts[i] for i in wanted], self.spec.classify.score_temperature)
-            for i, row in zip(wanted, probs, strict=True):
+            bases = [self._item_tokens(texts[i]) for i in wanted]  # tokenized once: scored and counted
+            probs = self._calibrated(self._scores_after(bases), self.spec.classify.score_temperature)
+            for i, base, row in zip(wanted, bases, probs, strict=True):
                 prediction = _answer(self.spec, self.labels, row)
-                prediction.prompt_tokens = len(self._item_tokens(texts[i]))
+                prediction.prompt_tokens = len(base)
                 predictions[i] = prediction
         return predictions  # type: ignore[return-value]
 
