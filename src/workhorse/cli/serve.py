@@ -79,6 +79,7 @@ def serve(**flags: Any) -> None:
 
     from workhorse.serve.app import create_app
     from workhorse.serve.settings import load_settings
+    from workhorse.tasks.spec import is_loopback
 
     config = flags.pop("config", None)
     given = {k: v for k, v in flags.items() if v is not None and v != []}
@@ -87,7 +88,7 @@ def serve(**flags: Any) -> None:
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
+    if not is_loopback(settings.host) and not settings.api_keys:
         logging.getLogger("workhorse.serve").warning(
             "listening on %s without API keys: anyone who can reach this port can use it (set --api-key)", settings.host
         )

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
+from workhorse.tasks.spec import is_loopback
+
 CONFIG_ENV = "WORKHORSE_CONFIG"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -69,8 +71,8 @@ class ServeSettings(BaseSettings):
         call log; checking the Host header stops it."""
         if self.allowed_hosts:
             return frozenset(name.lower() for name in self.allowed_hosts)
-        if not self.api_keys and self.host in LOOPBACK_NAMES:
-            return LOOPBACK_NAMES
+        if not self.api_keys and is_loopback(self.host):
+            return LOOPBACK_NAMES | {self.host.lower()}
         return None
 
 
