@@ -172,3 +172,32 @@ def test_a_cors_preflight_is_answered_before_the_key_check(tiny_gguf):
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://app.example"
     assert keyed.status_code == 200  # with keys, the key is the guard: any Host name is fine
+
+
+@pytest.mark.parametrize("chunks", [[80_000], [40_000, 40_000], [30_000, 30_000, 20_000]])
+def test_an_oversized_body_is_refused_without_waiting_for_more(chunks):
+    """The chunk that passes the limit may be the client's last: the 413 must not wait for body
+    that will never come (it did, until the client gave up)."""
+    from workhorse.serve.app import _Guard
+    from workhorse.serve.metrics import Metrics
+
+    async def app(scope, receive, send):  # never reached: the body is refused before it
+        raise AssertionError("the app saw an oversized body")
+
+    messages = [{"type": "http.request", "body": b"x" * size, "more_body": i < len(chunks) - 1} for i, size in enumerate(chunks)]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that has sent everything and waits for the answer
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    settings = ServeSettings(max_body_bytes=64_000)
+    guard = _Guard(app, settings=settings, metrics=Metrics())
+    scope = {"type": "http", "path": "/v1/tasks/t", "headers": [(b"host", b"localhost")]}
+    asyncio.run(asyncio.wait_for(guard(scope, receive, send), timeout=5))
+    assert sent[0]["status"] == 413

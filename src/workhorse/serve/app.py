@@ -161,9 +161,10 @@ class _Guard:
                 await _reply(counting_send, 413, f"request body of {int(declared)} bytes exceeds the limit of {self.max_body}",
                              None if drained else CLOSE)
                 return
-            body = await self._read_body(receive)
+            body, complete = await self._read_body(receive)
             if body is None:
-                drained = await _drain(receive, DRAIN_BYTES)
+                # The chunk that passed the limit may have been the last one: then there is nothing to drain.
+                drained = complete or await _drain(receive, DRAIN_BYTES)
                 await _reply(counting_send, 413, f"request body exceeds the limit of {self.max_body} bytes",
                              None if drained else CLOSE)
                 return
@@ -180,20 +181,21 @@ class _Guard:
         # Compare against every key in constant time (no early exit on the first match).
         return any([hmac.compare_digest(token.strip(), key) for key in self.keys])
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole request body, or None past the limit (bodies here are JSON of at most a few MiB)."""
+    async def _read_body(self, receive: Receive) -> tuple[bytes | None, bool]:
+        """(the whole request body, or None past the limit; whether the client has sent all of it)."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)
+                return b"".join(chunks), True
             chunk = message.get("body", b"")
             size += len(chunk)
+            complete = not message.get("more_body", False)
             if size > self.max_body:
-                return None
+                return None, complete
             chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            if complete:
+                return b"".join(chunks), True
 
 
 async def _drain(receive: Receive, budget: int) -> bool:
