@@ -133,7 +133,7 @@ def test_no_planted_secret_of_the_corpus_reaches_the_upstream(engine, tiny_gguf)
         received.append(request.content.decode())
         return httpx.Response(200, json={"choices": [{"message": {"content": '{"label": "refund"}'}}]})
 
-    runner = _runner(engine, tiny_gguf, handler)
+    runner = _runner(engine, tiny_gguf, handler, timeout_s=60.0)  # 220 items: the budget is not under test here
     answers = runner.run([item.text for item in CORPUS])
     runner.close()
     assert len(received) == len(CORPUS) and all(a.source == "upstream" for a in answers)

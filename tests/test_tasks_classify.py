@@ -14,8 +14,10 @@ from workhorse.engine import Engine, EngineConfig, EvalRequest
 from workhorse.errors import TaskNotTrainedError
 from workhorse.evals.datasets import load_file
 from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
+from workhorse.tasks.few_shot import examples_head
 from workhorse.tasks.fit import fit, task_for_data
-from workhorse.tasks.head import LinearHead, train_head
+from workhorse.tasks.head import UNCALIBRATED_TEMPERATURE, LinearHead, train_head, train_head_cross_validated
+from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
 from workhorse.tasks.store import load_task
 
 PHRASES = {
@@ -90,6 +92,8 @@ def test_head_mode_without_a_head_says_how_to_train(engine):
 
 def test_score_mode_gives_a_distribution_and_abstains(engine):
     spec, directory = load_task("support-intents")
+    options = spec.classify.model_copy(update={"mode": "score", "out_of_scope": OutOfScope(label="other", threshold=0.2)})
+    spec = spec.model_copy(update={"classify": options})
     classifier = make_classifier(spec, directory, engine)
     assert isinstance(classifier, ScoreClassifier)
     hits_before = engine.prefix_stats().hits
@@ -286,3 +290,52 @@ def test_cli_eval_mode_overrides_the_tasks_own(tiny_gguf, tmp_path):
     assert reports["head"]["task"]["mode"] == "head" and reports["score"]["task"]["mode"] == "score"
     assert reports["head"]["accuracy"] != reports["score"]["accuracy"] or reports["head"]["ece"] != reports["score"]["ece"]
     assert runner.invoke(app, ["eval", "mode-intents", test, "--mode", "both"]).exit_code != 0
+
+
+def test_a_few_examples_per_label_make_a_calibrated_head():
+    x, y = _synthetic(15, 0)  # about five per label
+    head, report = train_head_cross_validated(x, y)
+    x_test, y_test = _synthetic(400, 1)
+    probs = head.predict_proba(x_test)
+    accuracy = np.mean([head.labels[i] == t for i, t in zip(probs.argmax(axis=1), y_test)])
+    assert accuracy > 0.85 and 0 < report.holdout_accuracy <= 1
+    # The temperature came from out-of-fold predictions: confidence does not claim more than the accuracy.
+    assert probs.max(axis=1).mean() < accuracy + 0.05
+    one_each, single = train_head_cross_validated(x[:3] * 0 + np.eye(3, 8) * 4, ["a", "b", "c"])
+    assert single.temperature == UNCALIBRATED_TEMPERATURE and one_each.temperature == UNCALIBRATED_TEMPERATURE
+
+
+def _examples_spec(model: Path, **options) -> TaskSpec:
+    labels = [LabelSpec(name=label, examples=phrases[:3]) for label, phrases in PHRASES.items()]
+    return TaskSpec(name="few", kind="classify", model=str(model), labels=labels, classify=ClassifyOptions(**options))
+
+
+def test_labels_with_examples_mean_examples_mode(tiny_gguf):
+    assert _examples_spec(tiny_gguf).classify.mode == "examples"
+    described = TaskSpec(name="zero", kind="classify", labels=[LabelSpec(name="a"), LabelSpec(name="b", examples=["x"])])
+    assert described.classify.mode == "score"
+    with pytest.raises(ValueError, match="examples for every label; these have none: a"):
+        TaskSpec(name="zero", kind="classify", labels=described.labels, classify=ClassifyOptions(mode="examples"))
+    # The task's own examples count for the label they answer.
+    with_task_examples = TaskSpec(name="t", kind="classify", labels=[LabelSpec(name="a", examples=["x"]), LabelSpec(name="b")],
+                                  examples=[{"input": "y", "output": "b"}])
+    assert with_task_examples.classify.mode == "examples" and with_task_examples.examples_by_label()["b"] == ["y"]
+
+
+def test_examples_mode_classifies_without_fit_and_keeps_its_head(engine, tiny_gguf, tmp_path):
+    spec = _examples_spec(tiny_gguf, pooling="last+mean")  # random weights: the mean keeps the words' identity
+    classifier = make_classifier(spec, tmp_path, engine)
+    assert isinstance(classifier, HeadClassifier)
+    items = [phrases[3] for phrases in PHRASES.values()]  # the fourth phrase of each label: not an example
+    predictions = classifier.classify(items)
+    assert [p.label for p in predictions] == list(PHRASES)
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
+    cached = list(tmp_path.glob("examples-head-*.npz"))
+    assert len(cached) == 1
+    # Loaded again: the stored head is used, not refitted.
+    again = examples_head(spec, classifier.features, tmp_path)
+    np.testing.assert_array_equal(again.coef, classifier.head.coef)
+    # Other examples, another head.
+    changed = spec.model_copy(update={"labels": [label.model_copy(update={"examples": label.examples[:2]}) for label in spec.labels]})
+    make_classifier(changed, tmp_path, engine)
+    assert len(list(tmp_path.glob("examples-head-*.npz"))) == 2

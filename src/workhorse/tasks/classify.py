@@ -1,6 +1,7 @@
 """The `classify` kind.
 
-`head` mode: features from one forward pass (see features.py) into a trained linear head.
+`head` mode: features from one forward pass (see features.py) into a linear head trained by `fit`.
+`examples` mode: the same, with the head fitted on the labels' examples when the task loads (few_shot.py).
 `score` mode (no training data): the instructions and the label list form a cached prefix; the
 item follows, then an answer cue, and each label is scored by the log-probability of its whole
 name there (all its tokens, so labels that start alike, like BANKING77's `card_…`, do not tie).
@@ -21,6 +22,7 @@ from workhorse.engine import EvalRequest, Evaluator
 from workhorse.errors import TaskNotTrainedError
 from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.features import MAX_ITEM_TOKENS, FeatureExtractor
+from workhorse.tasks.few_shot import examples_head
 from workhorse.tasks.head import LinearHead
 from workhorse.tasks.oos import OOS_FILE, NeighbourDetector
 from workhorse.tasks.spec import TaskSpec
@@ -54,25 +56,15 @@ def _answer(spec: TaskSpec, labels: Sequence[str], probs: np.ndarray, typicality
 
 
 class HeadClassifier:
-    def __init__(self, spec: TaskSpec, directory: Path, evaluator: Evaluator) -> None:
-        path = directory / HEAD_FILE
-        if not path.is_file():
-            raise TaskNotTrainedError(
-                f"task {spec.name!r} (v{spec.version}) is in head mode but has no trained head",
-                f"train one: workhorse fit DATA --task {spec.name}",
-            )
+    """A linear head over the features of one forward pass: trained by `fit` (head mode) or fitted
+    on the spec's label examples when the task loads (examples mode)."""
+
+    def __init__(self, spec: TaskSpec, head: LinearHead, features: FeatureExtractor,
+                 detector: NeighbourDetector | None = None) -> None:
         self.spec = spec
-        self.head = LinearHead.load(path)
-        options = spec.classify
-        self.features = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.pooling)
-        self.detector = None
-        if options.out_of_scope and options.out_of_scope.detector == "neighbours":
-            if not (directory / OOS_FILE).is_file():
-                raise TaskNotTrainedError(
-                    f"task {spec.name!r} (v{spec.version}) uses the neighbours out-of-scope detector but has no {OOS_FILE}",
-                    f"refit it with validation data: workhorse fit DATA --task {spec.name} --validation DATA",
-                )
-            self.detector = NeighbourDetector.load(directory / OOS_FILE)
+        self.head = head
+        self.features = features
+        self.detector = detector
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         tokens: list[int] = []
@@ -243,14 +235,37 @@ class ScoreClassifier:
 
 
 def make_classifier(spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> HeadClassifier | ScoreClassifier:
-    if spec.classify.mode == "head":
-        if directory is None:
+    options = spec.classify
+    if options.mode == "score":
+        return ScoreClassifier(spec, evaluator)
+    features = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.pooling)
+    if options.mode == "examples":
+        return HeadClassifier(spec, examples_head(spec, features, directory), features)
+    return _trained_classifier(spec, directory, features)
+
+
+def _trained_classifier(spec: TaskSpec, directory: Path | None, features: FeatureExtractor) -> HeadClassifier:
+    """Head mode: the head `fit` stored beside this task version (and its out-of-scope detector)."""
+    if directory is None:
+        raise TaskNotTrainedError(
+            f"task {spec.name!r} is in head mode but was loaded from a file, not the task store",
+            f"train it into the store: workhorse fit DATA --task {spec.name}",
+        )
+    if not (directory / HEAD_FILE).is_file():
+        raise TaskNotTrainedError(
+            f"task {spec.name!r} (v{spec.version}) is in head mode but has no trained head",
+            f"train one: workhorse fit DATA --task {spec.name}",
+        )
+    detector = None
+    out_of_scope = spec.classify.out_of_scope
+    if out_of_scope and out_of_scope.detector == "neighbours":
+        if not (directory / OOS_FILE).is_file():
             raise TaskNotTrainedError(
-                f"task {spec.name!r} is in head mode but was loaded from a file, not the task store",
-                f"train it into the store: workhorse fit DATA --task {spec.name}",
+                f"task {spec.name!r} (v{spec.version}) uses the neighbours out-of-scope detector but has no {OOS_FILE}",
+                f"refit it with validation data: workhorse fit DATA --task {spec.name} --validation DATA",
             )
-        return HeadClassifier(spec, directory, evaluator)
-    return ScoreClassifier(spec, evaluator)
+        detector = NeighbourDetector.load(directory / OOS_FILE)
+    return HeadClassifier(spec, LinearHead.load(directory / HEAD_FILE), features, detector)
 
 
 class ClassifyTask:

@@ -47,8 +47,11 @@ class OutOfScope(_Strict):
 
 
 class ClassifyOptions(_Strict):
-    mode: Literal["head", "score"] = Field(
-        "score", description="`score`: zero-shot label scoring; `head`: a trained head on the model's features."
+    mode: Literal["score", "examples", "head"] | None = Field(
+        None,
+        description="`score`: zero-shot label scoring (labels and their descriptions); `examples`: a head fitted, when "
+        "the task loads, on the labels' examples (a few per label, no `fit`); `head`: a head trained by `fit`. "
+        "Default: `examples` when every label has examples, otherwise `score`.",
     )
     score_calibration: Literal["contextual", "none"] = Field(
         "contextual",
@@ -209,6 +212,11 @@ class TaskSpec(_Strict):
             names = [label.name for label in self.labels]
             if len(set(names)) != len(names):
                 raise ValueError("label names must be unique")
+            without = [name for name, texts in self.examples_by_label().items() if not texts]
+            if self.classify.mode is None:
+                self.classify.mode = "score" if without else "examples"
+            if self.classify.mode == "examples" and without:
+                raise ValueError(f"examples mode needs examples for every label; these have none: {', '.join(without)}")
         if self.kind == "extract" and not self.schema_:
             raise ValueError("an extract task needs a `schema` (JSON Schema of the answer)")
         if self.kind == "convert" and not (self.target or self.schema_):
@@ -218,6 +226,14 @@ class TaskSpec(_Strict):
     @property
     def label_names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    def examples_by_label(self) -> dict[str, list[str]]:
+        """Every label's example inputs: its own `examples`, then the task's examples whose output is that label."""
+        by_label = {label.name: list(label.examples) for label in self.labels}
+        for example in self.examples:
+            if isinstance(example.output, str) and example.output in by_label:
+                by_label[example.output].append(example.input)
+        return by_label
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=True) | {
