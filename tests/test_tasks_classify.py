@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from workhorse.cli import app
 from workhorse.engine import Engine, EngineConfig, EvalRequest
-from workhorse.errors import TaskNotTrainedError
+from workhorse.errors import TaskError, TaskNotTrainedError
 from workhorse.evals.datasets import load_file
 from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
 from workhorse.tasks.few_shot import examples_head
@@ -339,3 +339,20 @@ def test_examples_mode_classifies_without_fit_and_keeps_its_head(engine, tiny_gg
     changed = spec.model_copy(update={"labels": [label.model_copy(update={"examples": label.examples[:2]}) for label in spec.labels]})
     make_classifier(changed, tmp_path, engine)
     assert len(list(tmp_path.glob("examples-head-*.npz"))) == 2
+
+
+def test_eval_compares_modes_on_the_same_data(tiny_gguf, tmp_path):
+    runner = CliRunner()
+    task = tmp_path / "modes.yaml"
+    labels = "\n".join(f"  - name: {label}\n    examples: {json.dumps(phrases[:3])}" for label, phrases in PHRASES.items())
+    task.write_text(f"name: modes\nkind: classify\nmodel: {tiny_gguf}\nclassify: {{pooling: last+mean}}\nlabels:\n{labels}\n")
+    data = _write_data(tmp_path / "t.jsonl", 12, 4)
+    for mode in ("examples", "score"):
+        result = runner.invoke(app, ["eval", str(task), str(data), "--mode", mode, "--json", "--latency-sample", "2"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["task"]["mode"] == mode
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(f"name: bare\nkind: classify\nmodel: {tiny_gguf}\nlabels: [{{name: a}}, {{name: b}}]\n")
+    result = runner.invoke(app, ["eval", str(bare), str(data), "--mode", "examples"])
+    assert isinstance(result.exception, TaskError) and "these have none: a, b" in result.exception.message
+    assert "examples" in result.exception.hint

@@ -22,8 +22,8 @@ def eval_command(
         "api_key_env when --upstream-url is on the task's upstream host (same scheme, host and port), else no key."),
     max_rate: float = typer.Option(0.5, min=0.01, max=1.0, help="--escalate: the real upstream answers this share, least confident first."),
     png: str = typer.Option(None, help="--escalate: write the curve as a PNG here (needs matplotlib)."),
-    mode: str = typer.Option(None, help="classify: run the task in this mode (score or head) instead of its own, "
-                             "to compare the two on the same data."),
+    mode: str = typer.Option(None, help="classify: run the task in this mode (score, examples or head) instead of "
+                             "its own, to compare modes on the same data."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
@@ -36,9 +36,7 @@ def eval_command(
 
     spec, directory = load_task(task)
     if mode is not None:
-        if spec.kind != "classify" or mode not in ("score", "head"):
-            raise TaskError(f"--mode {mode!r} does not apply to this {spec.kind} task", "--mode is score or head, for classify tasks")
-        spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"mode": mode})})
+        spec = _in_mode(spec, mode)
     if spec.kind == "logs":
         _eval_logs(spec, data, threads)
         return
@@ -171,3 +169,20 @@ def _print(report: dict) -> None:
     for key, value in rows:
         table.add_row(key, str(value))
     Console().print(table)
+
+
+def _in_mode(spec, mode: str):
+    """`spec` switched to classify mode `mode`, checked as a task file would be."""
+    from pydantic import ValidationError
+
+    from workhorse.errors import TaskError
+    from workhorse.tasks.spec import TaskSpec
+
+    modes = ("score", "examples", "head")
+    if spec.kind != "classify" or mode not in modes:
+        raise TaskError(f"--mode {mode!r} does not apply to this {spec.kind} task", f"--mode is one of {', '.join(modes)}, for classify tasks")
+    try:
+        return TaskSpec.model_validate(spec.model_dump(by_alias=True) | {"classify": spec.classify.model_dump() | {"mode": mode}})
+    except ValidationError as error:
+        raise TaskError(f"task {spec.name!r} cannot run in {mode} mode: {error.errors()[0]['msg']}",
+                        "give every label a few `examples` in the task file") from None
