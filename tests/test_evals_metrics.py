@@ -166,3 +166,11 @@ def test_latency_summary() -> None:
     assert latency_summary(seconds)["items_per_s"] is None
     with pytest.raises(ValueError):
         latency_summary([])
+
+
+def test_the_most_over_answered_label_is_named_with_its_ratio() -> None:
+    y_true = ["a", "a", "b", "b", "c", "c"]
+    y_pred = ["a", "c", "c", "c", "c", "b"]
+    worst = classification_report(y_true, y_pred)["most_over_answered"]
+    assert worst == {"label": "c", "ratio": 2.0, "answered": 4, "support": 2}
+    assert classification_report(y_true, y_true)["most_over_answered"]["ratio"] == 1.0

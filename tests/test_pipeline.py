@@ -26,7 +26,7 @@ kind: classify
 model: {model}
 instructions: Classify the support ticket.
 labels: [{{name: refund}}, {{name: login}}, {{name: card}}]
-classify: {{score_temperature: 50}}  # confidences near 1/3, so every answer is below the 0.99 threshold
+classify: {{mode: score, score_temperature: 50}}  # confidences near 1/3, so every answer is below the 0.99 threshold
 escalation:
   mode: {mode}
   threshold: 0.99

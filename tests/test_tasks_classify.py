@@ -14,7 +14,7 @@ from workhorse.engine import Engine, EngineConfig, EvalRequest
 from workhorse.errors import TaskError, TaskNotTrainedError
 from workhorse.evals.datasets import load_file
 from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
-from workhorse.tasks.few_shot import examples_head
+from workhorse.tasks.spec_heads import descriptions_head, examples_head
 from workhorse.tasks.fit import fit, task_for_data
 from workhorse.tasks.head import UNCALIBRATED_TEMPERATURE, LinearHead, train_head, train_head_cross_validated
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
@@ -313,7 +313,7 @@ def _examples_spec(model: Path, **options) -> TaskSpec:
 def test_labels_with_examples_mean_examples_mode(tiny_gguf):
     assert _examples_spec(tiny_gguf).classify.mode == "examples"
     described = TaskSpec(name="zero", kind="classify", labels=[LabelSpec(name="a"), LabelSpec(name="b", examples=["x"])])
-    assert described.classify.mode == "score"
+    assert described.classify.mode == "descriptions"
     with pytest.raises(ValueError, match="examples for every label; these have none: a"):
         TaskSpec(name="zero", kind="classify", labels=described.labels, classify=ClassifyOptions(mode="examples"))
     # The task's own examples count for the label they answer.
@@ -322,23 +322,40 @@ def test_labels_with_examples_mean_examples_mode(tiny_gguf):
     assert with_task_examples.classify.mode == "examples" and with_task_examples.examples_by_label()["b"] == ["y"]
 
 
-def test_examples_mode_classifies_without_fit_and_keeps_its_head(engine, tiny_gguf, tmp_path):
+def test_examples_mode_classifies_without_fit_and_keeps_its_head(engine, tiny_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKHORSE_HOME", str(tmp_path))
     spec = _examples_spec(tiny_gguf, pooling="last+mean")  # random weights: the mean keeps the words' identity
-    classifier = make_classifier(spec, tmp_path, engine)
+    classifier = make_classifier(spec, None, engine)
     assert isinstance(classifier, HeadClassifier)
     items = [phrases[3] for phrases in PHRASES.values()]  # the fourth phrase of each label: not an example
     predictions = classifier.classify(items)
     assert [p.label for p in predictions] == list(PHRASES)
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
-    cached = list(tmp_path.glob("examples-head-*.npz"))
+    cached = list((tmp_path / "heads").glob("examples-*.npz"))
     assert len(cached) == 1
     # Loaded again: the stored head is used, not refitted.
-    again = examples_head(spec, classifier.features, tmp_path)
+    again = examples_head(spec, classifier.features)
     np.testing.assert_array_equal(again.coef, classifier.head.coef)
     # Other examples, another head.
     changed = spec.model_copy(update={"labels": [label.model_copy(update={"examples": label.examples[:2]}) for label in spec.labels]})
-    make_classifier(changed, tmp_path, engine)
-    assert len(list(tmp_path.glob("examples-head-*.npz"))) == 2
+    make_classifier(changed, None, engine)
+    assert len(list((tmp_path / "heads").glob("examples-*.npz"))) == 2
+
+
+def test_descriptions_mode_answers_from_the_label_texts(engine, tiny_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKHORSE_HOME", str(tmp_path))
+    labels = [LabelSpec(name=label, description=phrases[0]) for label, phrases in PHRASES.items()]
+    spec = TaskSpec(name="zero", kind="classify", model=str(tiny_gguf), labels=labels)
+    assert spec.classify.mode == "descriptions" and spec.classify.features_pooling == "last+mean"
+    classifier = make_classifier(spec, None, engine)
+    # The label texts themselves land on their own labels; probabilities are a distribution.
+    predictions = classifier.classify([f"{label}: {phrases[0]}" for label, phrases in PHRASES.items()])
+    assert [p.label for p in predictions] == list(PHRASES)
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
+    assert len(list((tmp_path / "heads").glob("descriptions-*.npz"))) == 1
+    head = descriptions_head(spec, classifier.features)  # from the cache
+    np.testing.assert_allclose(head.predict_proba(classifier.features.extract(["refund"])),
+                               classifier.head.predict_proba(classifier.features.extract(["refund"])), rtol=1e-6)
 
 
 def test_eval_compares_modes_on_the_same_data(tiny_gguf, tmp_path):

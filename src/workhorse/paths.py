@@ -27,3 +27,10 @@ def call_log_path() -> Path:
 def prices_path() -> Path:
     """The price table that overrides the built-in list prices (`workhorse logs stats`)."""
     return workhorse_home() / "prices.yaml"
+
+
+def heads_cache_dir() -> Path:
+    """Classification heads built from task specs when they load (examples and descriptions modes)."""
+    path = workhorse_home() / "heads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -73,6 +73,7 @@ def classification_report(
         "macro_f1": _macro_f1(per_label),
         "per_label": per_label,
         "top_confusions": [{"true": t, "pred": p, "count": c} for (t, p), c in top],
+        "most_over_answered": _most_over_answered(Counter(true), Counter(pred)),
     }
 
     if oos_label is not None:
@@ -93,6 +94,13 @@ def classification_report(
         }
         report["ece"] = expected_calibration_error(correct, conf)
     return report
+
+
+def _most_over_answered(n_true: Counter, n_pred: Counter) -> dict[str, Any]:
+    """The true label answered most often relative to its share of the rows: a classifier leaning
+    on one label shows here first (ratio 1 for a classifier that answers in the true proportions)."""
+    label = max(sorted(n_true), key=lambda key: n_pred[key] / n_true[key])
+    return {"label": label, "ratio": n_pred[label] / n_true[label], "answered": n_pred[label], "support": n_true[label]}
 
 
 def _scores_per_key(keys: Iterable[str], tp: Counter, n_pred: Counter, n_true: Counter) -> dict[str, dict[str, float]]:

@@ -1,7 +1,8 @@
 """The `classify` kind.
 
 `head` mode: features from one forward pass (see features.py) into a linear head trained by `fit`.
-`examples` mode: the same, with the head fitted on the labels' examples when the task loads (few_shot.py).
+`examples` mode: the same, with the head fitted on the labels' examples when the task loads;
+`descriptions` mode: the same features, nearest to the labels' names and descriptions (spec_heads.py).
 `score` mode (no training data): the instructions and the label list form a cached prefix; the
 item follows, then an answer cue, and each label is scored by the log-probability of its whole
 name there (all its tokens, so labels that start alike, like BANKING77's `card_…`, do not tie).
@@ -22,10 +23,10 @@ from workhorse.engine import EvalRequest, Evaluator
 from workhorse.errors import TaskNotTrainedError
 from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.features import MAX_ITEM_TOKENS, FeatureExtractor
-from workhorse.tasks.few_shot import examples_head
 from workhorse.tasks.head import LinearHead
 from workhorse.tasks.oos import OOS_FILE, NeighbourDetector
 from workhorse.tasks.spec import TaskSpec
+from workhorse.tasks.spec_heads import PrototypeHead, descriptions_head, examples_head
 
 HEAD_FILE = "head.npz"
 
@@ -59,7 +60,7 @@ class HeadClassifier:
     """A linear head over the features of one forward pass: trained by `fit` (head mode) or fitted
     on the spec's label examples when the task loads (examples mode)."""
 
-    def __init__(self, spec: TaskSpec, head: LinearHead, features: FeatureExtractor,
+    def __init__(self, spec: TaskSpec, head: LinearHead | PrototypeHead, features: FeatureExtractor,
                  detector: NeighbourDetector | None = None) -> None:
         self.spec = spec
         self.head = head
@@ -238,9 +239,11 @@ def make_classifier(spec: TaskSpec, directory: Path | None, evaluator: Evaluator
     options = spec.classify
     if options.mode == "score":
         return ScoreClassifier(spec, evaluator)
-    features = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.pooling)
+    features = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.features_pooling)
     if options.mode == "examples":
-        return HeadClassifier(spec, examples_head(spec, features, directory), features)
+        return HeadClassifier(spec, examples_head(spec, features), features)
+    if options.mode == "descriptions":
+        return HeadClassifier(spec, descriptions_head(spec, features), features)
     return _trained_classifier(spec, directory, features)
 
 

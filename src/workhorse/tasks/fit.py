@@ -73,7 +73,7 @@ def fit(
     confidence below which the task abstains."""
     rows = [ex for ex in data.examples if ex.label is not None]
     options = spec.classify
-    extractor = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.pooling)
+    extractor = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.features_pooling)
     features = extractor.extract([ex.text for ex in rows], progress=progress)
     labels = [ex.label for ex in rows]
     head, report = train_head(features, labels)  # type: ignore[arg-type]
