@@ -22,9 +22,9 @@ import httpx
 
 from workhorse.bench.load import closed_loop
 from workhorse.bench.serve_bench import free_port, server
+from workhorse.calllog.prices import PriceTable
 from workhorse.calllog.stats import summarise
 from workhorse.calllog.store import CallLog
-from workhorse.calllog.prices import PriceTable
 from workhorse.evals.datasets import load
 
 

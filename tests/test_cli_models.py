@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from workhorse.cli import app, main
-from workhorse.models.gguf_header import gguf_metadata
 from workhorse.models import BUILTIN_MODELS, ModelSpec, PackageChunks, resolve, status
+from workhorse.models.gguf_header import gguf_metadata
 
 runner = CliRunner()
 

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from workhorse.engine import Engine, EngineConfig, GenerateRequest, LlamaModel, SamplingParams, generate
-from workhorse.engine.generation import GenerationBatch
 from workhorse.engine.constraints import (
     ChoiceConstraint,
     GrammarConstraint,
     JsonSchemaConstraint,
     RegexConstraint,
 )
+from workhorse.engine.generation import GenerationBatch
 from workhorse.engine.vocab_bridge import SPECIAL_PREFIX, end_tokens, llg_tokenizer, token_table
 from workhorse.errors import EngineError
 

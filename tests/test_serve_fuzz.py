@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_serve import CLASSIFY_TASK, EMBED_TASK, LiveServer
+
 from workhorse.serve.app import create_app
 from workhorse.serve.settings import ServeSettings
 from workhorse.serve.state import ServerState

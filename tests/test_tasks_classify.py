@@ -14,10 +14,10 @@ from workhorse.engine import Engine, EngineConfig, EvalRequest
 from workhorse.errors import TaskError, TaskNotTrainedError
 from workhorse.evals.datasets import load_file
 from workhorse.tasks.classify import HeadClassifier, ScoreClassifier, make_classifier
-from workhorse.tasks.spec_heads import descriptions_head, examples_head
 from workhorse.tasks.fit import fit, task_for_data
 from workhorse.tasks.head import UNCALIBRATED_TEMPERATURE, LinearHead, train_head, train_head_cross_validated
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
+from workhorse.tasks.spec_heads import descriptions_head, examples_head
 from workhorse.tasks.store import load_task
 
 PHRASES = {

@@ -135,3 +135,16 @@ def test_a_saved_task_and_its_copied_parts_are_fsynced_before_and_after_the_rena
     assert head_temp < yaml_temp  # the trained part is on disk before the task.yaml that publishes it
     assert str(second) in synced[yaml_temp + 1 :]  # the rename of task.yaml is on disk too
     assert str(second.parent) in synced  # and the new version's folder
+
+
+def test_cli_new_from_labelled_data_gives_an_examples_mode_task(tmp_path: Path):
+    data = tmp_path / "tickets.csv"
+    rows = [("refund please", "refund"), ("where is it", "track"), ("refund please", "refund")]
+    rows += [(f"money back {i}", "refund") for i in range(8)]
+    data.write_text("text,label\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    out = tmp_path / "mine.yaml"
+    result = CliRunner().invoke(app, ["tasks", "new", "mine", "--labels-from", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    spec, _ = load_task(out)
+    assert spec.classify.mode == "examples"
+    assert spec.examples_by_label() == {"refund": ["refund please"] + [f"money back {i}" for i in range(4)], "track": ["where is it"]}

@@ -9,13 +9,16 @@ import typer
 
 app = typer.Typer(help="Task specs: create, validate and list them.", no_args_is_help=True)
 
+EXAMPLES_PER_LABEL = 5
 _TEMPLATES = {
     "classify": {
         "kind": "classify",
         "model": "gemma3-270m",
         "instructions": "Answer with the one label that fits the input.",
-        "labels": [{"name": "first_label", "description": "what it means"}, {"name": "second_label"}],
-        "classify": {"mode": "score"},
+        "labels": [
+            {"name": "first_label", "description": "what it means", "examples": ["an input with this label", "another one"]},
+            {"name": "second_label", "description": "what it means", "examples": ["an input with this label", "another one"]},
+        ],
     },
     "extract": {
         "kind": "extract",
@@ -38,7 +41,9 @@ def new(
     name: str = typer.Argument(..., help="Task name (lowercase letters, digits, -, _, .)."),
     kind: str = typer.Option("classify", help="classify, extract, convert or embed."),
     out: Path = typer.Option(None, help="Where to write the YAML (default: ./NAME.yaml)."),
-    labels_from: str = typer.Option(None, help="Take a classify task's labels from labelled data (file or dataset spec)."),
+    labels_from: str = typer.Option(
+        None, help="Take a classify task's labels from labelled data (file or dataset spec), each with its first "
+        f"{EXAMPLES_PER_LABEL} distinct texts as examples: the task then runs in examples mode, no `fit` needed."),
     force: bool = typer.Option(False, help="Overwrite an existing file."),
 ) -> None:
     """Write a task file to start from; edit it, then `workhorse tasks validate FILE`."""
@@ -57,11 +62,22 @@ def new(
         from workhorse.evals.datasets import load
 
         data = load(labels_from)
-        template["labels"] = [{"name": label} for label in sorted({ex.label for ex in data.examples if ex.label})]
+        template["labels"] = [{"name": label, "examples": texts} for label, texts in _first_examples(data.examples).items()]
     text = yaml.safe_dump(template, sort_keys=False, allow_unicode=True)
     parse_task(text, str(path))  # the template itself must be valid
     path.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {path}")
+
+
+def _first_examples(rows) -> dict[str, list[str]]:
+    """Each label's first EXAMPLES_PER_LABEL distinct texts, labels in sorted order."""
+    by_label: dict[str, list[str]] = {}
+    for row in rows:
+        if row.label:
+            texts = by_label.setdefault(row.label, [])
+            if len(texts) < EXAMPLES_PER_LABEL and row.text not in texts:
+                texts.append(row.text)
+    return dict(sorted(by_label.items()))
 
 
 @app.command("validate")
