@@ -71,7 +71,9 @@ def main() -> None:
         evaluation = replace(train, split="train (rows not drawn)", examples=rest)
         evaluation = sample(evaluation, args.limit, seed=args.seed) if args.limit else evaluation
     else:
-        evaluation = load(f"{args.data}:{args.eval}", limit=args.limit, seed=args.seed)
+        # The split itself is fixed (SMP2019's seeded split too): --seed draws only the examples and the sample.
+        evaluation = load(f"{args.data}:{args.eval}")
+        evaluation = sample(evaluation, args.limit, seed=args.seed) if args.limit else evaluation
     options = {"mode": "examples", "pooling": args.pooling, "layers": [int(x) for x in args.layers.split(",") if x]}
     if args.prompt:
         options["feature_prompt"] = args.prompt
