@@ -373,3 +373,13 @@ def test_eval_compares_modes_on_the_same_data(tiny_gguf, tmp_path):
     result = runner.invoke(app, ["eval", str(bare), str(data), "--mode", "examples"])
     assert isinstance(result.exception, TaskError) and "these have none: a, b" in result.exception.message
     assert "examples" in result.exception.hint
+
+
+@pytest.mark.parametrize("mode", ["examples", "descriptions"])
+def test_every_feature_mode_flags_content_free_input_too(engine, tiny_gguf, mode):
+    from workhorse.tasks.classify import ClassifyTask
+
+    spec = _examples_spec(tiny_gguf, mode=mode, out_of_scope=OutOfScope(label="other", threshold=0.0))
+    answers = ClassifyTask(spec, None, engine).run(["N/A", "my card is gone", "?!"])
+    assert [a.answer for a in answers] == ["other", answers[1].answer, "other"] and answers[1].answer in PHRASES
+    assert answers[0].details["content_free"] is True and answers[0].confidence == 0.0 and "content_free" not in answers[1].details

@@ -13,7 +13,7 @@ know. Items with nothing in them are flagged `content_free`, not labelled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +68,9 @@ class HeadClassifier:
         self.detector = detector
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        return with_refusals(self.spec, texts, self._classify)
+
+    def _classify(self, texts: Sequence[str]) -> list[Prediction]:
         tokens: list[int] = []
         features = self.features.extract(texts, token_counts=tokens)
         probs = self.head.predict_proba(features)
@@ -90,6 +93,17 @@ _CONTENT_FREE_WORDS = {"n/a", "na", "none", "null", "nil", "[mask]", "-"}
 def is_content_free(text: str) -> bool:
     """An item with nothing to classify: no letter or digit, or a placeholder such as "N/A"."""
     return not any(ch.isalnum() for ch in text) or text.strip().lower() in _CONTENT_FREE_WORDS
+
+
+def with_refusals(spec: TaskSpec, texts: Sequence[str], classify: Callable[[Sequence[str]], list[Prediction]]) -> list[Prediction]:
+    """`classify` on the items with something in them; the others are refused, not labelled: any
+    mode would answer them with its prior, confidently or not."""
+    out_of_scope = spec.classify.out_of_scope
+    refusal = out_of_scope.label if out_of_scope else None
+    wanted = [i for i, text in enumerate(texts) if not is_content_free(text)]
+    answers = dict(zip(wanted, classify([texts[i] for i in wanted]) if wanted else [], strict=True))
+    return [answers.get(i) or Prediction(refusal, 0.0, {}, prompt_tokens=0, details={"content_free": True})  # type: ignore[arg-type]
+            for i in range(len(texts))]
 
 
 def label_requests(label_tokens: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
