@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -174,3 +175,12 @@ def test_a_read_only_log_starts_no_writer_and_refuses_writes(db):
     with pytest.raises(CallLogError, match="read-only"):
         log.record(CallRecord(task="t", model="m", input="x", source="local"))
     log.close()
+
+
+def test_a_task_dearer_than_the_large_model_says_so_plainly(db, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKHORSE_HOME", str(tmp_path))
+    (tmp_path / "prices.yaml").write_text("cpu_second: 0.01\n")  # local time far dearer than the upstream's tokens
+    result = CliRunner().invoke(app, ["calls", "stats", "--db", db], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "× the all-large price" in result.output and not re.search(r"-\d+(\.\d+)? %", result.output)
+    assert "cpu_second" in result.output

@@ -364,10 +364,14 @@ def test_eval_compares_modes_on_the_same_data(tiny_gguf, tmp_path):
     labels = "\n".join(f"  - name: {label}\n    examples: {json.dumps(phrases[:3])}" for label, phrases in PHRASES.items())
     task.write_text(f"name: modes\nkind: classify\nmodel: {tiny_gguf}\nclassify: {{pooling: last+mean}}\nlabels:\n{labels}\n")
     data = _write_data(tmp_path / "t.jsonl", 12, 4)
-    for mode in ("examples", "score"):
+    for mode in ("examples", "descriptions", "score"):
         result = runner.invoke(app, ["eval", str(task), str(data), "--mode", mode, "--json", "--latency-sample", "2"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["task"]["mode"] == mode
+    human = runner.invoke(app, ["eval", str(task), str(data), "--latency-sample", "2"], env={"COLUMNS": "160"})
+    assert human.exit_code == 0, human.output
+    for shown in ("(examples mode)", "per label (lowest F1 first)", "most over-answered label", *PHRASES):
+        assert shown in human.output
     bare = tmp_path / "bare.yaml"
     bare.write_text(f"name: bare\nkind: classify\nmodel: {tiny_gguf}\nlabels: [{{name: a}}, {{name: b}}]\n")
     result = runner.invoke(app, ["eval", str(bare), str(data), "--mode", "examples"])

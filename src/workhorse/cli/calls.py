@@ -117,9 +117,22 @@ def stats(
         accuracy = f"{100 * t['accuracy']:.1f} % of {t['with_feedback']}" if t.get("accuracy") is not None else ""
         table.add_row(name, str(t["calls"]), f"{t['escalated']} ({100 * t['escalation_rate']:.1f} %)",
                       str(t["escalation_failed"]), accuracy, _money(t["local_cost"]), _money(t["upstream_cost"]),
-                      _money(t["actual_cost"]), _money(t["all_large_cost"]),
-                      f"{100 * t['savings']:.1f} %" if t["savings"] is not None else "")
-    Console().print(table)
+                      _money(t["actual_cost"]), _money(t["all_large_cost"]), _saved(t["savings"]))
+    console = Console()
+    console.print(table)
+    if any(t["savings"] is not None and t["savings"] < 0 for _, t in rows):
+        console.print("A task that costs more than the all-large price spends more on local CPU time (priced at "
+                      "`cpu_second` in the price table, $WORKHORSE_HOME/prices.yaml) than the large model would charge "
+                      "for the same calls.")
+
+
+def _saved(savings: float | None) -> str:
+    """The share saved against sending every call to the large model; a loss said as a multiple."""
+    if savings is None:
+        return ""
+    if savings < 0:
+        return f"costs {1 - savings:.1f}× the all-large price"
+    return f"{100 * savings:.1f} %"
 
 
 def _money(value: float | None) -> str:

@@ -22,8 +22,8 @@ def eval_command(
         "api_key_env when --upstream-url is on the task's upstream host (same scheme, host and port), else no key."),
     max_rate: float = typer.Option(0.5, min=0.01, max=1.0, help="--escalate: the real upstream answers this share, least confident first."),
     png: str = typer.Option(None, help="--escalate: write the curve as a PNG here (needs matplotlib)."),
-    mode: str = typer.Option(None, help="classify: run the task in this mode (score, examples or head) instead of "
-                             "its own, to compare modes on the same data."),
+    mode: str = typer.Option(None, help="classify: run the task in this mode (descriptions, examples, score or head) "
+                             "instead of its own, to compare modes on the same data."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
@@ -147,7 +147,8 @@ def _print(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['task']['name']} v{report['task']['version']} on {report['data']['spec']}", show_header=False)
+    task = report["task"]
+    table = Table(title=f"{task['name']} v{task['version']} ({task['mode']} mode) on {report['data']['spec']}", show_header=False)
     rows = [
         ("rows", report["n"]),
         ("accuracy", f"{100 * report['accuracy']:.2f} %"),
@@ -166,9 +167,23 @@ def _print(report: dict) -> None:
         ("latency p50 / p95 / p99 ms", "{p50:.1f} / {p95:.1f} / {p99:.1f}".format(**report["latency_ms"])),
         ("prefix cache hit rate", f"{100 * report['prefix_cache']['hit_rate']:.1f} %"),
     ]
+    worst = report["most_over_answered"]
+    rows.append(("most over-answered label", f"{worst['label']}: {worst['answered']} answers for {worst['support']} rows "
+                 f"({worst['ratio']:.1f}×)"))
     for key, value in rows:
         table.add_row(key, str(value))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    labels = Table("label", "precision", "recall", "F1", "rows", title="per label (lowest F1 first)")
+    for label, scores in sorted(report["per_label"].items(), key=lambda item: (item[1]["f1"], item[0])):
+        labels.add_row(label, f"{100 * scores['precision']:.1f} %", f"{100 * scores['recall']:.1f} %",
+                       f"{100 * scores['f1']:.1f} %", str(scores["support"]))
+    console.print(labels)
+    if report["top_confusions"]:
+        confusions = Table("true label", "answered", "count", title="top confusions")
+        for confusion in report["top_confusions"]:
+            confusions.add_row(confusion["true"], confusion["pred"], str(confusion["count"]))
+        console.print(confusions)
 
 
 def _in_mode(spec, mode: str):
@@ -178,7 +193,7 @@ def _in_mode(spec, mode: str):
     from workhorse.errors import TaskError
     from workhorse.tasks.spec import TaskSpec
 
-    modes = ("score", "examples", "head")
+    modes = ("descriptions", "examples", "score", "head")
     if spec.kind != "classify" or mode not in modes:
         raise TaskError(f"--mode {mode!r} does not apply to this {spec.kind} task", f"--mode is one of {', '.join(modes)}, for classify tasks")
     try:
