@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -148,3 +149,25 @@ def test_cli_new_from_labelled_data_gives_an_examples_mode_task(tmp_path: Path):
     spec, _ = load_task(out)
     assert spec.classify.mode == "examples"
     assert spec.examples_by_label() == {"refund": ["refund please"] + [f"money back {i}" for i in range(4)], "track": ["where is it"]}
+
+
+def test_promotion_and_rollback_choose_the_active_version():
+    from workhorse.tasks.store import active_version, make_active, pin_active, promotions
+
+    for version in (1, 2):
+        save_task(TaskSpec(name="promoted", kind="classify", version=version, labels=[{"name": "a"}, {"name": "b"}]))
+    assert active_version("promoted") is None and load_task("promoted")[0].version == 2  # the latest, unpinned
+    pin_active("promoted")  # a gated candidate comes next: v2 stays active
+    save_task(TaskSpec(name="promoted", kind="classify", version=3, labels=[{"name": "a"}, {"name": "b"}]))
+    assert load_task("promoted")[0].version == 2
+    runner = CliRunner()
+    assert runner.invoke(app, ["tasks", "promote", "promoted", "3"]).exit_code == 0
+    assert load_task("promoted")[0].version == 3
+    result = runner.invoke(app, ["tasks", "rollback", "promoted"])
+    assert result.exit_code == 0 and "v2 is active again" in result.output and load_task("promoted")[0].version == 2
+    make_active("promoted", 1, reason="fit")  # a user's own new version takes over a pinned task
+    assert load_task("promoted")[0].version == 1
+    assert [(p["from"], p["to"]) for p in promotions("promoted")] == [(2, 2), (2, 3), (3, 2), (2, 1)]
+    listed = json.loads(runner.invoke(app, ["tasks", "list", "--json"]).output)
+    assert next(row for row in listed if row["name"] == "promoted")["active"] == 1
+    assert isinstance(runner.invoke(app, ["tasks", "promote", "promoted", "9"]).exception, TaskNotFoundError)

@@ -99,21 +99,45 @@ def list_tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     for name in list_task_names():
         spec, directory = load_task(name)
         rows.append({"name": name, "kind": spec.kind, "mode": spec.classify.mode if spec.kind == "classify" else None,
-                     "versions": task_versions(name), "model": spec.model, "source": str(directory)})
+                     "versions": task_versions(name), "active": spec.version, "model": spec.model, "source": str(directory)})
     for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
         spec, _ = load_task(path)
         rows.append({"name": spec.name, "kind": spec.kind, "mode": spec.classify.mode if spec.kind == "classify" else None,
-                     "versions": ["example"], "model": spec.model, "source": str(path)})
+                     "versions": ["example"], "active": None, "model": spec.model, "source": str(path)})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "kind", "mode", "versions", "model")
+    table = Table("name", "kind", "mode", "versions (active*)", "model")
     for row in rows:
-        table.add_row(row["name"], row["kind"], row["mode"] or "", ", ".join(map(str, row["versions"])), row["model"])
+        versions = ", ".join(f"{v}*" if v == row["active"] else str(v) for v in row["versions"])
+        table.add_row(row["name"], row["kind"], row["mode"] or "", versions, row["model"])
     Console().print(table)
+
+
+@app.command("promote")
+def promote(
+    task: str = typer.Argument(..., help="A task in the store."),
+    version: int = typer.Argument(..., help="The version that answers from now on."),
+) -> None:
+    """Make VERSION the task's active version (a running server switches to it within seconds)."""
+    from workhorse.tasks.store import promote as promote_version
+
+    previous = promote_version(task, version, reason="promoted by hand")
+    typer.echo(f"{task}: v{version} is active (was v{previous})")
+
+
+@app.command("rollback")
+def rollback(
+    task: str = typer.Argument(..., help="A task in the store."),
+    version: int = typer.Argument(None, help="The version to go back to (default: the one active before)."),
+) -> None:
+    """Make an earlier version active again."""
+    from workhorse.tasks.store import rollback as rollback_version
+
+    typer.echo(f"{task}: v{rollback_version(task, version)} is active again")
 
 
 @app.command("calibrate")

@@ -14,7 +14,7 @@ from workhorse.tasks.features import FeatureExtractor
 from workhorse.tasks.head import TrainReport, train_head
 from workhorse.tasks.oos import OOS_FILE, calibrate
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
-from workhorse.tasks.store import load_task, next_version, save_task, version_dir
+from workhorse.tasks.store import load_task, make_active, next_version, save_task, version_dir
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,11 @@ def fit(
     *,
     validation: Dataset | None = None,
     progress: Callable[[int], None] | None = None,
+    activate: bool = True,
 ) -> FitResult:
     """Train the head; with validation data that has an out-of-scope label, also choose the
-    confidence below which the task abstains."""
+    confidence below which the task abstains. `activate=False` leaves the new version unused until
+    it is promoted (a candidate that must pass a gate)."""
     rows = [ex for ex in data.examples if ex.label is not None]
     options = spec.classify
     extractor = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.features_pooling)
@@ -88,4 +90,7 @@ def fit(
         out_of_scope = OutOfScope(label=oos, detector=detector, threshold=calibration.threshold)
         spec = spec.model_copy(update={"classify": options.model_copy(update={"out_of_scope": out_of_scope})})
     head.save(directory / HEAD_FILE)
-    return FitResult(spec, save_task(spec), report)
+    saved = save_task(spec)
+    if activate:
+        make_active(spec.name, spec.version, reason="fit")
+    return FitResult(spec, saved, report)

@@ -2,13 +2,20 @@
 
 Tasks live under `$WORKHORSE_HOME/tasks/<name>/v<version>/`: `task.yaml` and any trained parts
 (`head.npz`). The shipped examples in `workhorse/tasks/examples/` are found by name too.
+
+Which version answers is the task's active version: the one named in `<name>/active` once a
+version has been promoted (a trained candidate that failed its gate stays a version, unused), else
+the latest. `<name>/promotions.jsonl` keeps every change of the active version, so a rollback
+knows where to go back to.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +76,8 @@ def _line_of(node: Any, loc: tuple) -> int | None:
 
 
 def load_task(name_or_path: str | Path, *, version: int | None = None) -> tuple[TaskSpec, Path]:
-    """A task by file path or by name (latest version unless given). Returns (spec, its directory)."""
+    """A task by file path or by name (its active version unless given: the promoted one, else the
+    latest). Returns (spec, its directory)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
@@ -78,7 +86,7 @@ def load_task(name_or_path: str | Path, *, version: int | None = None) -> tuple[
     name = str(name_or_path)
     versions = task_versions(name)
     if versions:
-        chosen = version or versions[-1]
+        chosen = version or active_version(name) or versions[-1]
         if chosen not in versions:
             raise TaskNotFoundError(f"task {name!r} has no version {chosen}", f"versions: {versions}")
         directory = tasks_dir() / name / f"v{chosen}"
@@ -185,4 +193,72 @@ def save_revision(spec: TaskSpec, trained_from: Path) -> Path:
     if trained_from.resolve() != EXAMPLES_DIR.resolve():
         for part in trained_from.glob("*.npz"):
             copy_durably(part, directory / part.name)  # on disk before the task.yaml that names the version
-    return save_task(revised)
+    saved = save_task(revised)
+    make_active(revised.name, revised.version, reason="revised")
+    return saved
+
+
+ACTIVE_FILE = "active"
+PROMOTIONS_FILE = "promotions.jsonl"
+
+
+def active_version(name: str) -> int | None:
+    """The promoted version of task `name`, or None when none was promoted (the latest answers)."""
+    path = tasks_dir() / name / ACTIVE_FILE
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() and int(text) in task_versions(name) else None
+
+
+def promote(name: str, version: int, *, reason: str) -> int | None:
+    """Make `version` the active version of task `name`; returns the version it replaces. The
+    change is appended to the task's promotions before the pointer moves."""
+    versions = task_versions(name)
+    if version not in versions:
+        raise TaskNotFoundError(f"task {name!r} has no version {version}", f"versions: {versions or 'none'}")
+    previous = active_version(name) or (versions[-1] if versions else None)
+    entry = {"time": time.time(), "from": previous, "to": version, "reason": reason}
+    with (tasks_dir() / name / PROMOTIONS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    write_durably(tasks_dir() / name / ACTIVE_FILE, f"{version}\n".encode())
+    return previous
+
+
+def promotions(name: str) -> list[dict[str, Any]]:
+    """Every change of task `name`'s active version, oldest first."""
+    path = tasks_dir() / name / PROMOTIONS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def rollback(name: str, version: int | None = None) -> int:
+    """Make `version` (by default the version active before the current one) the active version again."""
+    if version is None:
+        current = active_version(name)
+        history = [entry for entry in promotions(name) if entry["to"] == current and entry["from"] is not None]
+        if current is None or not history:
+            raise TaskNotFoundError(f"task {name!r} has no earlier active version to go back to",
+                                    "name the version: workhorse tasks rollback NAME VERSION")
+        version = history[-1]["from"]
+    promote(name, version, reason="rollback")
+    return version
+
+
+def pin_active(name: str) -> None:
+    """Name the current active version explicitly, so that a version saved next (a candidate that
+    must pass a gate) does not become active by being the latest."""
+    versions = task_versions(name)
+    if versions and active_version(name) is None:
+        promote(name, versions[-1], reason="active before a gated candidate")
+
+
+def make_active(name: str, version: int, *, reason: str) -> None:
+    """A version saved by the user's own command (`fit`, a revision) answers from now on: with no
+    promoted version the latest does already; otherwise the promotion moves to it."""
+    if active_version(name) is not None:
+        promote(name, version, reason=reason)
