@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"escalation"},
     {"pipeline"},
-    {"serve", "bench"},
+    {"serve", "bench", "flywheel"},
     {"cli"},
 ]
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}

@@ -36,7 +36,7 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, calls, eval, fit, logs, models, run, serve, tasks
+    from workhorse.cli import bench, calls, eval, fit, logs, models, run, serve, tasks, train
 
     app.add_typer(models.app, name="models")
     app.add_typer(tasks.app, name="tasks")
@@ -46,6 +46,7 @@ def _register_groups() -> None:
     app.command("run")(run.run)
     app.command("fit")(fit.fit)
     app.command("eval")(eval.eval_command)
+    app.command("train")(train.train)
     serve.register(app)
 
 

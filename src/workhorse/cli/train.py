@@ -1,0 +1,40 @@
+"""`workhorse train TASK --data DIR|FILE|SPEC`: train a candidate, gate it against the incumbent, promote it if it passes."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def train(
+    task: str = typer.Argument(..., help="Task name (created from the data's labels if it does not exist)."),
+    data: str = typer.Option(..., "--data", help="A dataset folder from `workhorse dataset build` (its train and "
+                             "validation files), or a labelled file or dataset spec (then give --holdout)."),
+    holdout: str = typer.Option(None, help="Held-out rows to gate on (default: the dataset folder's validation file)."),
+    method: str = typer.Option("head", help="head: the classification head of `workhorse fit`."),
+    margin: float = typer.Option(0.005, min=0.0, help="The candidate's accuracy must beat the incumbent's by this."),
+    max_latency_ratio: float = typer.Option(1.2, min=1.0, help="The candidate's median latency may be at most this × the incumbent's."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Train a candidate version of TASK, measure it and the active version on the same held-out
+    rows, and make it active only if it is better by --margin and no worse on the guards
+    (out-of-scope recall, latency). The gate report is kept with the version (gate.json)."""
+    from workhorse.cli.progress import progress
+    from workhorse.flywheel.train import train_and_gate, training_data
+
+    train_rows, holdout_rows = training_data(data, holdout)
+    with progress("features", total=len(train_rows.examples)) as bar:
+        outcome = train_and_gate(task, train_rows, holdout_rows, method=method, margin=margin,
+                                 max_latency_ratio=max_latency_ratio, threads=threads, progress=bar.advance)
+    report = {"task": task, "version": outcome.fitted.spec.version, "method": method, "train_rows": len(train_rows.examples),
+              "promoted": outcome.promoted, "gate": outcome.gate.as_dict()}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    gate = outcome.gate
+    verdict = "promoted: it answers from now on" if outcome.promoted else "not promoted: the active version stays"
+    typer.echo(f"{task} v{report['version']} ({method}, {report['train_rows']} rows): {verdict}")
+    for reason in gate.reasons:
+        typer.echo(f"  {reason}")

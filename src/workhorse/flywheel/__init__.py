@@ -1,0 +1,1 @@
+"""The flywheel: training data from the call log, training, the gate against the incumbent, promotion."""
