@@ -40,12 +40,17 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.workhorse = served
-        if state is not None:  # loaded and closed by its owner
+        if state is None:  # otherwise loaded and closed by its owner
+            await asyncio.to_thread(served.load)
+        interval = settings.task_reload_s
+        watcher = asyncio.create_task(served.watch_task_store(interval)) if interval > 0 else None
+        try:
             yield
-            return
-        await asyncio.to_thread(served.load)
-        yield
-        await served.close()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if state is None:
+            await served.close()
 
     app = FastAPI(
         title="workhorse",

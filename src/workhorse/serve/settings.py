@@ -49,6 +49,11 @@ class ServeSettings(BaseSettings):
     queue_limit: int = Field(256, ge=1, description="Requests in flight per model before new ones get 429.")
     batch_window_ms: float = Field(2.0, ge=0, description="How long a task batch waits for more items.")
     default_deadline_ms: float = Field(30_000, gt=0, description="Deadline when a request sends no X-Deadline-Ms.")
+    task_reload_s: float = Field(
+        2.0, ge=0,
+        description="How often the task store is checked for a newly promoted task version, which then replaces the "
+        "served one without a restart (requests in flight finish on the old version); 0 turns this off.",
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for requests in flight.")
     log_calls: bool = Field(True, description="Record every task call in the call log (answers wait for the commit).")
     call_log: str | None = Field(None, description="The call log file (default: calls.db in $WORKHORSE_HOME).")

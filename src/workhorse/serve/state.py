@@ -28,6 +28,9 @@ log = logging.getLogger("workhorse.serve")
 
 RETRY_AFTER_S = 1
 METRICS_WAIT_S = 0.5  # a scrape does not wait longer than this for an engine busy with a batch
+# A replaced task version is closed after this long without work; longer than a request waits for
+# admission, so one that took the old version just before the swap is not left without it.
+RETIRE_IDLE_S = 30.0
 
 
 @dataclass
@@ -103,6 +106,7 @@ class ServedTask:
     head-mode task without a head), said to every request with its fix."""
 
     spec: TaskSpec
+    directory: Path | None
     model: ServedModel
     pipeline: Pipeline | None = None
     batcher: TaskBatcher | None = None
@@ -115,11 +119,11 @@ class ServedTask:
             pipeline = build_pipeline(spec, directory, model.worker, call_log=call_log)
         except WorkhorseError as error:
             log.warning("task %s is not ready: %s", spec.name, error)
-            return cls(spec, model, problem=error)
+            return cls(spec, directory, model, problem=error)
         batcher = TaskBatcher(pipeline.run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items,
                               max_pending=settings.queue_limit * settings.max_batch_items,
                               on_batch=metrics.batch_size.labels(spec.name).observe)
-        return cls(spec, model, pipeline, batcher)
+        return cls(spec, directory, model, pipeline, batcher)
 
     def ready(self) -> tuple[Pipeline, TaskBatcher]:
         if self.problem is not None:
@@ -140,6 +144,16 @@ class ServedTask:
         if self.pipeline is not None:
             self.pipeline.close()
 
+    async def retire(self, idle_s: float = RETIRE_IDLE_S) -> None:
+        """Close once no item has waited or run for `idle_s`: a request that took this task just
+        before it was replaced still finishes on it."""
+        quiet_since = asyncio.get_running_loop().time()
+        while self.batcher is not None and asyncio.get_running_loop().time() - quiet_since < idle_s:
+            await asyncio.sleep(0.05)
+            if self.batcher.pending:
+                quiet_since = asyncio.get_running_loop().time()
+        await self.close()
+
 
 class ServerState:
     def __init__(self, settings: ServeSettings) -> None:
@@ -147,6 +161,7 @@ class ServerState:
         self.metrics = Metrics()
         self.models: dict[str, ServedModel] = {}
         self.tasks: dict[str, ServedTask] = {}
+        self._retiring: set[asyncio.Task] = set()  # replaced task versions finishing their work
         self.ready = False
         self.call_log: CallLog | None = None
         self.metrics.watch_engines(self._engine_readings)
@@ -220,6 +235,48 @@ class ServerState:
                 )
         return found
 
+    async def watch_task_store(self, interval_s: float) -> None:
+        """Serve each store task's active version as it changes (see `reload_changed_tasks`)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.reload_changed_tasks()
+            except Exception:  # a half-written or broken version must not stop the watching
+                log.exception("checking the task store failed")
+
+    async def reload_changed_tasks(self) -> list[str]:
+        """Swap in the active version of every served store task whose version changed (a
+        promotion, a rollback, a new `fit`); returns their names. The new version is built and
+        warmed before it takes requests; the old one finishes what it has, then closes. A version
+        that cannot answer (on a model not loaded, without its trained parts) is not swapped in."""
+        from workhorse.tasks.store import load_task, tasks_dir
+
+        store = tasks_dir().resolve()
+        swapped = []
+        for name, served in list(self.tasks.items()):
+            if served.directory is None or not served.directory.resolve().is_relative_to(store):
+                continue
+            spec, directory = await asyncio.to_thread(load_task, name)
+            if spec.version == served.spec.version:
+                continue
+            if resolve_name(spec.model) != served.model.name:
+                log.warning("task %s v%d needs model %s, which is not loaded: still serving v%d", name, spec.version,
+                            spec.model, served.spec.version)
+                continue
+            fresh = await asyncio.to_thread(ServedTask.build, spec, directory, served.model, self.settings, self.metrics,
+                                            self.call_log)
+            if fresh.problem is not None:
+                log.warning("task %s v%d cannot answer (%s): still serving v%d", name, spec.version, fresh.problem,
+                            served.spec.version)
+                continue
+            with contextlib.suppress(WorkhorseError):
+                await asyncio.to_thread(fresh.warm_up)
+            self.tasks[name] = fresh
+            self._retiring.add(asyncio.create_task(served.retire()))
+            log.info("task %s: now serving v%d (was v%d)", name, spec.version, served.spec.version)
+            swapped.append(name)
+        return swapped
+
     def model(self, name: str) -> ServedModel:
         if name not in self.models:
             raise UnknownModelError(f"model {name!r} is not loaded", f"use one of: {', '.join(self.models)}")
@@ -233,9 +290,18 @@ class ServerState:
 
     async def close(self) -> None:
         self.ready = False
+        for retiring in self._retiring:
+            retiring.cancel()
         for task in self.tasks.values():
             await task.close()
         for model in self.models.values():
             model.worker.close()
         if self.call_log is not None:
             self.call_log.close()
+
+
+def resolve_name(reference: str) -> str:
+    """The loaded-model name a task's `model` reference resolves to."""
+    from workhorse.models import resolve
+
+    return resolve(reference, pull=False).name
