@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"engine", "models", "privacy", "calllog", "datafile"},
     {"logparse", "evals"},
     {"tasks"},
-    {"escalation"},
+    {"escalation", "flywheel"},
     {"pipeline"},
     {"serve", "bench"},
     {"cli"},

@@ -1,0 +1,7 @@
+"""The flywheel: the call log turned back into training data for the small model.
+
+`dataset.build` reads a task's logged calls (and any labelled data), keeps the answers worth
+learning from (feedback, then labelled data, then the large model's, then the small model's own
+confident ones), merges duplicates by normalised text and splits the rows by a hash of that text,
+so a row keeps its split however the dataset grows. `output` writes each build as a new version.
+"""
