@@ -36,13 +36,14 @@ def _root(
 
 
 def _register_groups() -> None:
-    from workhorse.cli import bench, calls, eval, fit, logs, models, run, serve, tasks, train
+    from workhorse.cli import bench, calls, dataset, eval, fit, logs, models, run, serve, tasks, train
 
     app.add_typer(models.app, name="models")
     app.add_typer(tasks.app, name="tasks")
     app.add_typer(bench.app, name="bench")
     app.add_typer(logs.app, name="logs")
     app.add_typer(calls.app, name="calls")
+    app.add_typer(dataset.app, name="dataset")
     app.command("run")(run.run)
     app.command("fit")(fit.fit)
     app.command("eval")(eval.eval_command)

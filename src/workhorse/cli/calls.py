@@ -17,9 +17,9 @@ app = typer.Typer(help="The call log: every answered call, with its escalation, 
 DB_HELP = "The call log (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME)."
 
 
-def _open(db: str | None) -> CallLog:
-    """The call log, read-only: reading neither migrates it nor starts a writer, so it works
-    beside a server writing it and on a log of an older schema."""
+def open_call_log(db: str | None) -> CallLog:
+    """The call log, read-only (for `calls` and `dataset build`): reading neither migrates it nor
+    starts a writer, so it works beside a server writing it and on a log of an older schema."""
     from pathlib import Path
 
     from workhorse.calllog import CallLog
@@ -45,7 +45,7 @@ def list_calls(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """The newest calls."""
-    with _open(db) as log:
+    with open_call_log(db) as log:
         rows = log.list(task=task, limit=limit, since=_since(hours))
     if as_json:
         for row in rows:
@@ -69,7 +69,7 @@ def show(call_id: int = typer.Argument(..., help="The call's id."), db: str = ty
     """One call in full, as JSON."""
     from workhorse.errors import WorkhorseError
 
-    with _open(db) as log:
+    with open_call_log(db) as log:
         row = log.get(call_id)
     if row is None:
         raise WorkhorseError(f"no call with id {call_id}", "see `workhorse calls list` for ids")
@@ -84,7 +84,7 @@ def export(
     db: str = typer.Option(None, help=DB_HELP),
 ) -> None:
     """Every call as JSON Lines (streamed): training data for the small model."""
-    with _open(db) as log:
+    with open_call_log(db) as log:
         for row in log.iterate(task=task, since=_since(hours)):
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -102,7 +102,7 @@ def stats(
     from workhorse.calllog.stats import summarise
     from workhorse.paths import prices_path
 
-    with _open(db) as log:
+    with open_call_log(db) as log:
         report = summarise(log.iterate(task=task, since=_since(hours)), PriceTable.load(prices_path()), large_model=large_model)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
