@@ -50,7 +50,7 @@ class Progress:
             self._line(now)
             if share is not None:
                 while self._next_share <= share:
-                    self._next_share += PLAIN_STEP
+                    self._next_share = round(self._next_share + PLAIN_STEP, 9)  # 20 × 0.05 is 1.0, not 1.0000000000000002
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self._started
