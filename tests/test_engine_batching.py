@@ -164,27 +164,71 @@ def test_the_last_layer_is_refused_with_a_hint(engine, tiny_model):
     assert engine.free_slots == engine.config.n_slots
 
 
-def test_a_prefix_built_on_a_parent_snapshot_gives_the_same_outputs(engine, tiny_model):
-    # Several requests share prefix = instructions + item; the item's snapshot is built on the
-    # instructions' snapshot (parent_len) and must give what evaluating everything afresh gives.
+def _branch_rows_alone(engine, tokens, branches):
+    """Each branch prefix's logits row from plain requests: tokens + branch, logits after every token."""
+    rows = {}
+    for branch in branches:
+        n = len(tokens)
+        logits = engine.evaluate([EvalRequest(tokens + branch, logits_at=list(range(n - 1, n + len(branch))))])[0].logits
+        rows.update({tuple(branch[:j]): logits[j] for j in range(len(branch) + 1)})
+    return rows
+
+
+BRANCHES = [[5, 9, 4], [5, 9, 6], [5, 11], [7, 11, 13], [8]]  # they share (5,) and (5, 9)
+N_NODES = 9  # distinct non-empty prefixes of BRANCHES
+
+
+def test_branches_give_what_evaluating_each_continuation_alone_gives(engine, tiny_model):
     instructions = tiny_model.tokenize("you route tickets. labels: refund, card, login. input:")
-    item = tiny_model.tokenize(" my card was declined label:", add_special=False)
-    tails = [[5], [5, 9], [7, 11, 13]]
-    plain = engine.evaluate([EvalRequest(instructions + item + t, logits_at=[-1]) for t in tails])
-    shared = engine.evaluate([
-        EvalRequest(instructions + item + t, prefix_len=len(instructions) + len(item), parent_len=len(instructions),
-                    logits_at=[-1])
-        for t in tails
-    ])
-    for a, b in zip(plain, shared):
-        np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
-    # Once the instructions are resident, a second item costs its own tokens and the tails only.
-    other = tiny_model.tokenize(" refund me label:", add_special=False)
+    items = [tiny_model.tokenize(t, add_special=False) for t in (" my card was declined label:", " refund me label:")]
+    expected = [_branch_rows_alone(engine, instructions + item, BRANCHES) for item in items]
+    assert len(expected[0]) == 1 + N_NODES  # and the root row
+    plain = EvalRequest(instructions + items[0], logits_at=[-1])
+    engine.evaluate([EvalRequest(instructions + items[0], prefix_len=len(instructions))])  # the instructions' snapshot
     evaluated_before = engine.stats.tokens_evaluated
-    engine.evaluate([
-        EvalRequest(instructions + other + t, prefix_len=len(instructions) + len(other), parent_len=len(instructions),
-                    logits_at=[-1])
-        for t in tails
+    got = engine.evaluate([
+        EvalRequest(instructions + items[0], prefix_len=len(instructions), branches=BRANCHES, logits_at=[-1]),
+        plain,
+        EvalRequest(instructions + items[1], prefix_len=len(instructions), branches=BRANCHES),
     ])
-    assert engine.stats.tokens_evaluated - evaluated_before == len(other) + sum(map(len, tails))
+    # Each item's tokens and each distinct branch prefix are evaluated once.
+    assert engine.stats.tokens_evaluated - evaluated_before == sum(map(len, items)) + 2 * N_NODES + len(plain.tokens)
+    for result, rows in zip((got[0], got[2]), expected):
+        assert result.branch_logits.keys() == rows.keys()
+        for node, row in rows.items():
+            np.testing.assert_allclose(result.branch_logits[node], row, atol=ATOL)
+    np.testing.assert_array_equal(got[0].logits[0], got[0].branch_logits[()])
+    np.testing.assert_allclose(got[1].logits[0], expected[0][()], atol=ATOL)
+    assert got[1].branch_logits == {}
     assert engine.free_slots == engine.config.n_slots
+
+
+def test_branches_beyond_the_free_slots_go_in_groups(engine, tiny_model):
+    tokens = tiny_model.tokenize("you route tickets. input: my card was declined label:")
+    expected = _branch_rows_alone(engine, tokens, BRANCHES)
+    held = [engine.acquire_slot() for _ in range(engine.config.n_slots - 2)]  # as if generations ran
+    try:
+        result = engine.evaluate([EvalRequest(tokens, prefix_len=4, branches=BRANCHES)])[0]
+    finally:
+        for slot in held:
+            engine.release_slot(slot)
+    assert result.branch_logits.keys() == expected.keys()
+    for node, row in expected.items():
+        np.testing.assert_allclose(result.branch_logits[node], row, atol=ATOL)
+    assert engine.free_slots == engine.config.n_slots
+
+
+def test_logprobs_of_gives_those_tokens_log_softmax_instead_of_the_rows(engine, tiny_model):
+    tokens = tiny_model.tokenize("you route tickets. input: my card was declined label:")
+    ids = [5, 9, 11, 4]
+    rows = engine.evaluate([EvalRequest(tokens, logits_at=[-1, -2], branches=BRANCHES)])[0]
+    picked = engine.evaluate([EvalRequest(tokens, logits_at=[-1, -2], branches=BRANCHES, logprobs_of=ids)])[0]
+
+    def log_softmax(row):
+        row = row.astype(np.float64) - row.max()
+        return row - np.log(np.exp(row).sum())
+
+    np.testing.assert_allclose(picked.logits, [log_softmax(row)[ids] for row in rows.logits], atol=1e-5)
+    assert picked.branch_logits.keys() == rows.branch_logits.keys()
+    for node, row in rows.branch_logits.items():
+        np.testing.assert_allclose(picked.branch_logits[node], log_softmax(row)[ids], atol=1e-5)

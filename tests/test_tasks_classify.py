@@ -246,6 +246,26 @@ def test_score_mode_scores_every_token_of_a_label(engine, tiny_gguf):
     assert abs(scores[0] - scores[1]) > 1e-2
 
 
+@pytest.mark.parametrize("n_slots", [16, 2])  # 2: the label paths go in groups
+def test_score_mode_label_logprobs_match_a_by_hand_computation(tiny_model, tiny_gguf, n_slots):
+    # float32 KV without flash attention: only summation order differs (see test_engine_batching).
+    exact = Engine(tiny_model, EngineConfig(n_ctx=2048, n_batch=256, n_slots=n_slots, prefix_slots=2, kv_type="f32",
+                                            flash_attention="off"))
+    try:
+        spec = _score_spec(tiny_gguf, score_calibration="none")
+        spec = spec.model_copy(update={"labels": spec.labels + [
+            spec.labels[0].model_copy(update={"name": "card_lost_abroad"}),
+            spec.labels[2].model_copy(update={"name": "refund_late"}),
+        ]})
+        classifier = ScoreClassifier(spec, exact)
+        assert len(classifier._paths) > 2  # more paths than the 2 slots
+        texts = ["my card is gone", "please give my money back", "the shop refused my card"]
+        for text, got in zip(texts, classifier._label_scores(texts), strict=True):
+            np.testing.assert_allclose(got, _by_hand(exact, classifier, text), atol=1e-4)
+    finally:
+        exact.close()
+
+
 def test_contextual_calibration_divides_out_the_content_free_prior(engine, tiny_gguf):
     from workhorse.tasks.classify import CONTENT_FREE_INPUTS
 

@@ -6,8 +6,11 @@ Not thread-safe: exactly one thread owns an `Engine` (see `worker.py` for the th
 How the KV cache is used. The context has `n_slots` request sequences and `prefix_slots`
 snapshot sequences sharing one unified KV cache. A request with a cacheable prefix gets the
 snapshot copied into its slot (`llama_memory_seq_cp` shares the cells, it copies no bytes) and
-only its own tokens are evaluated. Every request's slot is emptied when it finishes, so the cache
-holds nothing but snapshots between calls.
+only its own tokens are evaluated. A request with branches (continuations scored side by side)
+takes one slot per branch: its own tokens belong to all of them at once and each branch token to
+the branches through it, so one pass evaluates the whole tree and every token is evaluated once.
+Every request's slots are emptied when it finishes, so the cache holds nothing but snapshots
+between calls.
 
 Hidden states are read from the compute graph as it runs, and batches that ask for no logits
 skip the output projection (see `graph_capture.py`).
@@ -76,20 +79,27 @@ class EvalRequest:
     hidden_at: Sequence[int] = ()
     pooling: Pooling = "none"
     layers: tuple[int, ...] = ()  # intermediate layers whose outputs to return beside the hidden states
-    # The first `parent_len` tokens of the prefix are a cacheable prefix of their own (a task's
-    # instructions, say, when the prefix is those plus one item): a new snapshot of the prefix is
-    # then built on that one's KV instead of from position 0, so several requests can share an
-    # item without each paying for the instructions again.
-    parent_len: int = 0
+    # Continuations of `tokens`, evaluated in the same pass: each sees `tokens` and its own earlier
+    # tokens only, and what branches start with alike is evaluated once. Logits come back after
+    # `tokens` and after every token of every branch (`EvalResult.branch_logits`): the rows that
+    # score each continuation token by token. Each branch takes a sequence slot; with fewer free
+    # slots than branches they go in groups, each group evaluating `tokens` again.
+    branches: Sequence[Sequence[int]] = ()
+    # At every logits position, return the log-probabilities of these tokens instead of the whole
+    # row: each row is normalised where llama.cpp left it, so no vocabulary-sized row (1 MiB on
+    # Gemma 3) is copied out.
+    logprobs_of: Sequence[int] | None = None
 
 
 @dataclass
 class EvalResult:
-    logits: np.ndarray | None = None  # (len(logits_at), n_vocab) float32
+    logits: np.ndarray | None = None  # (len(logits_at), n_vocab) float32; (…, len(logprobs_of)) float64 with those
     hidden: np.ndarray | None = None  # (len(hidden_at), n_embd) float32
     pooled: np.ndarray | None = None  # (n_embd,) float32
     layer_hidden: dict[int, np.ndarray] = field(default_factory=dict)  # layer → (len(hidden_at), n_embd)
     layer_pooled: dict[int, np.ndarray] = field(default_factory=dict)  # layer → (n_embd,)
+    # branch prefix → the logits row after `tokens` and that prefix (`()`: after `tokens` alone)
+    branch_logits: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
     n_tokens: int = 0
     n_cached: int = 0
 
@@ -111,18 +121,47 @@ class OutputSpec:
     logits: bool
     hidden: bool
     layers: tuple[int, ...] = ()  # also the outputs of these transformer layers (hidden only)
+    branch: tuple[int, ...] | None = None  # the branch prefix it follows (branches share positions)
+    logprobs_of: np.ndarray | None = None  # token ids: their log-probabilities instead of the logits row
+
+
+# A decode entry's sequences: one id, or several for a token that several branches share.
+SeqIds = int | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One request, or one group of its branches when they do not all fit the free slots."""
+
+    index: int
+    branches: tuple[tuple[int, ...], ...]
+    first: bool  # the unit that returns the request's own outputs
+
+    @property
+    def n_slots(self) -> int:
+        return max(1, len(self.branches))
 
 
 @dataclass
 class _Pending:
-    """A request being fed to the context."""
+    """A request (or a group of its branches) being fed to the context."""
 
     index: int
-    slot: int
+    slots: tuple[int, ...]  # one per branch, else one
     tokens: Sequence[int]
     start: int  # first position to evaluate (after the cached prefix)
+    first: bool
     outputs: dict[int, tuple[bool, bool]] = field(default_factory=dict)  # position → (logits, hidden)
     layers: tuple[int, ...] = ()
+    nodes: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)  # branch prefix → slots through it
+    logprobs_of: np.ndarray | None = None
+
+
+def token_logprobs(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[token_ids], float64."""
+    # float32 is plenty for the exponentials and halves the work on a 262k vocabulary.
+    top = logits.max()
+    return logits[token_ids] - (top + np.log(np.exp(logits - top).sum(dtype=np.float64)))
 
 
 class Engine:
@@ -135,7 +174,8 @@ class Engine:
         self._ctx = self._create_context()
         self._memory = self._llama_cpp.llama_get_memory(self._ctx)
         self.n_ctx: int = self._llama_cpp.llama_n_ctx(self._ctx)
-        self._batch = self._llama_cpp.llama_batch_init(self.config.n_batch, 0, 1)
+        # A token can belong to every request slot at once (the tokens branches share).
+        self._batch = self._llama_cpp.llama_batch_init(self.config.n_batch, 0, self.config.n_slots)
         prefix_ids = range(self.config.n_slots, self.config.n_slots + self.config.prefix_slots)
         self._kv_bytes_per_token: float | None = None
         self._free_slots: list[int] = list(range(self.config.n_slots - 1, -1, -1))
@@ -249,10 +289,9 @@ class Engine:
         for entry in self.prefix_cache.clear():
             self.seq_rm(entry.seq_id)
 
-    def attach_prefix(self, prefix: Sequence[int], slot: int, parent_len: int = 0) -> int:
+    def attach_prefix(self, prefix: Sequence[int], slot: int) -> int:
         """Put the KV of `prefix` into `slot`. Returns the number of tokens served from a snapshot
-        (0 when the prefix cannot be cached; the caller then evaluates it as ordinary tokens).
-        With `parent_len`, a new snapshot starts from the snapshot of `prefix[:parent_len]`."""
+        (0 when the prefix cannot be cached; the caller then evaluates it as ordinary tokens)."""
         if self.config.prefix_slots == 0 or not prefix:
             return 0
         if self.prefix_cache.capacity_bytes == 0:
@@ -260,19 +299,13 @@ class Engine:
         key = prefix_key(prefix)
         entry = self.prefix_cache.lookup(key)
         if entry is None:
-            # The parent goes into the request's own slot first: admitting the new snapshot may
-            # evict the parent's, and the slot keeps its cells alive meanwhile.
-            base = self.attach_prefix(prefix[:parent_len], slot) if 0 < parent_len < len(prefix) else 0
             n_bytes = int(self.kv_bytes_per_token() * len(prefix))
             seq_id, evicted = self.prefix_cache.admit(key, len(prefix), n_bytes)
             for old in evicted:
                 self.seq_rm(old.seq_id)
             if seq_id is None:
-                return base  # the slot holds the parent; the caller evaluates the rest
-            if base:
-                self.seq_cp(slot, seq_id)
-                self.seq_rm(slot)
-            self.decode([(tok, pos, seq_id, False) for pos, tok in enumerate(prefix) if pos >= base], [])
+                return 0
+            self.decode([(tok, pos, seq_id, False) for pos, tok in enumerate(prefix)], [])
         else:
             seq_id = entry.seq_id
             self.stats.tokens_from_cache += len(prefix)
@@ -282,11 +315,11 @@ class Engine:
     # -- decoding -------------------------------------------------------------------------
     def decode(
         self,
-        entries: Sequence[tuple[int, int, int, bool]],
+        entries: Sequence[tuple[int, int, SeqIds, bool]],
         outputs: Sequence[OutputSpec],
         consume: Callable[[int, np.ndarray | None, np.ndarray | None], object] | None = None,
     ) -> list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]]:
-        """Decode (token, position, seq_id, wants_output) entries, split at n_batch tokens and
+        """Decode (token, position, seq_ids, wants_output) entries, split at n_batch tokens and
         max_outputs_per_decode outputs. Returns (logits row, hidden row, {layer: row}) per output,
         each None where it was not asked for.
 
@@ -318,15 +351,20 @@ class Engine:
         return rows
 
     def _decode_chunk(
-        self, entries: Sequence[tuple[int, int, int, bool]], outputs: Sequence[OutputSpec], *, copy: bool = True
+        self, entries: Sequence[tuple[int, int, SeqIds, bool]], outputs: Sequence[OutputSpec], *, copy: bool = True
     ) -> list[tuple[np.ndarray | None, np.ndarray | None, dict[int, np.ndarray] | None]]:
         llama_cpp = self._llama_cpp
         batch = self._batch
-        for i, (token, pos, seq_id, wants_output) in enumerate(entries):
+        for i, (token, pos, seq_ids, wants_output) in enumerate(entries):
             batch.token[i] = token
             batch.pos[i] = pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq_id
+            if isinstance(seq_ids, int):
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq_ids
+            else:
+                batch.n_seq_id[i] = len(seq_ids)
+                for k, seq_id in enumerate(seq_ids):
+                    batch.seq_id[i][k] = seq_id
             batch.logits[i] = wants_output
         batch.n_tokens = len(entries)
         self._capture.arm(
@@ -357,7 +395,9 @@ class Engine:
             if out.logits:
                 ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
                 logit_row = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
-                if copy:
+                if out.logprobs_of is not None:
+                    logit_row = token_logprobs(logit_row, out.logprobs_of)
+                elif copy:
                     logit_row = logit_row.copy()
             hidden_row = hidden[out_index] if (hidden is not None and out.hidden) else None
             # Layer outputs hold every token of the batch: index by batch position.
@@ -372,7 +412,7 @@ class Engine:
         results: list[EvalResult | None] = [None] * len(requests)
         for req in requests:
             self._check_request(req)
-        for wave in self._waves(requests):
+        for wave in self._waves(requests, self._units(requests)):
             self._evaluate_wave(requests, wave, results)
         return results  # type: ignore[return-value]
 
@@ -386,71 +426,107 @@ class Engine:
         n = len(req.tokens)
         if n == 0:
             raise EngineError("empty token sequence", "send at least one token")
-        if n > self.n_ctx:
+        longest = n + max((len(b) for b in req.branches), default=0)
+        if longest > self.n_ctx:
             raise ContextFullError(
-                f"{n} tokens do not fit the context of {self.n_ctx}",
+                f"{longest} tokens do not fit the context of {self.n_ctx}",
                 "shorten the input or raise n_ctx",
             )
         if not 0 <= req.prefix_len < n:
             raise EngineError(
                 f"prefix_len {req.prefix_len} must be in [0, {n})", "leave at least one token after the prefix"
             )
-        if not 0 <= req.parent_len <= req.prefix_len:
-            raise EngineError(f"parent_len {req.parent_len} must be in [0, prefix_len]", "a parent is part of the prefix")
+        if req.logprobs_of is not None and not all(0 <= t < self.model.n_vocab for t in req.logprobs_of):
+            raise EngineError("logprobs_of holds a token id outside the vocabulary", f"use ids in [0, {self.model.n_vocab})")
 
-    def _waves(self, requests: Sequence[EvalRequest]) -> list[list[int]]:
-        """Group requests so each group fits in the free slots and the free KV cells."""
-        budget = self.n_ctx - self.tokens_in_use() - self.config.n_batch
-        max_wave = self.free_slots
-        if max_wave == 0:
+    def _units(self, requests: Sequence[EvalRequest]) -> list[_Unit]:
+        """The requests, those with more branches than there are free slots split into groups
+        of branches that fit."""
+        group = self.free_slots
+        if group == 0:
             raise EngineBusyError("all sequence slots are busy", "wait for running generations to finish")
-        waves: list[list[int]] = [[]]
-        used = 0
-        prefixes: set[str] = set()  # the wave's distinct prefixes: requests sharing one share its cells
+        units = []
         for i, req in enumerate(requests):
+            # An empty branch is `tokens` alone, whose row every request with branches returns.
+            branches = [tuple(b) for b in req.branches if b]
+            units.append(_Unit(i, tuple(branches[:group]), first=True))
+            units += [_Unit(i, tuple(branches[k : k + group]), first=False) for k in range(group, len(branches), group)]
+        return units
+
+    def _waves(self, requests: Sequence[EvalRequest], units: Sequence[_Unit]) -> list[list[_Unit]]:
+        """Group units so each group fits in the free slots and the free KV cells."""
+        budget = self.n_ctx - self.tokens_in_use() - self.config.n_batch
+        max_slots = self.free_slots
+        waves: list[list[_Unit]] = [[]]
+        used = slots = 0
+        prefixes: set[str] = set()  # the wave's distinct prefixes: requests sharing one share its cells
+        for unit in units:
+            req = requests[unit.index]
             key = prefix_key(req.tokens[: req.prefix_len]) if req.prefix_len else ""
-            need = len(req.tokens) - req.prefix_len
-            if key not in prefixes:
-                need += req.prefix_len  # a new prefix snapshot may take cells too
+            own = len(req.tokens) - req.prefix_len + sum(map(len, unit.branches))
+            need = own + (req.prefix_len if key not in prefixes else 0)  # a new prefix snapshot may take cells too
             wave = waves[-1]
-            if wave and (len(wave) == max_wave or used + need > budget):
+            if wave and (slots + unit.n_slots > max_slots or used + need > budget):
                 waves.append([])
-                used = 0
+                used = slots = 0
                 prefixes = set()
-                need = len(req.tokens)
-            waves[-1].append(i)
+                need = own + req.prefix_len
+            waves[-1].append(unit)
             prefixes.add(key)
             used += need
+            slots += unit.n_slots
         return [w for w in waves if w]
 
-    def _evaluate_wave(self, requests: Sequence[EvalRequest], wave: list[int], results: list) -> None:
+    def _evaluate_wave(self, requests: Sequence[EvalRequest], wave: list[_Unit], results: list) -> None:
         pending: list[_Pending] = []
         slots: list[int] = []
         try:
-            for index in wave:
-                req = requests[index]
-                slot = self.acquire_slot()
-                assert slot is not None  # waves are sized to the free slots
-                slots.append(slot)
-                cached = self.attach_prefix(req.tokens[: req.prefix_len], slot, req.parent_len) if req.prefix_len else 0
-                pending.append(self._plan(index, slot, req, cached))
-            entries: list[tuple[int, int, int, bool]] = []
+            for unit in wave:
+                req = requests[unit.index]
+                first = self._take_slot(slots)
+                # Before the unit's other slots are taken: a first snapshot measures the KV size in a free one.
+                cached = self.attach_prefix(req.tokens[: req.prefix_len], first) if req.prefix_len else 0
+                own = (first, *(self._take_slot(slots) for _ in range(unit.n_slots - 1)))
+                for slot in own[1:]:
+                    self.seq_cp(first, slot)  # shares the prefix's cells
+                pending.append(self._plan(unit, own, req, cached))
+            entries: list[tuple[int, int, SeqIds, bool]] = []
             outputs: list[OutputSpec] = []
-            for p in pending:
+            for k, p in enumerate(pending):
+                trunk: SeqIds = p.slots if len(p.slots) > 1 else p.slots[0]
                 for pos in range(p.start, len(p.tokens)):
                     wants = p.outputs.get(pos)
-                    entries.append((p.tokens[pos], pos, p.slot, wants is not None))
+                    entries.append((p.tokens[pos], pos, trunk, wants is not None))
                     if wants is not None:
-                        outputs.append(OutputSpec(p.index, pos, *wants, layers=p.layers if wants[1] else ()))
+                        layers = p.layers if wants[1] else ()
+                        outputs.append(OutputSpec(k, pos, *wants, layers=layers, logprobs_of=p.logprobs_of))
+                # Dict order puts each branch prefix after its own prefixes, so every sequence
+                # sees its tokens in position order, as llama.cpp requires.
+                for node, seq_ids in p.nodes.items():
+                    pos = len(p.tokens) + len(node) - 1
+                    entries.append((node[-1], pos, seq_ids if len(seq_ids) > 1 else seq_ids[0], True))
+                    outputs.append(OutputSpec(k, pos, True, False, branch=node, logprobs_of=p.logprobs_of))
             rows = self.decode(entries, outputs)
             self._collect(requests, pending, outputs, rows, results)
         finally:
             for slot in slots:
                 self.release_slot(slot)
 
-    def _plan(self, index: int, slot: int, req: EvalRequest, cached: int) -> _Pending:
+    def _take_slot(self, taken: list[int]) -> int:
+        slot = self.acquire_slot()
+        assert slot is not None  # waves are sized to the free slots
+        taken.append(slot)
+        return slot
+
+    def _plan(self, unit: _Unit, slots: tuple[int, ...], req: EvalRequest, cached: int) -> _Pending:
         n = len(req.tokens)
-        p = _Pending(index=index, slot=slot, tokens=req.tokens, start=cached, layers=tuple(req.layers))
+        p = _Pending(index=unit.index, slots=slots, tokens=req.tokens, start=cached, first=unit.first, layers=tuple(req.layers),
+                     logprobs_of=None if req.logprobs_of is None else np.asarray(req.logprobs_of, dtype=np.intp))
+        for branch, slot in zip(unit.branches, slots):  # no branches: one slot, no nodes
+            for j in range(1, len(branch) + 1):
+                p.nodes[branch[:j]] = p.nodes.get(branch[:j], ()) + (slot,)
+        if not unit.first:  # a later group of branches: the request's own outputs came with the first
+            return p
 
         def absolute(pos: int) -> int:
             absolute_pos = pos + n if pos < 0 else pos
@@ -461,7 +537,8 @@ class Engine:
                 )
             return absolute_pos
 
-        for pos in req.logits_at:
+        logits_positions = list(req.logits_at) + ([n - 1] if req.branches else [])  # the branches' root row
+        for pos in logits_positions:
             a = absolute(pos)
             p.outputs[a] = (True, p.outputs.get(a, (False, False))[1])
         hidden_positions = [absolute(pos) for pos in req.hidden_at]
@@ -477,12 +554,19 @@ class Engine:
         return p
 
     def _collect(self, requests, pending, outputs, rows, results) -> None:
-        by_request: dict[int, dict[int, tuple]] = {}
+        by_unit: dict[int, dict[int, tuple]] = {}
+        branch_rows: dict[int, dict[tuple[int, ...], np.ndarray]] = {}
         for out, row in zip(outputs, rows):
-            by_request.setdefault(out.request, {})[out.position] = row
-        for p in pending:
+            if out.branch is None:
+                by_unit.setdefault(out.request, {})[out.position] = row
+            else:
+                branch_rows.setdefault(out.request, {})[out.branch] = row[0]
+        for k, p in enumerate(pending):
+            if not p.first:  # units come in order: the first one made the result
+                results[p.index].branch_logits.update(branch_rows.get(k, {}))
+                continue
             req = requests[p.index]
-            got = by_request.get(p.index, {})
+            got = by_unit.get(k, {})
             n = len(req.tokens)
             res = EvalResult(n_tokens=n, n_cached=p.start)
             if req.logits_at:
@@ -499,4 +583,6 @@ class Engine:
                     res.layer_pooled[layer] = np.mean(
                         [got[pos][2][layer] for pos in pooled_positions], axis=0, dtype=np.float32
                     )
+            if req.branches:
+                res.branch_logits = {(): got[n - 1][0]} | branch_rows.get(k, {})
             results[p.index] = res

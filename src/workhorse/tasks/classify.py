@@ -109,7 +109,8 @@ def with_refusals(spec: TaskSpec, texts: Sequence[str], classify: Callable[[Sequ
 def label_requests(label_tokens: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
     """The continuations to evaluate after the answer cue so that every label's tokens get a logit
     row: one path per label minus its last token, dropping a path that another one extends (its
-    rows are that one's first rows). Returns the paths; single-token labels need only `()`."""
+    rows are that one's first rows, and each path takes a sequence slot). Returns the paths;
+    single-token labels need only `()`."""
     paths: list[tuple[int, ...]] = []
     for tokens in sorted((tuple(t[:-1]) for t in label_tokens), key=len, reverse=True):
         if not any(p[: len(tokens)] == tokens for p in paths):
@@ -117,30 +118,13 @@ def label_requests(label_tokens: Sequence[Sequence[int]]) -> list[tuple[int, ...
     return paths
 
 
-def trie_nodes(paths: Sequence[tuple[int, ...]], label_tokens: Sequence[Sequence[int]]) -> list[list[tuple[int, ...]]]:
-    """Per path, the label-trie nodes whose logit row it computes: each needed node once, in the
-    first path that passes through it. Every logits row costs a vocabulary-sized projection (262k
-    rows for Gemma 3), more than a token of the model itself, so none is computed twice."""
-    needed = {tuple(tokens[:j]) for tokens in label_tokens for j in range(len(tokens))}
-    seen: set[tuple[int, ...]] = set()
-    plan = []
-    for path in paths:
-        nodes = [path[:j] for j in range(len(path) + 1) if path[:j] in needed and path[:j] not in seen]
-        seen.update(nodes)
-        plan.append(nodes)
-    return plan
-
-
-def label_logprobs(label_tokens: Sequence[Sequence[int]], rows: dict[tuple[int, ...], np.ndarray]) -> np.ndarray:
-    """Each label's log-probability, summed over its tokens. `rows[node]` holds the log-softmax
-    row after the cue followed by the tokens `node` (the label trie's nodes)."""
-    return np.array([sum(float(rows[tuple(tokens[:j])][tok]) for j, tok in enumerate(tokens)) for tokens in label_tokens])
-
-
-def _log_softmax(row: np.ndarray) -> np.ndarray:
-    # float32 is plenty for a log-normaliser and halves the work on a 262k vocabulary.
-    top = row.max()
-    return row - (top + np.log(np.exp(row - top).sum(dtype=np.float64)))
+def label_logprobs(
+    label_tokens: Sequence[Sequence[int]], rows: dict[tuple[int, ...], np.ndarray], column: dict[int, int]
+) -> np.ndarray:
+    """Each label's log-probability, summed over its tokens. `rows[node]` holds the log-probabilities
+    of the label tokens (token → index: `column`) after the cue followed by the tokens `node` (the
+    label trie's nodes)."""
+    return np.array([sum(float(rows[tuple(tokens[:j])][column[tok]]) for j, tok in enumerate(tokens)) for tokens in label_tokens])
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -168,7 +152,8 @@ class ScoreClassifier:
         self._cue = model.tokenize("\nLabel:", add_special=False)
         self._label_tokens = [model.tokenize(" " + name, add_special=False) for name in self.labels]
         self._paths = label_requests(self._label_tokens)
-        self._nodes = trie_nodes(self._paths, self._label_tokens)
+        self._vocab = sorted({tok for tokens in self._label_tokens for tok in tokens})  # all a score reads
+        self._column = {tok: i for i, tok in enumerate(self._vocab)}
         self._lengths = np.array([len(t) for t in self._label_tokens], dtype=np.float64)
         options = spec.classify
         self._prior = np.zeros(len(self.labels))
@@ -190,29 +175,14 @@ class ScoreClassifier:
 
     def _scores_after(self, bases: Sequence[list[int]]) -> list[np.ndarray]:
         """`_label_scores` for items already made into prompts (`_item_tokens`). One request per
-        planned path; all of an item's requests share the item as a cached prefix built on the
-        instructions' snapshot."""
-        # With one request per item (every label one token long) the item is not worth a snapshot
-        # of its own: it would only push other prefixes out of the cache.
-        shared = len(self._paths) > 1
-        requests = []
-        for base in bases:
-            for path, nodes in zip(self._paths, self._nodes, strict=True):
-                first = len(base) - 1  # the cue's last token: its logits predict a label's first token
-                requests.append(EvalRequest(
-                    list(base) + list(path), prefix_len=first if shared else len(self._prefix),
-                    parent_len=len(self._prefix) if shared else 0,
-                    logits_at=[first + len(node) for node in nodes],
-                ))
-        results = self.evaluator.evaluate(requests)
-        per_item = len(self._paths)
+        item, on the instructions' snapshot, with the label paths as its branches: the item and
+        every label-trie node are evaluated once, in one pass, and each node gives one logits row
+        (a vocabulary-sized projection, 262k rows on Gemma 3, the bulk of an item's cost)."""
+        requests = [EvalRequest(base, prefix_len=len(self._prefix), branches=self._paths, logprobs_of=self._vocab)
+                    for base in bases]
         scores = []
-        for i in range(len(bases)):
-            rows = {}
-            for nodes, result in zip(self._nodes, results[i * per_item : (i + 1) * per_item], strict=True):
-                assert result.logits is not None
-                rows.update({node: _log_softmax(row) for node, row in zip(nodes, result.logits, strict=True)})
-            raw = label_logprobs(self._label_tokens, rows)
+        for result in self.evaluator.evaluate(requests):
+            raw = label_logprobs(self._label_tokens, result.branch_logits, self._column)
             if self.spec.classify.score_length_norm:
                 raw = raw / self._lengths
             scores.append(raw)
@@ -226,27 +196,17 @@ class ScoreClassifier:
         return np.stack([_softmax((s - self._prior) / temperature) for s in scores])
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        predictions: list[Prediction | None] = [None] * len(texts)
-        wanted = []
-        for i, text in enumerate(texts):
-            if is_content_free(text):
-                predictions[i] = self._refusal()
-            else:
-                wanted.append(i)
-        if wanted:
-            bases = [self._item_tokens(texts[i]) for i in wanted]  # tokenized once: scored and counted
-            probs = self._calibrated(self._scores_after(bases), self.spec.classify.score_temperature)
-            for i, base, row in zip(wanted, bases, probs, strict=True):
-                prediction = _answer(self.spec, self.labels, row)
-                prediction.prompt_tokens = len(base)
-                predictions[i] = prediction
-        return predictions  # type: ignore[return-value]
+        return with_refusals(self.spec, texts, self._classify)
 
-    def _refusal(self) -> Prediction:
-        """No label for an item with nothing in it: the model would answer its prior."""
-        out_of_scope = self.spec.classify.out_of_scope
-        label = out_of_scope.label if out_of_scope else None
-        return Prediction(label, 0.0, {}, prompt_tokens=0, details={"content_free": True})  # type: ignore[arg-type]
+    def _classify(self, texts: Sequence[str]) -> list[Prediction]:
+        bases = [self._item_tokens(text) for text in texts]  # tokenized once: scored and counted
+        probs = self._calibrated(self._scores_after(bases), self.spec.classify.score_temperature)
+        predictions = []
+        for base, row in zip(bases, probs, strict=True):
+            prediction = _answer(self.spec, self.labels, row)
+            prediction.prompt_tokens = len(base)
+            predictions.append(prediction)
+        return predictions
 
 
 def make_classifier(spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> HeadClassifier | ScoreClassifier:
