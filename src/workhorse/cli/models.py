@@ -55,17 +55,20 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     from rich.table import Table
 
     table = Table(title="workhorse models")
-    for column in ("name", "role", "offline", "size", "status", "path"):
+    for column in ("name", "role", "offline", "size", "status"):
         # Names are what users copy into the next command: never wrap them.
-        table.add_column(column, overflow="fold", no_wrap=column in {"name", "offline", "size"})
+        table.add_column(column, no_wrap=column in {"name", "offline", "size"})
     colours = {"assembled": "green", "downloaded": "green", "package missing": "red"}
     for st in statuses:
         colour = colours.get(st.state, "yellow")
-        table.add_row(
-            st.name, st.spec.role, "yes" if st.spec.offline else "no", _human(st.spec.size_bytes or st.size),
-            f"[{colour}]{st.state}[/{colour}]", str(st.path or ""),
-        )
-    Console().print(table)
+        table.add_row(st.name, st.spec.role, "yes" if st.spec.offline else "no", _human(st.spec.size_bytes or st.size),
+                      f"[{colour}]{st.state}[/{colour}]")
+    console = Console()
+    console.print(table)
+    # Paths under the table, whole: folded into a column they cannot be copied.
+    for st in statuses:
+        if st.path:
+            console.print(f"{st.name}: {st.path}", highlight=False, soft_wrap=True)
 
 
 def _pull_one(name: str) -> Path:
