@@ -23,7 +23,7 @@ from workhorse.engine import EvalRequest, Evaluator
 from workhorse.errors import TaskNotTrainedError
 from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.features import MAX_ITEM_TOKENS, FeatureExtractor
-from workhorse.tasks.head import LinearHead
+from workhorse.tasks.head import LinearHead, softmax
 from workhorse.tasks.oos import OOS_FILE, NeighbourDetector
 from workhorse.tasks.spec import TaskSpec
 from workhorse.tasks.spec_heads import PrototypeHead, descriptions_head, examples_head
@@ -127,11 +127,6 @@ def label_logprobs(
     return np.array([sum(float(rows[tuple(tokens[:j])][column[tok]]) for j, tok in enumerate(tokens)) for tokens in label_tokens])
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    e = np.exp(scores - scores.max())
-    return e / e.sum()
-
-
 class ScoreClassifier:
     """Zero-shot: each label is scored by the log-probability of its whole name after the item and
     the answer cue, with the labels' prior (their scores on content-free inputs) divided out, and
@@ -160,7 +155,7 @@ class ScoreClassifier:
         if options.score_calibration == "contextual":
             raw = self._label_scores(list(CONTENT_FREE_INPUTS))
             # The mean of the content-free label distributions, in log space.
-            mean = np.mean([_softmax(r) for r in raw], axis=0)
+            mean = softmax(np.stack(raw)).mean(axis=0)
             self._prior = np.log(np.maximum(mean, 1e-300))
 
     def _item_tokens(self, text: str) -> list[int]:
@@ -193,7 +188,7 @@ class ScoreClassifier:
         return self._calibrated(self._label_scores(texts), temperature)
 
     def _calibrated(self, scores: Sequence[np.ndarray], temperature: float) -> np.ndarray:
-        return np.stack([_softmax((s - self._prior) / temperature) for s in scores])
+        return softmax((np.stack(scores) - self._prior) / temperature)
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         return with_refusals(self.spec, texts, self._classify)

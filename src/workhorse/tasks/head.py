@@ -9,6 +9,7 @@ and inference needs nothing but numpy.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from workhorse.tasks.store import write_durably
 
 C_GRID = (0.02, 0.05, 0.2, 1.0)
 
@@ -34,20 +37,11 @@ class LinearHead:
         return z @ self.coef.T + self.intercept
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return _softmax(self.logits(np.atleast_2d(features)) / self.temperature)
+        return softmax(self.logits(np.atleast_2d(features)) / self.temperature)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            mean=self.mean,
-            scale=self.scale,
-            coef=self.coef,
-            intercept=self.intercept,
-            temperature=np.array(self.temperature),
-            labels=np.array(json.dumps(self.labels)),
-        )
-        tmp.replace(path)
+        save_arrays(path, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept,
+                    temperature=np.array(self.temperature), labels=np.array(json.dumps(self.labels)))
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
@@ -180,10 +174,19 @@ def _as_head(fitted: np.ndarray, weights: np.ndarray, biases: np.ndarray, classe
     return LinearHead(classes, mean.astype(np.float32), scale.astype(np.float32), coef, intercept)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a 2-D array."""
     x = x - x.max(axis=1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """A trained part as an `.npz` (no pickle), replacing `path` durably: a crash leaves the old
+    file or the new one (see `write_durably`)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_durably(path, buffer.getvalue())
 
 
 def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -191,7 +194,7 @@ def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     best_t, best_nll = 1.0, np.inf
     # Up to 256: a discriminant fitted on a few examples per label has logits in the hundreds.
     for t in np.exp(np.linspace(np.log(0.25), np.log(256.0), 100)):
-        p = _softmax(logits / t)
+        p = softmax(logits / t)
         nll = -np.mean(np.log(p[np.arange(len(y)), y] + 1e-12))
         if nll < best_nll:
             best_t, best_nll = float(t), nll

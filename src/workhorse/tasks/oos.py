@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workhorse.tasks.head import LinearHead
+from workhorse.tasks.head import LinearHead, save_arrays
 
 OOS_FILE = "oos.npz"
 NEIGHBOURS = 5
@@ -47,16 +47,8 @@ class NeighbourDetector:
         return self.weight * z_conf + (1 - self.weight) * z_near
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            memory=self.memory.astype(np.float16),
-            confidence_stats=np.array(self.confidence_stats),
-            neighbour_stats=np.array(self.neighbour_stats),
-            weight=np.array(self.weight),
-            reference=self.reference,
-        )
-        tmp.replace(path)
+        save_arrays(path, memory=self.memory.astype(np.float16), confidence_stats=np.array(self.confidence_stats),
+                    neighbour_stats=np.array(self.neighbour_stats), weight=np.array(self.weight), reference=self.reference)
 
     @classmethod
     def load(cls, path: Path) -> NeighbourDetector:

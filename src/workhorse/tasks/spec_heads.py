@@ -29,7 +29,7 @@ import numpy as np
 
 from workhorse.paths import heads_cache_dir
 from workhorse.tasks.features import FeatureExtractor
-from workhorse.tasks.head import LinearHead, train_head_cross_validated
+from workhorse.tasks.head import LinearHead, save_arrays, softmax, train_head_cross_validated
 from workhorse.tasks.spec import TaskSpec
 
 
@@ -55,15 +55,11 @@ class PrototypeHead:
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         cosines = _unit((np.atleast_2d(features) - self.mean) / self.scale) @ self.prototypes.T
-        z = (cosines - cosines.max(axis=1, keepdims=True)) / self.temperature
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(cosines / self.temperature)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, mean=self.mean, scale=self.scale, prototypes=self.prototypes,
-                 temperature=np.array(self.temperature), labels=np.array(json.dumps(self.labels)))
-        tmp.replace(path)
+        save_arrays(path, mean=self.mean, scale=self.scale, prototypes=self.prototypes,
+                    temperature=np.array(self.temperature), labels=np.array(json.dumps(self.labels)))
 
     @classmethod
     def load(cls, path: Path) -> PrototypeHead:
@@ -83,9 +79,11 @@ def descriptions_head(spec: TaskSpec, extractor: FeatureExtractor) -> PrototypeH
     def build() -> PrototypeHead:
         spread = extractor.extract(background)
         mean, scale = spread.mean(axis=0), spread.std(axis=0) + 1e-6
-        prototypes = np.stack([_unit(_unit((extractor.extract(t) - mean) / scale).mean(axis=0, keepdims=True))[0]
-                               for t in texts.values()])
-        return PrototypeHead(list(texts), mean, scale, prototypes, temperature)
+        # Every label's texts in one batched pass, then each label's unit vectors averaged.
+        units = _unit((extractor.extract([t for label in texts.values() for t in label]) - mean) / scale)
+        ends = np.cumsum([len(label) for label in texts.values()])
+        prototypes = np.stack([units[end - n : end].mean(axis=0) for n, end in zip(map(len, texts.values()), ends)])
+        return PrototypeHead(list(texts), mean, scale, _unit(prototypes), temperature)
 
     key = [_features_key(spec, extractor), texts, background, temperature]
     return _cached("descriptions", key, build, PrototypeHead.load)
