@@ -81,3 +81,15 @@ def test_the_guards_fail_a_candidate_that_is_slower_or_loses_out_of_scope_recall
     assert "out-of-scope" in " ".join(decide(forgetful, incumbent, rows=100, margin=0.01, max_latency_ratio=1.2).reasons)
     barely = Measured(2, accuracy=0.805, macro_f1=0.8, ece=0.05, oos_recall=0.90, p50_ms=20.0)
     assert not decide(barely, incumbent, rows=100, margin=0.01, max_latency_ratio=1.2).passed
+
+
+def test_train_reads_a_dataset_folder_built_from_data(task, tmp_path):
+    built = CliRunner().invoke(app, ["dataset", "build", task, "--data", str(_rows(tmp_path / "d.jsonl", 200, 4)),
+                                     "-o", str(tmp_path / "ds"), "--json"])
+    assert built.exit_code == 0, built.output
+    result = CliRunner().invoke(app, ["train", task, "--data", str(tmp_path / "ds"), "--json", "--max-latency-ratio", "100"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    manifest = json.loads(built.stdout)
+    assert report["train_rows"] == manifest["files"]["train.jsonl"]["rows"]
+    assert report["gate"]["rows"] == manifest["files"]["validation.jsonl"]["rows"]

@@ -56,11 +56,7 @@ def eval_command(
         pipeline.run, texts, batch=64, latency_sample=latency_sample, label=f"{spec.name} on {data}"
     )
     oos = dataset.oos_label
-    if oos and spec.classify.out_of_scope:
-        # The task's abstention label stands for the dataset's out-of-scope label.
-        mapped = [oos if p.answer == spec.classify.out_of_scope.label else p.answer for p in predictions]
-    else:
-        mapped = [p.answer for p in predictions]
+    mapped = [spec.in_dataset_terms(p.answer, oos) for p in predictions]
     report = classification_report(
         [ex.label for ex in dataset.examples], mapped, [p.confidence for p in predictions], oos_label=oos
     )
@@ -188,12 +184,14 @@ def _print(report: dict) -> None:
 
 def _in_mode(spec, mode: str):
     """`spec` switched to classify mode `mode`, checked as a task file would be."""
+    from typing import get_args
+
     from pydantic import ValidationError
 
     from workhorse.errors import TaskError
-    from workhorse.tasks.spec import TaskSpec
+    from workhorse.tasks.spec import ClassifyMode, TaskSpec
 
-    modes = ("descriptions", "examples", "score", "head")
+    modes = get_args(ClassifyMode)
     if spec.kind != "classify" or mode not in modes:
         raise TaskError(f"--mode {mode!r} does not apply to this {spec.kind} task", f"--mode is one of {', '.join(modes)}, for classify tasks")
     try:

@@ -54,8 +54,7 @@ def measure(spec: TaskSpec, directory: Path | None, evaluator: Evaluator, holdou
         texts = [ex.text for ex in holdout.examples]
         answers = [a for start in range(0, len(texts), 64) for a in pipeline.run(texts[start : start + 64])]
         oos = holdout.oos_label
-        labels = [oos if oos and spec.classify.out_of_scope and a.answer == spec.classify.out_of_scope.label else a.answer
-                  for a in answers]
+        labels = [spec.in_dataset_terms(a.answer, oos) for a in answers]
         report = classification_report([ex.label for ex in holdout.examples], labels, [a.confidence for a in answers],
                                        oos_label=oos)
         timings = []

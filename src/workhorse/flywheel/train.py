@@ -16,6 +16,7 @@ from pathlib import Path
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset, load, load_file
 from workhorse.flywheel.gate import GateReport, decide, measure
+from workhorse.flywheel.output import resolve as resolve_dataset
 from workhorse.tasks.engines import engine_config, open_engine
 from workhorse.tasks.fit import FitResult, fit, task_for_data
 from workhorse.tasks.store import load_task, pin_active, promote, task_versions, write_durably
@@ -36,8 +37,7 @@ def training_data(data: str, holdout: str | None) -> tuple[Dataset, Dataset]:
     latest version's train and validation files), or a file or dataset spec with `holdout` beside it."""
     folder = Path(data)
     if folder.is_dir():
-        versions = sorted((p for p in folder.glob("v*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
-        chosen = folder if (folder / "train.jsonl").is_file() else (versions[-1] if versions else folder)
+        chosen = folder if (folder / "train.jsonl").is_file() else resolve_dataset(folder)
         train, validation = chosen / "train.jsonl", chosen / "validation.jsonl"
         if not train.is_file():
             raise TaskError(f"{folder} has no train.jsonl", "build one: workhorse dataset build TASK -o DIR")

@@ -212,7 +212,6 @@ class ServerState:
 
     def _task_specs(self, models: list[str]) -> list[tuple[TaskSpec, Path | None, str]]:
         """The tasks to serve, each with its directory and the loaded model it runs on."""
-        from workhorse.models import resolve
         from workhorse.tasks.store import EXAMPLES_DIR, list_task_names, load_task
 
         named = self.settings.tasks
@@ -220,7 +219,7 @@ class ServerState:
         for name in named or sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))}):
             try:
                 spec, directory = load_task(name)
-                model = resolve(spec.model, pull=False).name
+                model = resolve_name(spec.model)
             except WorkhorseError as error:
                 if named:  # asked for by name: a broken task is a startup error
                     raise

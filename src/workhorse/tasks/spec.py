@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TaskKind = Literal["classify", "extract", "convert", "embed", "logs"]
+ClassifyMode = Literal["descriptions", "examples", "score", "head"]
 
 DEFAULT_FEATURE_PROMPT = 'This message: "{text}" means in one word: "'
 DEFAULT_SCORE_TEMPERATURE = 0.75  # minimises ECE on bitext_cs validation (contextual calibration)
@@ -48,7 +49,7 @@ class OutOfScope(_Strict):
 
 
 class ClassifyOptions(_Strict):
-    mode: Literal["descriptions", "examples", "score", "head"] | None = Field(
+    mode: ClassifyMode | None = Field(
         None,
         description="`descriptions` (zero-shot): an item gets the label whose name and description (and examples, if "
         "any) are nearest in the model's features; `examples`: a head fitted, when the task loads, on the labels' "
@@ -241,6 +242,12 @@ class TaskSpec(_Strict):
     @property
     def label_names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    def in_dataset_terms(self, answer: Any, oos_label: str | None) -> Any:
+        """`answer` as a labelled dataset names it: the task's abstention label stands for the
+        dataset's out-of-scope label (clinc150's `oos`), whatever the task calls it."""
+        abstains = self.classify.out_of_scope
+        return oos_label if oos_label and abstains and answer == abstains.label else answer
 
     def examples_by_label(self) -> dict[str, list[str]]:
         """Every label's example inputs: its own `examples`, then the task's examples whose output is that label."""
