@@ -25,7 +25,8 @@ def train(
     from workhorse.flywheel.train import train_and_gate, training_data
 
     train_rows, holdout_rows = training_data(data, holdout)
-    with progress("features", total=len(train_rows.examples)) as bar:
+    # The training rows embedded, then the held-out rows answered by the candidate and by the active version.
+    with progress(f"train {task}", total=len(train_rows.examples) + 2 * len(holdout_rows.examples)) as bar:
         outcome = train_and_gate(task, train_rows, holdout_rows, method=method, margin=margin,
                                  max_latency_ratio=max_latency_ratio, threads=threads, progress=bar.advance)
     report = {"task": task, "version": outcome.fitted.spec.version, "method": method, "train_rows": len(train_rows.examples),

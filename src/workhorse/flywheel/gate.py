@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,18 @@ class GateReport:
         return asdict(self)
 
 
-def measure(spec: TaskSpec, directory: Path | None, evaluator: Evaluator, holdout: Dataset) -> Measured:
-    """Accuracy, macro-F1, ECE and out-of-scope recall on `holdout`, and the median latency of one item."""
+def measure(spec: TaskSpec, directory: Path | None, evaluator: Evaluator, holdout: Dataset,
+            progress: Callable[[int], None] | None = None) -> Measured:
+    """Accuracy, macro-F1, ECE and out-of-scope recall on `holdout`, and the median latency of one
+    item. `progress` hears of each batch of items answered."""
     pipeline = build_pipeline(spec, directory, evaluator, escalate=False)
     try:
         texts = [ex.text for ex in holdout.examples]
-        answers = [a for start in range(0, len(texts), 64) for a in pipeline.run(texts[start : start + 64])]
+        answers = []
+        for start in range(0, len(texts), 64):
+            answers += pipeline.run(texts[start : start + 64])
+            if progress:
+                progress(len(texts[start : start + 64]))
         oos = holdout.oos_label
         labels = [spec.in_dataset_terms(a.answer, oos) for a in answers]
         report = classification_report([ex.label for ex in holdout.examples], labels, [a.confidence for a in answers],

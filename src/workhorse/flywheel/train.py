@@ -52,7 +52,9 @@ def training_data(data: str, holdout: str | None) -> tuple[Dataset, Dataset]:
 def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str = "head", margin: float = 0.005,
                    max_latency_ratio: float = 1.2, threads: int = 2,
                    progress: Callable[[int], None] | None = None) -> TrainOutcome:
-    """Train a candidate version of `task`, measure it and the incumbent on `holdout`, promote it if it passes."""
+    """Train a candidate version of `task`, measure it and the incumbent on `holdout`, promote it if
+    it passes. `progress` hears of the training items embedded, then of the held-out items answered
+    by each side."""
     if method not in METHODS:
         raise TaskError(f"training method {method!r} is not available", f"use one of: {', '.join(METHODS)}")
     try:
@@ -65,12 +67,12 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
     engines = {candidate.model: open_engine(candidate.model, engine_config(threads=threads, kinds=["classify"]))}
     try:
         fitted = fit(candidate, train, engines[candidate.model], progress=progress, activate=False)
-        measured = measure(fitted.spec, fitted.directory, engines[candidate.model], holdout)
+        measured = measure(fitted.spec, fitted.directory, engines[candidate.model], holdout, progress)
         baseline = None
         if incumbent is not None:
             if incumbent.model not in engines:
                 engines[incumbent.model] = open_engine(incumbent.model, engine_config(threads=threads, kinds=["classify"]))
-            baseline = measure(incumbent, incumbent_dir, engines[incumbent.model], holdout)
+            baseline = measure(incumbent, incumbent_dir, engines[incumbent.model], holdout, progress)
     finally:
         for engine in engines.values():
             engine.close()
