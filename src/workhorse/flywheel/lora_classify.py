@@ -106,7 +106,7 @@ def fit_lora(spec: TaskSpec, data: Dataset, model: LlamaModel, *, options: LoraO
     base, architecture = load_model(model.path, device=device, threads=options.threads)
     settings = LoraSettings(rank=options.rank, alpha=options.alpha)
     lora_model = add_lora(base, settings, seed=options.seed)  # B = 0: still the base model
-    reader = _Features(lora_model, len(prompt.prefix), classify.features_pooling == "last+mean", tuple(classify.layers), device)
+    reader = TorchFeatures(lora_model, len(prompt.prefix), classify.features_pooling == "last+mean", tuple(classify.layers), device)
     # The start point: the plain head on the base model's features, computed here in torch (the
     # engine's differ in the last digits with its batching, and a run must repeat exactly).
     base_features = _embed(torch, reader, tokens, options.batch_size, progress)
@@ -144,7 +144,7 @@ def fit_lora(spec: TaskSpec, data: Dataset, model: LlamaModel, *, options: LoraO
     return FitResult(spec, saved, train_report), report
 
 
-class _Features:
+class TorchFeatures:
     """The torch twin of FeatureExtractor: one padded batch of token lists → (batch, dim) features."""
 
     def __init__(self, model: Any, prefix_len: int, with_mean: bool, layers: tuple[int, ...], device: str) -> None:
@@ -200,7 +200,7 @@ class _Trained:
     resumed_at: int
 
 
-def _train(torch: Any, model: Any, reader: _Features, head: _TrainableHead, tokens: list[list[int]], y: np.ndarray,
+def _train(torch: Any, model: Any, reader: TorchFeatures, head: _TrainableHead, tokens: list[list[int]], y: np.ndarray,
            options: LoraOptions, key: str, steps: StepProgress | None) -> _Trained:
     plan = _batches(tokens, options)
     adapters = [p for p in model.parameters() if p.requires_grad]
@@ -261,7 +261,7 @@ def _batches(tokens: list[list[int]], options: LoraOptions) -> list[np.ndarray]:
     return plan[:total_steps]
 
 
-def _embed(torch: Any, reader: _Features, tokens: list[list[int]], batch_size: int,
+def _embed(torch: Any, reader: TorchFeatures, tokens: list[list[int]], batch_size: int,
            progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Features of every token list, without gradients, in batches of similar length."""
     reader.model.eval()
