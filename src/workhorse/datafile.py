@@ -5,8 +5,8 @@
 
 The one reader behind `workhorse run` (which skips bad rows and goes on), `fit` and `eval` (which
 stop with the list). A row has a text, its line, its own `id` if it gives one, and its targets
-when labelled: `label` (JSONL `label`; CSV `label`, `intent` or `category`), `labels` (a list) or
-`fields` (an object). Anything wrong with a row becomes a `BadRow` naming its line — including a
+when labelled: `label` (JSONL `label`; CSV `label`, `intent` or `category`), `labels` (a list),
+`fields` (an object) or `answer` (JSONL: an extract or convert task's whole answer, any JSON value). Anything wrong with a row becomes a `BadRow` naming its line — including a
 line that is not UTF-8: streams are opened with `errors="surrogateescape"` (see `open_rows`), and
 such a line's undecodable bytes show up here as lone surrogates.
 """
@@ -24,7 +24,7 @@ FORMATS = ("jsonl", "csv", "tsv", "text")
 LABEL_COLUMNS = ("label", "intent", "category")
 JSONL_HINT = (
     'each line is one JSON object with a non-empty "text" and optionally "label" (a string), '
-    '"labels" (a list of strings), "fields" (an object) and "id"'
+    '"labels" (a list of strings), "fields" (an object), "answer" (an extract or convert answer) and "id"'
 )
 CSV_HINT = "the file needs a header with a 'text' column, optionally 'label' (or 'intent', 'category') and 'id'"
 
@@ -37,6 +37,7 @@ class Row:
     label: str | None = None
     labels: tuple[str, ...] = ()
     fields: dict[str, Any] | None = None
+    answer: Any = None
 
     @property
     def key(self) -> str:
@@ -115,7 +116,7 @@ def _json_row(line_no: int, value: Any, field: str) -> Row | BadRow:
     if label is not None and labels is not None:
         return BadRow(line_no, 'give "label" or "labels", not both')
     row_id = value.get("id")
-    return Row(line_no, text, None if row_id is None else str(row_id), label, tuple(labels or ()), fields)
+    return Row(line_no, text, None if row_id is None else str(row_id), label, tuple(labels or ()), fields, value.get("answer"))
 
 
 def _csv_rows(stream: TextIO, field: str, delimiter: str) -> Iterator[Row | BadRow]:

@@ -81,3 +81,10 @@ def _build(model: LlamaModel) -> llguidance.LLTokenizer:
         eos_token=eos,
         slices=None,
     )
+
+
+def output_tokens(model: LlamaModel, text: str) -> list[int]:
+    """`text` as constrained generation spells it: llama.cpp's tokens of exactly these bytes, as
+    llguidance forces them. Not `model.tokenize(text)`: a SentencePiece vocabulary puts a space
+    before a text's start there, which no grammar lets the model write."""
+    return list(llg_tokenizer(model).tokenize_str(text))

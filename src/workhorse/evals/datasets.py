@@ -41,6 +41,12 @@ class Example:
     labels: tuple[str, ...] = ()  # multi-label intents (nlupp)
     fields: dict[str, Any] | None = None  # extraction target: field name -> value or list of values
     id: str = ""  # stable within the dataset, e.g. "banking77:test:17"
+    answer: Any = None  # an extract or convert task's whole answer, when the row gives one (a converted value, say)
+
+    @property
+    def target(self) -> Any:
+        """What an extract or convert task should answer: the row's `answer`, else its `fields`."""
+        return self.answer if self.answer is not None else self.fields
 
 
 @dataclass(frozen=True)
@@ -324,10 +330,10 @@ def _guess_language(texts: list[str]) -> str:
 def load_file(path: str | Path) -> Dataset:
     """A user's data file: JSONL (`.jsonl`, `.ndjson`, `.json` one object per line) or CSV/TSV with a header.
 
-    JSONL rows: `{"text": …, "label": …}`, `"labels": [...]` or `"fields": {...}`, optional `"id"`.
+    JSONL rows: `{"text": …, "label": …}`, `"labels": [...]`, `"fields": {...}` or `"answer": …`, optional `"id"`.
     CSV: a `text` column; the label is the first of `label`, `intent`, `category` present; optional `id`.
-    The kind follows the targets present: `labels` → multilabel, `label` → classify, only `fields` →
-    extract; a file with no targets loads as unlabelled classify data. Ids default to `file:line`.
+    The kind follows the targets present: `labels` → multilabel, `label` → classify, only `fields` or
+    `answer` → extract (extract and convert tasks alike); a file with no targets loads as unlabelled classify data. Ids default to `file:line`.
     """
     path = Path(path)
     if not path.is_file():
@@ -342,7 +348,7 @@ def load_file(path: str | Path) -> Dataset:
                 bad.append(row)
                 continue
             row_id = row.id if row.id is not None else f"{path.name}:{row.line}"
-            examples.append(Example(row.text, label=row.label, labels=row.labels, fields=row.fields, id=row_id))
+            examples.append(Example(row.text, label=row.label, labels=row.labels, fields=row.fields, id=row_id, answer=row.answer))
             lines.append(row.line)
     if bad:
         shown = "\n  ".join(f"{path}:{b.line}: {b.problem}" for b in bad[:BAD_ROWS_SHOWN])
@@ -360,7 +366,7 @@ def load_file(path: str | Path) -> Dataset:
     kind: Kind
     if multilabel:
         kind, labels = "multilabel", sorted({x for e in examples for x in e.labels})
-    elif single or not any(e.fields for e in examples):
+    elif single or not any(e.fields or e.answer is not None for e in examples):
         kind, labels = "classify", sorted({e.label for e in examples if e.label is not None})
     else:
         kind, labels = "extract", sorted({k for e in examples for k in e.fields or {}})

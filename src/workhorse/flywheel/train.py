@@ -1,10 +1,12 @@
 """`workhorse train`: a candidate version trained on data (a dataset built from the call log, a
 file or a dataset spec), gated against the incumbent on held-out rows, promoted if it passes.
 
-Methods: `head` (the classification head of `workhorse fit`) and `lora` (the head and LoRA
-adapters on the feature model, trained together in torch; see `lora_classify`). Every candidate is
-saved as a version with its gate report (`gate.json`), promoted or not, so a failed candidate can
-still be inspected or promoted by hand.
+Methods: `head` (the classification head of `workhorse fit`) and `lora`: for a classify task the
+head and LoRA adapters on the feature model, trained together in torch (`lora_classify`); for an
+extract or convert task adapters trained on the answers (`lora_generate`), the candidate a copy
+of the active version's spec (schema, instructions, examples). Every candidate is saved as a
+version with its gate report (`gate.json`), promoted or not, so a failed candidate can still be
+inspected or promoted by hand.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from typing import Protocol
 from workhorse.engine import Engine, LlamaModel
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset, load, load_file
-from workhorse.flywheel.gate import GateReport, Measured, decide, measure
+from workhorse.flywheel.gate import GateReport, Measured, MeasuredAnswers, decide, measure
 from workhorse.flywheel.lora_classify import LoraOptions, LoraReport, fit_lora
+from workhorse.flywheel.lora_generate import GENERATED_KINDS, GenerateReport, fit_lora_generate
 from workhorse.flywheel.output import resolve as resolve_dataset
 from workhorse.models import resolve
 from workhorse.tasks.engines import engine_config, open_engine
 from workhorse.tasks.fit import FitResult, fit, task_for_data
 from workhorse.tasks.spec import TaskSpec
-from workhorse.tasks.store import load_task, pin_active, promote, task_versions, write_durably
+from workhorse.tasks.store import load_task, next_version, pin_active, promote, save_task, task_versions, write_durably
 
 METHODS = ("head", "lora")
 GATE_FILE = "gate.json"
@@ -38,7 +41,7 @@ class TrainOutcome:
     fitted: FitResult
     gate: GateReport
     promoted: bool
-    lora: LoraReport | None = None
+    lora: LoraReport | GenerateReport | None = None
 
 
 class Bar(Protocol):
@@ -92,26 +95,22 @@ def training_data(data: str, holdout: str | None) -> tuple[Dataset, Dataset]:
 def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str = "head", margin: float = 0.005,
                    max_latency_ratio: float = 1.2, threads: int = 2, lora: LoraOptions | None = None,
                    phases: Phases | None = None) -> TrainOutcome:
-    """Train a candidate version of `task`, measure it and the incumbent on `holdout`, promote it if
-    it passes."""
+    """Train a candidate version of `task` (a name; for an extract or convert task also its task
+    file), measure it and the incumbent on `holdout`, promote it if it passes."""
     if method not in METHODS:
         raise TaskError(f"training method {method!r} is not available", f"use one of: {', '.join(METHODS)}")
-    try:
-        incumbent, incumbent_dir = load_task(task)
-    except TaskNotFoundError:
-        incumbent, incumbent_dir = None, None
-    if task_versions(task):
-        pin_active(task)  # the candidate must not answer by being the latest version
-    candidate = task_for_data(task, train, model=None, prompt=None, layers=None)
+    task, candidate, incumbent, incumbent_dir = _candidate(task, train, method)
     rows = len(train.examples)
     lora_report = None
     if method == "lora":
         options = replace(lora or LoraOptions(), threads=threads)
         steps = _StepBar(phases, f"train {task} (LoRA)")
+        classify = candidate.kind == "classify"
+        fit_method = fit_lora if classify else fit_lora_generate
         try:
-            with _phase(phases, f"embed {task} training rows", rows) as bar:
-                fitted, lora_report = fit_lora(candidate, train, LlamaModel(resolve(candidate.model).path, name=candidate.model),
-                                               options=options, progress=bar.advance, steps=steps)
+            with _phase(phases, f"{'embed' if classify else 'prepare'} {task} training rows", rows) as bar:
+                fitted, lora_report = fit_method(candidate, train, LlamaModel(resolve(candidate.model).path, name=candidate.model),
+                                                 options=options, progress=bar.advance, steps=steps)
         finally:
             steps.close()
     else:
@@ -126,14 +125,52 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
     return TrainOutcome(fitted, gate, gate.passed, lora_report)
 
 
-def _measure(spec: TaskSpec, directory: Path | None, holdout: Dataset, threads: int, phases: Phases | None, side: str) -> Measured:
+def _candidate(task: str, train: Dataset, method: str) -> tuple[str, TaskSpec, TaskSpec | None, Path | None]:
+    """(the task's name, the candidate's spec, the incumbent's spec and directory). The candidate is
+    saved later, as the next version; the incumbent is pinned as the active version meanwhile, so
+    that the candidate does not answer by being the latest."""
+    from_file = Path(task).suffix in (".yaml", ".yml")
+    try:
+        incumbent, incumbent_dir = load_task(task)
+    except TaskNotFoundError:
+        if from_file:
+            raise
+        incumbent, incumbent_dir = None, None
+    if incumbent is not None and incumbent.kind in GENERATED_KINDS:
+        task = incumbent.name
+        if method != "lora":
+            raise TaskError(f"task {task} ({incumbent.kind}): the {method} method trains classify tasks",
+                            "train it with --method lora")
+        if from_file and task_versions(task):
+            raise TaskError(f"task {task} is stored already", f"train it by name: workhorse train {task} (its active "
+                            "version is the one to beat)")
+        if not task_versions(task):  # a task file or a shipped task: stored as it is first, as the version to beat
+            save_task(incumbent)
+            incumbent, incumbent_dir = load_task(task)
+        pin_active(task)
+        return task, incumbent.model_copy(update={"version": next_version(task)}), incumbent, incumbent_dir
+    if from_file:
+        raise TaskError(f"{task}: a classify task trains by name", "workhorse train NAME (workhorse fit DATA --task NAME creates one)")
+    if incumbent is not None and incumbent.kind != "classify":
+        raise TaskError(f"task {task} ({incumbent.kind}) has nothing to train", "train classify, extract or convert tasks")
+    if incumbent is None and train.kind == "extract":
+        raise TaskError(f"there is no task {task!r} to train on these answers",
+                        f"an extract or convert task needs its spec (schema, instructions) first: write one with "
+                        f"workhorse tasks new {task} --kind extract, then train the file: workhorse train {task}.yaml …")
+    if task_versions(task):
+        pin_active(task)
+    return task, task_for_data(task, train, model=None, prompt=None, layers=None), incumbent, incumbent_dir
+
+
+def _measure(spec: TaskSpec, directory: Path | None, holdout: Dataset, threads: int, phases: Phases | None,
+             side: str) -> Measured | MeasuredAnswers:
     with _phase(phases, f"gate: {side} v{spec.version}", len(holdout.examples)) as bar, _engine(spec, directory, threads) as engine:
         return measure(spec, directory, engine, holdout, bar.advance)
 
 
 @contextmanager
 def _engine(spec: TaskSpec, directory: Path | None, threads: int) -> Iterator[Engine]:
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=["classify"]))
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
     try:
         yield engine
     finally:

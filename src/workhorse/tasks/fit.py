@@ -21,7 +21,7 @@ from workhorse.tasks.store import load_task, make_active, next_version, save_tas
 class FitResult:
     spec: TaskSpec
     directory: Path
-    report: TrainReport
+    report: TrainReport | None  # the head's training (None for an adapter trained on answers)
 
 
 def task_for_data(
