@@ -17,8 +17,8 @@ from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset, load, load_file
 from workhorse.flywheel.gate import GateReport, decide, measure
 from workhorse.flywheel.output import resolve as resolve_dataset
-from workhorse.tasks.engines import engine_config, open_engine
-from workhorse.tasks.fit import FitResult, fit, task_for_data
+from workhorse.tasks.engines import TaskEngines, engine_config
+from workhorse.tasks.fit import FitResult, carried_adapter, fit, task_for_data
 from workhorse.tasks.store import load_task, pin_active, promote, task_versions, write_durably
 
 METHODS = ("head",)
@@ -64,18 +64,14 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
     if task_versions(task):
         pin_active(task)  # the candidate must not answer by being the latest version
     candidate = task_for_data(task, train, model=None, prompt=None, layers=None)
-    engines = {candidate.model: open_engine(candidate.model, engine_config(threads=threads, kinds=["classify"]))}
-    try:
-        fitted = fit(candidate, train, engines[candidate.model], progress=progress, activate=False)
-        measured = measure(fitted.spec, fitted.directory, engines[candidate.model], holdout, progress)
+    # Each side runs on its own model and adapter; when they are the same, on the same engine.
+    with TaskEngines(engine_config(threads=threads, kinds=["classify"])) as engines:
+        fitted = fit(candidate, train, engines.get(candidate.model, carried_adapter(candidate)), progress=progress,
+                     activate=False)
+        measured = measure(fitted.spec, fitted.directory, engines.for_task(fitted.spec, fitted.directory), holdout, progress)
         baseline = None
         if incumbent is not None:
-            if incumbent.model not in engines:
-                engines[incumbent.model] = open_engine(incumbent.model, engine_config(threads=threads, kinds=["classify"]))
-            baseline = measure(incumbent, incumbent_dir, engines[incumbent.model], holdout, progress)
-    finally:
-        for engine in engines.values():
-            engine.close()
+            baseline = measure(incumbent, incumbent_dir, engines.for_task(incumbent, incumbent_dir), holdout, progress)
     gate = decide(measured, baseline, rows=len(holdout.examples), margin=margin, max_latency_ratio=max_latency_ratio)
     write_durably(fitted.directory / GATE_FILE, json.dumps(gate.as_dict(), indent=2).encode())
     if gate.passed:
