@@ -1,4 +1,4 @@
-"""The llama.cpp runtime: models, batched evaluation, prefix snapshots, sampling, generation."""
+"""The llama.cpp runtime: models, LoRA adapters, batched evaluation, prefix snapshots, sampling, generation."""
 
 from workhorse.engine.adapter import Adapter, write_adapter
 from workhorse.engine.constraints import ChoiceConstraint, GrammarConstraint, JsonSchemaConstraint, RegexConstraint
