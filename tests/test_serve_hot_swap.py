@@ -102,16 +102,18 @@ def test_a_task_with_an_adapter_is_served_beside_one_without_on_the_same_weights
     adapter = Adapter.from_file(write_tiny_adapter(tmp_path / "lora.gguf", ("attn_q", "attn_v", "ffn_down"), size=2.0)[0])
     _fit("plain", data, tiny_gguf)
     _fit("tuned", data, tiny_gguf, adapter)
+    _fit("tuned-too", data, tiny_gguf, adapter)  # another task with the same adapter: the same engine
     expected = {"plain": _confidences("plain", tiny_gguf, None), "tuned": _confidences("tuned", tiny_gguf, adapter)}
     without = _confidences("tuned", tiny_gguf, None)  # what the tuned head would say without its adapter
     assert max(abs(a - b) for a, b in zip(expected["tuned"], without)) > 0.05
-    settings = ServeSettings(models=[str(tiny_gguf)], tasks=["plain", "tuned"], threads=1, n_slots=8)
+    settings = ServeSettings(models=[str(tiny_gguf)], tasks=["plain", "tuned", "tuned-too"], threads=1, n_slots=8)
     state = ServerState(settings)
     state.load()
     model = next(iter(state.models.values()))
     assert state.tasks["plain"].engine is model.worker
     tuned_engine = state.tasks["tuned"].engine
     assert tuned_engine is not model.worker and tuned_engine.adapter == adapter and tuned_engine.model is model.worker.model
+    assert state.tasks["tuned-too"].engine is tuned_engine and list(model.adapted) == [adapter]
     answers: dict[str, list[list[float]]] = {"plain": [], "tuned": []}
     statuses: list[int] = []
 
@@ -133,6 +135,12 @@ def test_a_task_with_an_adapter_is_served_beside_one_without_on_the_same_weights
                 client.start()
             for client in clients:
                 client.join(60)
+        asyncio.run(state.tasks["tuned"].close())
+        assert list(model.adapted) == [adapter]  # "tuned-too" still uses it
+        asyncio.run(state.tasks["tuned-too"].close())
+        assert not model.adapted
+        with pytest.raises(EngineClosedError):
+            tuned_engine.submit_evaluate([])
     finally:
         asyncio.run(state.close())
     assert statuses and set(statuses) == {200} and len(statuses) == 20

@@ -61,14 +61,24 @@ class ServedModel:
         `release`). EngineError, with its fix, for an adapter that does not fit the model."""
         if adapter is None:
             return self.worker
-        with self._lock:  # held while a new engine opens, so two tasks do not open two
+        with self._lock:
             entry = self.adapted.get(adapter)
+            if entry is not None:
+                entry.users += 1
+                return entry.worker
+        # Opened outside the lock (it takes a while), which metrics readings and releases also take.
+        worker = EngineWorker(self.worker.model, replace(self.worker.config, adapter=adapter))
+        with self._lock:
+            entry = self.adapted.get(adapter)
+            spare = worker if entry is not None else None  # another task opened one meanwhile
             if entry is None:
-                worker = EngineWorker(self.worker.model, replace(self.worker.config, adapter=adapter))
                 entry = self.adapted[adapter] = _AdaptedEngine(worker)
-                log.info("%s: opened an engine for the LoRA adapter %s", self.name, adapter.path)
             entry.users += 1
-            return entry.worker
+        if spare is not None:
+            spare.close()
+        else:
+            log.info("%s: opened an engine for the LoRA adapter %s", self.name, adapter.path)
+        return entry.worker
 
     def release(self, adapter: Adapter | None) -> None:
         """A task no longer uses the engine for `adapter`; the last one to leave closes it."""
