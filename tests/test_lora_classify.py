@@ -12,14 +12,15 @@ import pytest
 pytest.importorskip("peft")
 
 from workhorse.evals.datasets import Dataset, Example  # noqa: E402
-from workhorse.flywheel.adapter_gguf import ADAPTER_FILE, export_adapter, lora_state, read_adapter  # noqa: E402
+from workhorse.flywheel.adapter_gguf import export_adapter, lora_state, read_adapter  # noqa: E402
 from workhorse.flywheel.lora_classify import LoraOptions, fit_lora  # noqa: E402
 from workhorse.flywheel.torch_model import LoraSettings, add_lora, load_model  # noqa: E402
 from workhorse.tasks.fit import task_for_data  # noqa: E402
 from workhorse.tasks.head import LinearHead  # noqa: E402
+from workhorse.tasks.store import ADAPTER_FILE  # noqa: E402
 
 TOPICS = {"refund": "refund money back card", "login": "password login account user", "ship": "boat ship river sea"}
-FAST = LoraOptions(epochs=2, batch_size=8, learning_rate=1e-3, checkpoint_every=4)
+FAST = LoraOptions(epochs=2, batch_size=8, learning_rate=1e-3, checkpoint_every=4, threads=1)
 
 
 def _data(per_label: int = 20, seed: int = 0) -> Dataset:

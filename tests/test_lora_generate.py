@@ -18,12 +18,15 @@ from workhorse.engine import Engine, EngineConfig, EvalRequest, LlamaModel  # no
 from workhorse.engine.vocab_bridge import output_tokens  # noqa: E402
 from workhorse.errors import TaskError  # noqa: E402
 from workhorse.evals.datasets import Dataset, Example, load_file  # noqa: E402
-from workhorse.flywheel.adapter_gguf import ADAPTER_FILE, read_adapter  # noqa: E402
+from workhorse.flywheel.adapter_gguf import read_adapter  # noqa: E402
 from workhorse.flywheel.gate import MeasuredAnswers, decide  # noqa: E402
 from workhorse.flywheel.lora_generate import IGNORED, AnswerLoss, fit_lora_generate, training_sequence  # noqa: E402
 from workhorse.flywheel.lora_loop import LoraOptions  # noqa: E402
 from workhorse.flywheel.torch_model import LoraSettings, add_lora, load_model  # noqa: E402
-from workhorse.tasks.store import parse_task  # noqa: E402
+from workhorse.tasks.store import (
+    ADAPTER_FILE,  # noqa: E402
+    parse_task,  # noqa: E402
+)
 from workhorse.tasks.structured import StructuredGenerator, StructuredPrompt  # noqa: E402
 
 # Enumerated values: the tiny model's random answers in the gate stay short.

@@ -7,6 +7,7 @@ it loads in milliseconds and exercises the same code paths as the real models.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,39 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
+def tensor_shapes() -> dict[str, tuple[int, int]]:
+    """(n_out, n_in) of every adaptable weight of the tiny model, by GGUF tensor name."""
+    head_dim = N_EMBD // N_HEAD
+    shapes = {}
+    for layer in range(N_LAYER):
+        shapes |= {
+            f"blk.{layer}.attn_q.weight": (N_HEAD * head_dim, N_EMBD),
+            f"blk.{layer}.attn_k.weight": (N_HEAD_KV * head_dim, N_EMBD),
+            f"blk.{layer}.attn_v.weight": (N_HEAD_KV * head_dim, N_EMBD),
+            f"blk.{layer}.attn_output.weight": (N_EMBD, N_HEAD * head_dim),
+            f"blk.{layer}.ffn_gate.weight": (N_FF, N_EMBD),
+            f"blk.{layer}.ffn_up.weight": (N_FF, N_EMBD),
+            f"blk.{layer}.ffn_down.weight": (N_EMBD, N_FF),
+        }
+    return shapes
+
+
+def random_lora(targets: Sequence[str] = ("attn_q", "attn_v"), *, rank: int = 4, seed: int = 1, size: float = 1.0,
+                zero_b: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Random (A (r, n_in), B (n_out, r)) for the tiny model's `targets` in every layer; B = 0 with `zero_b`."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, (n_out, n_in) in tensor_shapes().items():
+        if name.split(".")[2] in targets:
+            a = (rng.standard_normal((rank, n_in)) / np.sqrt(n_in)).astype(np.float32)
+            b = size * rng.standard_normal((n_out, rank)) / np.sqrt(rank)
+            b = np.zeros((n_out, rank), np.float32) if zero_b else b.astype(np.float32)
+            weights[name] = (a, b)
+    return weights
+
+
+def write_tiny_gguf(path: Path, seed: int = 0, *, add: Mapping[str, np.ndarray] | None = None) -> Path:
+    """The tiny model; `add` adds arrays to its weights by tensor name (a LoRA merged into them)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -105,23 +138,46 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     def weight(rows: int, cols: int) -> np.ndarray:
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
 
-    writer.add_tensor("token_embd.weight", rng.standard_normal((n_vocab, N_EMBD)).astype(np.float32))
-    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    writer.add_tensor("output.weight", weight(n_vocab, N_EMBD) * 4)
+    def tensor(name: str, values: np.ndarray) -> None:
+        if add and name in add:
+            values = (values + add[name]).astype(np.float32)
+        writer.add_tensor(name, values)
+
+    shapes = tensor_shapes()
+    tensor("token_embd.weight", rng.standard_normal((n_vocab, N_EMBD)).astype(np.float32))
+    tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    tensor("output.weight", weight(n_vocab, N_EMBD) * 4)
     for layer in range(N_LAYER):
         prefix = f"blk.{layer}"
-        writer.add_tensor(f"{prefix}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-        writer.add_tensor(f"{prefix}.attn_q.weight", weight(N_HEAD * head_dim, N_EMBD))
-        writer.add_tensor(f"{prefix}.attn_k.weight", weight(N_HEAD_KV * head_dim, N_EMBD))
-        writer.add_tensor(f"{prefix}.attn_v.weight", weight(N_HEAD_KV * head_dim, N_EMBD))
-        writer.add_tensor(f"{prefix}.attn_output.weight", weight(N_EMBD, N_HEAD * head_dim))
-        writer.add_tensor(f"{prefix}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-        writer.add_tensor(f"{prefix}.ffn_gate.weight", weight(N_FF, N_EMBD))
-        writer.add_tensor(f"{prefix}.ffn_up.weight", weight(N_FF, N_EMBD))
-        writer.add_tensor(f"{prefix}.ffn_down.weight", weight(N_EMBD, N_FF))
+        tensor(f"{prefix}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            tensor(f"{prefix}.{part}.weight", weight(*shapes[f"{prefix}.{part}.weight"]))
+        tensor(f"{prefix}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        for part in ("ffn_gate", "ffn_up", "ffn_down"):
+            tensor(f"{prefix}.{part}.weight", weight(*shapes[f"{prefix}.{part}.weight"]))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_tiny_adapter(path: Path, targets: Sequence[str] = ("attn_q", "attn_v"), *, rank: int = 4, alpha: float = 8.0,
+                       seed: int = 1, size: float = 1.0, zero_b: bool = False, architecture: str = "llama",
+                       dtype: type = np.float32) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A random LoRA adapter for the tiny model in llama.cpp's GGUF format; returns (path, {name: (A, B)})."""
+    from workhorse.engine import write_adapter
+
+    weights = random_lora(targets, rank=rank, seed=seed, size=size, zero_b=zero_b)
+    return write_adapter(path, architecture, weights, alpha=alpha, dtype=dtype), weights
+
+
+def merged_delta(weights: Mapping[str, tuple[np.ndarray, np.ndarray]], *, alpha: float, scale: float = 1.0,
+                 dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """What the adapter adds to each weight: scale × alpha / r × B·A (A and B as stored, in `dtype`)."""
+    delta = {}
+    for name, (a, b) in weights.items():
+        a, b = a.astype(dtype).astype(np.float64), b.astype(dtype).astype(np.float64)
+        delta[name] = (scale * alpha / a.shape[0] * b @ a).astype(np.float32)
+    return delta

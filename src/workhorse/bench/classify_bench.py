@@ -93,11 +93,11 @@ def workhorse_side(task: str, data: Dataset, *, threads: int) -> tuple[SideResul
     from workhorse.bench.engine_bench import timed
     from workhorse.engine import EvalRequest
     from workhorse.tasks.classify import make_classifier
-    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    engine = open_task_engine(spec, directory, threads=threads)
     classifier = make_classifier(spec, directory, engine)
     texts = [ex.text for ex in data.examples]
     classifier.classify(texts[:8])  # warm the prefix cache and the weights

@@ -31,19 +31,19 @@ def eval_command(
     from workhorse.evals.datasets import load
     from workhorse.evals.metrics import classification_report, latency_summary
     from workhorse.pipeline import build_pipeline
-    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
     if mode is not None:
         spec = _in_mode(spec, mode)
     if spec.kind == "logs":
-        _eval_logs(spec, data, threads)
+        _eval_logs(spec, directory, data, threads)
         return
     if spec.kind not in ("classify", "extract", "convert"):
         raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract, convert or logs task")
     dataset = load(data, limit=limit)
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    engine = open_task_engine(spec, directory, threads=threads)
     pipeline = build_pipeline(spec, directory, engine, escalate=False)  # the small model alone; --escalate asks aside
     if spec.kind != "classify":
         report = _eval_structured(pipeline, dataset, latency_sample)
@@ -81,7 +81,7 @@ def eval_command(
         print_curves(report)
 
 
-def _eval_logs(spec, data: str, threads: int) -> None:
+def _eval_logs(spec, directory, data: str, threads: int) -> None:
     """DATA is `DIR:SYSTEM`: a Loghub-style directory (a path, or a folder of the datasets root such
     as loghub_2k) and one of its systems. Parsed from an empty cache; prints one JSON object."""
     from pathlib import Path
@@ -90,13 +90,13 @@ def _eval_logs(spec, data: str, threads: int) -> None:
     from workhorse.errors import WorkhorseError
     from workhorse.evals.datasets import datasets_root
     from workhorse.logparse.model import TemplateModel
-    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.engines import open_task_engine
 
     folder, _, system = data.rpartition(":")
     if not folder or not system:
         raise WorkhorseError(f"logs data must be DIR:SYSTEM, got {data!r}", "e.g. loghub_2k:HDFS or /path/to/logs:MySystem")
     root = Path(folder) if Path(folder).is_dir() else datasets_root() / folder
-    model = TemplateModel(open_engine(spec.model, engine_config(threads=threads, kinds=["logs"])))
+    model = TemplateModel(open_task_engine(spec, directory, threads=threads))
     report = bench_system(root, system, model, drain=False) | {"task": spec.name, "model": spec.model, "data": data}
     typer.echo(json.dumps(report, indent=2))
 

@@ -37,8 +37,8 @@ def train_head(data: str, task: str, *, model: str | None = None, prompt: str | 
     from workhorse.cli.progress import progress
     from workhorse.evals.datasets import load
     from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.fit import carried_adapter, task_for_data
     from workhorse.tasks.fit import fit as fit_head
-    from workhorse.tasks.fit import task_for_data
 
     if pooling not in (None, "last", "last+mean"):
         raise typer.BadParameter(f"{pooling!r}: use `last` or `last+mean`", param_hint="--pooling")
@@ -46,7 +46,7 @@ def train_head(data: str, task: str, *, model: str | None = None, prompt: str | 
     val = load(validation) if validation else None
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list, pooling=pooling)
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind], adapter=carried_adapter(spec)))
     total = len(dataset.examples) + (len(val.examples) if val is not None else 0)
     with progress(f"features ({spec.model})", total=total) as bar:
         result = fit_head(spec, dataset, engine, validation=val, progress=bar.advance)

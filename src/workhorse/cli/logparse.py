@@ -29,16 +29,16 @@ def parse(
     from rich.console import Console
 
     from workhorse.errors import WorkhorseError
-    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.logs import DETECT_SAMPLE, LogTask
     from workhorse.tasks.store import load_task
 
-    spec, _ = load_task(task)
+    spec, directory = load_task(task)
     if follow and source == "-":
         raise WorkhorseError("--follow needs a file", "pass the log file's path, or read stdin without --follow")
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
-    open_model = None if no_model else (lambda: open_engine(spec.model, engine_config(threads=threads, kinds=["logs"])))
+    open_model = None if no_model else (lambda: open_task_engine(spec, directory, threads=threads))
     log_task = LogTask(spec, log_format=log_format, open_model=open_model)
     stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
     lines = _lines(stream, follow)

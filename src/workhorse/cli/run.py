@@ -37,7 +37,7 @@ def run(
     from workhorse.errors import WorkhorseError
     from workhorse.paths import call_log_path
     from workhorse.pipeline import Answer, build_pipeline
-    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
@@ -47,7 +47,7 @@ def run(
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"input file not found: {source}", "check the path, or use - for stdin")
     done = _done_ids(out) if out else set()
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    engine = open_task_engine(spec, directory, threads=threads)
     log_path = (call_log or call_log_path()) if log else None
     calls = CallLog(log_path) if log_path else None
     pipeline = build_pipeline(spec, directory, engine, call_log=calls, escalate=escalate)

@@ -160,7 +160,7 @@ def calibrate(
     from workhorse.escalation.policy import threshold_for_rate
     from workhorse.evals.datasets import load
     from workhorse.pipeline import build_pipeline
-    from workhorse.tasks.engines import engine_config, open_engine
+    from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.spec import EscalationOptions
     from workhorse.tasks.store import load_task, save_revision
 
@@ -175,7 +175,7 @@ def calibrate(
     if upstream is None:
         raise TaskSpecError(f"task {spec.name} has no escalation upstream", "pass --base-url and --model")
     dataset = load(data, limit=limit)
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
+    engine = open_task_engine(spec, directory, threads=threads)
     pipeline = build_pipeline(spec, directory, engine, escalate=False)  # the small model's own confidence
     texts = [ex.text for ex in dataset.examples]
     confidences = [a.confidence or 0.0 for a in in_batches(pipeline.run, texts, batch=64, label=f"{spec.name} on {data}")]

@@ -1,5 +1,6 @@
-"""The llama.cpp runtime: models, batched evaluation, prefix snapshots, sampling, generation."""
+"""The llama.cpp runtime: models, LoRA adapters, batched evaluation, prefix snapshots, sampling, generation."""
 
+from workhorse.engine.adapter import Adapter, write_adapter
 from workhorse.engine.constraints import ChoiceConstraint, GrammarConstraint, JsonSchemaConstraint, RegexConstraint
 from workhorse.engine.engine import Engine, EngineConfig, EngineStats, EvalRequest, EvalResult
 from workhorse.engine.evaluator import Evaluator
@@ -10,6 +11,7 @@ from workhorse.engine.sampling import Sampler, SamplingParams, TokenConstraint
 from workhorse.engine.worker import EngineWorker
 
 __all__ = [
+    "Adapter",
     "ChoiceConstraint",
     "GrammarConstraint",
     "JsonSchemaConstraint",
@@ -30,4 +32,5 @@ __all__ = [
     "SamplingParams",
     "TokenConstraint",
     "generate",
+    "write_adapter",
 ]

@@ -14,10 +14,16 @@ between calls.
 
 Hidden states are read from the compute graph as it runs, and batches that ask for no logits
 skip the output projection (see `graph_capture.py`).
+
+A LoRA adapter (`EngineConfig.adapter`, see `adapter.py`) is loaded onto the model, once for all
+its engines, and applied by this engine's context to everything it evaluates: its prefix
+snapshots are computed under it. An engine's adapter never changes, so a model serving tasks
+with different adapters has one engine per adapter, all sharing the model's weights.
 """
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from workhorse.engine.adapter import Adapter
 from workhorse.engine.graph_capture import GraphCapture
 from workhorse.engine.model import LlamaModel, _llama
 from workhorse.engine.prefix_cache import PrefixCache, PrefixCacheStats, prefix_key
@@ -54,6 +61,7 @@ class EngineConfig:
     # Off by default: with a task prefix in the KV cache, plain attention is ~10 % faster than
     # llama.cpp's CPU flash attention, and its results do not depend on which cells hold a sequence.
     flash_attention: Literal["auto", "on", "off"] = "off"
+    adapter: Adapter | None = None  # a LoRA adapter applied to everything this engine evaluates
 
     def __post_init__(self) -> None:
         if self.n_slots < 1 or self.prefix_slots < 0:
@@ -171,11 +179,16 @@ class Engine:
         self._llama_cpp = _llama()
         self.stats = EngineStats()
         self._capture = GraphCapture(self._llama_cpp)
-        self._ctx = self._create_context()
-        self._memory = self._llama_cpp.llama_get_memory(self._ctx)
-        self.n_ctx: int = self._llama_cpp.llama_n_ctx(self._ctx)
-        # A token can belong to every request slot at once (the tokens branches share).
-        self._batch = self._llama_cpp.llama_batch_init(self.config.n_batch, 0, self.config.n_slots)
+        adapter = self.config.adapter
+        handle = model.adapter_handle(adapter) if adapter is not None else None
+        with model.setup_lock:
+            self._ctx = self._create_context()
+            self._memory = self._llama_cpp.llama_get_memory(self._ctx)
+            self.n_ctx: int = self._llama_cpp.llama_n_ctx(self._ctx)
+            # A token can belong to every request slot at once (the tokens branches share).
+            self._batch = self._llama_cpp.llama_batch_init(self.config.n_batch, 0, self.config.n_slots)
+            if adapter is not None:
+                self._apply_adapter(handle, adapter.scale)
         prefix_ids = range(self.config.n_slots, self.config.n_slots + self.config.prefix_slots)
         self._kv_bytes_per_token: float | None = None
         self._free_slots: list[int] = list(range(self.config.n_slots - 1, -1, -1))
@@ -211,6 +224,29 @@ class Engine:
                 "lower n_ctx or n_slots; the KV cache may not fit in memory",
             )
         return ctx
+
+    def _apply_adapter(self, handle, scale: float) -> None:
+        """Make `handle` this context's one adapter. The context sizes its compute graph again at
+        its next decode, reading the model's adapters: one token is decoded here, under the
+        model's setup lock, so that this does not happen while another thread loads an adapter."""
+        llama_cpp = self._llama_cpp
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+        scales = (ctypes.c_float * 1)(scale)
+        llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales)
+        batch = self._batch
+        batch.n_tokens = 1
+        batch.token[0], batch.pos[0], batch.logits[0] = max(self.model.bos, 0), 0, False
+        batch.n_seq_id[0], batch.seq_id[0][0] = 1, 0
+        self._capture.arm(hidden=False, logits=False, layers=())
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        self._capture.arm(hidden=False, logits=True, layers=())
+        self.seq_rm(0)
+        if status != 0:
+            raise DecodeError(f"llama_decode failed with status {status} after applying the LoRA adapter")
+
+    @property
+    def adapter(self) -> Adapter | None:
+        return self.config.adapter
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):

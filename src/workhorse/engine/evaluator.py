@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from workhorse.engine.adapter import Adapter
     from workhorse.engine.engine import EvalRequest, EvalResult
     from workhorse.engine.generation import GenerateRequest, GenerateResult
     from workhorse.engine.model import LlamaModel
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
 
 class Evaluator(Protocol):
     model: LlamaModel
+
+    @property
+    def adapter(self) -> Adapter | None: ...  # the LoRA adapter applied to everything evaluated
 
     def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]: ...
 

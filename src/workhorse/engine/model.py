@@ -6,19 +6,22 @@ thread-safe in llama.cpp, so any thread may call `tokenize`/`detokenize`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
+from workhorse.engine.adapter import Adapter
 from workhorse.errors import EngineError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 _backend_lock = threading.Lock()
 _backend_ready = False
+_captured = threading.local()  # llama.cpp's error lines, while a call on this thread wants them
 
 
 # llama.cpp's CPU backend synchronises its threads with OpenMP barriers at every graph node.
@@ -56,12 +59,27 @@ def _silence_llama_logs(llama_cpp) -> None:
     @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         if level == GGML_LOG_LEVEL_ERROR:
+            lines = getattr(_captured, "lines", None)
+            if lines is not None:
+                lines.append(text.decode("utf-8", errors="replace").strip())
+                return
             import sys
 
             sys.stderr.write(text.decode("utf-8", errors="replace"))
 
     _log_callback = callback  # keep a reference: llama.cpp holds the raw pointer
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def _llama_errors() -> Iterator[list[str]]:
+    """The error lines llama.cpp logs on this thread meanwhile (its only account of why a call
+    failed), kept for an exception instead of being printed."""
+    _captured.lines = lines = []
+    try:
+        yield lines
+    finally:
+        _captured.lines = None
 
 
 def _extra_buffer_types_safe(llama_cpp) -> bool:
@@ -84,7 +102,7 @@ def _extra_buffer_types_safe(llama_cpp) -> bool:
 
 
 class LlamaModel:
-    """Weights and vocabulary of one GGUF file."""
+    """Weights and vocabulary of one GGUF file, and the LoRA adapters loaded onto it."""
 
     def __init__(self, path: str | Path, *, use_mmap: bool = True, name: str | None = None) -> None:
         llama_cpp = _llama()
@@ -116,12 +134,18 @@ class LlamaModel:
         self.bos: int = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos: int = llama_cpp.llama_vocab_eos(self._vocab)
         self.add_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        # llama.cpp keeps the adapters loaded onto a model in a set on the model, which a context
+        # reads when it sizes its compute graph (at creation and after its adapters change) and
+        # an adapter's loading writes: contexts on several threads take this lock for both.
+        self.setup_lock = threading.RLock()
+        self._adapters: dict[str, ctypes.c_void_p] = {}  # sha256 → llama_adapter_lora *, freed with the model
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
         if getattr(self, "_ptr", None):
-            self._llama_cpp.llama_model_free(self._ptr)
+            self._llama_cpp.llama_model_free(self._ptr)  # and the adapters loaded onto it
             self._ptr = None
+            self._adapters.clear()
 
     def __del__(self) -> None:  # models are long-lived; this only matters in tests
         try:
@@ -132,6 +156,30 @@ class LlamaModel:
     @property
     def ptr(self):
         return self._ptr
+
+    # -- adapters -------------------------------------------------------------------------
+    def adapter_handle(self, adapter: Adapter):
+        """The `llama_adapter_lora *` of `adapter`, loaded onto these weights the first time (once
+        per file content; llama.cpp frees it with the model)."""
+        with self.setup_lock:
+            handle = self._adapters.get(adapter.sha256)
+            if handle is None:
+                handle = self._adapters[adapter.sha256] = self._load_adapter(adapter)
+        return handle
+
+    def _load_adapter(self, adapter: Adapter):
+        with _llama_errors() as errors:
+            handle = self._llama_cpp.llama_adapter_lora_init(self._ptr, str(adapter.path).encode())
+        if handle:
+            return handle
+        reasons = (line.split(": ", 1)[-1].removeprefix("failed to apply lora adapter: ") for line in errors)
+        reason = "; ".join(reasons) or "no reason given"
+        if "arch mismatch" in reason or "incorrect shape" in reason or "does not exist in base model" in reason:
+            hint = (f"the adapter was made for another base model: use one trained on {self.name} "
+                    f"({self.architecture}, {self.n_layer} layers, {self.n_embd} wide)")
+        else:
+            hint = "the file is not a LoRA adapter in llama.cpp's GGUF format (see workhorse.engine.adapter)"
+        raise EngineError(f"llama.cpp could not load the LoRA adapter {adapter.path} onto {self.name}: {reason}", hint)
 
     # -- metadata -------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:

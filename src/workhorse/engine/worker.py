@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from workhorse.engine.adapter import Adapter
 from workhorse.engine.cancel import current_scope
 from workhorse.engine.engine import Engine, EngineConfig, EvalRequest, EvalResult
 from workhorse.engine.generation import GenerateRequest, GenerateResult, GenerationBatch
@@ -54,16 +55,23 @@ _STOP = object()
 
 
 class EngineWorker:
-    """Loads a model and owns its engine on a dedicated thread."""
+    """Owns an engine on a dedicated thread. `model` is a GGUF path (loaded here) or a loaded
+    model, which several workers may share: a model's engines with different LoRA adapters
+    share its weights."""
 
-    def __init__(self, model_path: str | Path, config: EngineConfig | None = None, *, name: str | None = None) -> None:
-        self.model = LlamaModel(model_path, name=name)
+    def __init__(self, model: str | Path | LlamaModel, config: EngineConfig | None = None, *, name: str | None = None) -> None:
+        self.model = model if isinstance(model, LlamaModel) else LlamaModel(model, name=name)
         self.config = config or EngineConfig()
         self._queue: queue.Queue = queue.Queue()
         self._ready: Future = Future()
-        self._thread = threading.Thread(target=self._run, name=f"engine-{self.model.name}", daemon=True)
+        thread_name = f"engine-{self.model.name}" + (f"-{self.adapter.short_name}" if self.adapter else "")
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._thread.start()
         self._ready.result()  # re-raises a context creation failure in the caller
+
+    @property
+    def adapter(self) -> Adapter | None:
+        return self.config.adapter
 
     # -- public API (any thread) ------------------------------------------------------------
     def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from workhorse.engine.adapter import write_adapter
 from workhorse.errors import TaskError
 
-ADAPTER_FILE = "adapter.gguf"
 # Architectures whose name mapping and row order are checked against llama.cpp (tests/test_lora_export.py).
 SUPPORTED = frozenset({"llama", "gemma3", "qwen2"})
 PERMUTED_ROWS = frozenset({"llama"})
@@ -44,12 +44,7 @@ def export_adapter(lora_state: dict[str, np.ndarray], *, architecture: str, n_la
         module, side = match.groups()
         pairs.setdefault(module, {})[side] = np.asarray(value, dtype=np.float32)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    writer = gguf.GGUFWriter(str(temporary), architecture)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    weights = {}
     for module in sorted(pairs, key=_layer_order):
         a, b = pairs[module]["A"], pairs[module]["B"]
         base = names.get_name(f"model.{module}.weight", try_suffixes=(".weight",))
@@ -57,12 +52,10 @@ def export_adapter(lora_state: dict[str, np.ndarray], *, architecture: str, n_la
             raise TaskError(f"no llama.cpp tensor for {module} in a {architecture} model", "adapt only the linear layers of the blocks")
         if architecture in PERMUTED_ROWS and module.endswith(("q_proj", "k_proj")):
             b = _permute_rows(b, n_head if module.endswith("q_proj") else n_head_kv)
-        writer.add_tensor(f"{base}.lora_a", np.ascontiguousarray(a))
-        writer.add_tensor(f"{base}.lora_b", np.ascontiguousarray(b))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        weights[base] = (a, b)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    write_adapter(temporary, architecture, weights, alpha=alpha)
     temporary.replace(path)
     return path
 

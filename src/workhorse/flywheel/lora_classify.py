@@ -25,7 +25,6 @@ import numpy as np
 
 from workhorse.engine import LlamaModel
 from workhorse.evals.datasets import Dataset
-from workhorse.flywheel.adapter_gguf import ADAPTER_FILE
 from workhorse.flywheel.lora_loop import LoraOptions, StepProgress, export, padded, remove_checkpoint, run_key, train_steps
 from workhorse.flywheel.torch_model import LoraSettings, add_lora, load_model, pick_device, require_torch
 from workhorse.tasks.classify import HEAD_FILE
@@ -33,7 +32,7 @@ from workhorse.tasks.features import FeaturePrompt
 from workhorse.tasks.fit import FitResult
 from workhorse.tasks.head import LinearHead, TrainReport, fit_temperature, train_head
 from workhorse.tasks.spec import TaskSpec
-from workhorse.tasks.store import save_task, version_dir
+from workhorse.tasks.store import ADAPTER_FILE, save_task, version_dir
 
 __all__ = ["LoraOptions", "LoraReport", "StepProgress", "fit_lora"]
 

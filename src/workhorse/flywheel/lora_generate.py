@@ -22,12 +22,11 @@ from typing import Any
 from workhorse.engine import LlamaModel
 from workhorse.errors import TaskError
 from workhorse.evals.datasets import Dataset
-from workhorse.flywheel.adapter_gguf import ADAPTER_FILE
 from workhorse.flywheel.lora_loop import LoraOptions, StepProgress, export, padded, remove_checkpoint, run_key, train_steps
 from workhorse.flywheel.torch_model import LoraSettings, add_lora, load_model, pick_device, require_torch
 from workhorse.tasks.fit import FitResult
 from workhorse.tasks.spec import TaskSpec
-from workhorse.tasks.store import save_task, version_dir
+from workhorse.tasks.store import ADAPTER_FILE, save_task, version_dir
 from workhorse.tasks.structured import StructuredPrompt
 
 IGNORED = -100  # the label of a position the loss leaves out (the prompt's tokens)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from workhorse.engine import Engine, LlamaModel
+from workhorse.engine import LlamaModel
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset, load, load_file
 from workhorse.flywheel.gate import GateReport, Measured, MeasuredAnswers, decide, measure
@@ -27,8 +26,8 @@ from workhorse.flywheel.lora_classify import LoraOptions, LoraReport, fit_lora
 from workhorse.flywheel.lora_generate import GENERATED_KINDS, GenerateReport, fit_lora_generate
 from workhorse.flywheel.output import resolve as resolve_dataset
 from workhorse.models import resolve
-from workhorse.tasks.engines import engine_config, open_engine
-from workhorse.tasks.fit import FitResult, fit, task_for_data
+from workhorse.tasks.engines import TaskEngines, engine_config
+from workhorse.tasks.fit import FitResult, carried_adapter, fit, task_for_data
 from workhorse.tasks.spec import TaskSpec
 from workhorse.tasks.store import load_task, next_version, pin_active, promote, save_task, task_versions, write_durably
 
@@ -102,22 +101,25 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
     task, candidate, incumbent, incumbent_dir = _candidate(task, train, method)
     rows = len(train.examples)
     lora_report = None
-    if method == "lora":
-        options = replace(lora or LoraOptions(), threads=threads)
-        steps = _StepBar(phases, f"train {task} (LoRA)")
-        classify = candidate.kind == "classify"
-        fit_method = fit_lora if classify else fit_lora_generate
-        try:
-            with _phase(phases, f"{'embed' if classify else 'prepare'} {task} training rows", rows) as bar:
-                fitted, lora_report = fit_method(candidate, train, LlamaModel(resolve(candidate.model).path, name=candidate.model),
-                                                 options=options, progress=bar.advance, steps=steps)
-        finally:
-            steps.close()
-    else:
-        with _phase(phases, f"embed {task} training rows", rows) as bar, _engine(candidate, None, threads) as engine:
-            fitted = fit(candidate, train, engine, progress=bar.advance, activate=False)
-    measured = _measure(fitted.spec, fitted.directory, holdout, threads, phases, "candidate")
-    baseline = _measure(incumbent, incumbent_dir, holdout, threads, phases, "active version") if incumbent else None
+    # Each side runs on its own model and adapter; when they are the same, on the same engine.
+    with TaskEngines(engine_config(threads=threads, kinds=[candidate.kind])) as engines:
+        if method == "lora":
+            options = replace(lora or LoraOptions(), threads=threads)
+            steps = _StepBar(phases, f"train {task} (LoRA)")
+            classify = candidate.kind == "classify"
+            fit_method = fit_lora if classify else fit_lora_generate
+            try:
+                with _phase(phases, f"{'embed' if classify else 'prepare'} {task} training rows", rows) as bar:
+                    fitted, lora_report = fit_method(candidate, train, LlamaModel(resolve(candidate.model).path, name=candidate.model),
+                                                     options=options, progress=bar.advance, steps=steps)
+            finally:
+                steps.close()
+        else:
+            with _phase(phases, f"embed {task} training rows", rows) as bar:
+                fitted = fit(candidate, train, engines.get(candidate.model, carried_adapter(candidate)), progress=bar.advance,
+                             activate=False)
+        measured = _measure(engines, fitted.spec, fitted.directory, holdout, phases, "candidate")
+        baseline = _measure(engines, incumbent, incumbent_dir, holdout, phases, "active version") if incumbent else None
     gate = decide(measured, baseline, rows=len(holdout.examples), margin=margin, max_latency_ratio=max_latency_ratio)
     write_durably(fitted.directory / GATE_FILE, json.dumps(gate.as_dict(), indent=2).encode())
     if gate.passed:
@@ -162,19 +164,10 @@ def _candidate(task: str, train: Dataset, method: str) -> tuple[str, TaskSpec, T
     return task, task_for_data(task, train, model=None, prompt=None, layers=None), incumbent, incumbent_dir
 
 
-def _measure(spec: TaskSpec, directory: Path | None, holdout: Dataset, threads: int, phases: Phases | None,
+def _measure(engines: TaskEngines, spec: TaskSpec, directory: Path | None, holdout: Dataset, phases: Phases | None,
              side: str) -> Measured | MeasuredAnswers:
-    with _phase(phases, f"gate: {side} v{spec.version}", len(holdout.examples)) as bar, _engine(spec, directory, threads) as engine:
-        return measure(spec, directory, engine, holdout, bar.advance)
-
-
-@contextmanager
-def _engine(spec: TaskSpec, directory: Path | None, threads: int) -> Iterator[Engine]:
-    engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind]))
-    try:
-        yield engine
-    finally:
-        engine.close()
+    with _phase(phases, f"gate: {side} v{spec.version}", len(holdout.examples)) as bar:
+        return measure(spec, directory, engines.for_task(spec, directory), holdout, bar.advance)
 
 
 class _NoBar:

@@ -1,5 +1,11 @@
 """What a running server holds: one engine thread per model, the tasks served on them, and the
-admission count that turns a full queue into 429."""
+admission count that turns a full queue into 429.
+
+A task version with a LoRA adapter runs on an engine of its own for its (model, adapter): a
+second llama.cpp context on the same loaded weights, opened when the first task needs it and
+closed when the last task using it is gone. Contexts are not switched between adapters: a switch
+would discard the prefix snapshots computed under the other adapter (docs/engine.md, "LoRA
+adapters"). All engines of a model share its queue limit: they share its cores."""
 
 from __future__ import annotations
 
@@ -7,21 +13,22 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from workhorse.calllog import CallLog, Retention
-from workhorse.engine import EngineWorker, JsonSchemaConstraint
+from workhorse.engine import Adapter, EngineWorker, JsonSchemaConstraint
 from workhorse.errors import TaskError, TaskNotFoundError, UnknownModelError, WorkhorseError
 from workhorse.pipeline import Pipeline, build_pipeline
 from workhorse.serve.batching import TaskBatcher
 from workhorse.serve.errors import ApiError
 from workhorse.serve.metrics import EngineReading, Metrics
 from workhorse.serve.settings import ServeSettings
-from workhorse.tasks.engines import engine_config
+from workhorse.tasks.engines import adapter_of, engine_config
 from workhorse.tasks.spec import TaskSpec
 
 log = logging.getLogger("workhorse.serve")
@@ -34,11 +41,70 @@ RETIRE_IDLE_S = 30.0
 
 
 @dataclass
+class _AdaptedEngine:
+    worker: EngineWorker
+    users: int = 0
+
+
+@dataclass
 class ServedModel:
     name: str
-    worker: EngineWorker
+    worker: EngineWorker  # the model as it is: the OpenAI routes, and the tasks without an adapter
     limit: int
     in_flight: int = 0
+    adapted: dict[Adapter, _AdaptedEngine] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def engine_for(self, adapter: Adapter | None) -> EngineWorker:
+        """The engine for a task with `adapter` (the model's own for none). An adapter's engine
+        shares the model's weights; it opens on first use and stays while a task holds it (see
+        `release`). EngineError, with its fix, for an adapter that does not fit the model."""
+        if adapter is None:
+            return self.worker
+        with self._lock:
+            entry = self.adapted.get(adapter)
+            if entry is not None:
+                entry.users += 1
+                return entry.worker
+        # Opened outside the lock (it takes a while), which metrics readings and releases also take.
+        worker = EngineWorker(self.worker.model, replace(self.worker.config, adapter=adapter))
+        with self._lock:
+            entry = self.adapted.get(adapter)
+            spare = worker if entry is not None else None  # another task opened one meanwhile
+            if entry is None:
+                entry = self.adapted[adapter] = _AdaptedEngine(worker)
+            entry.users += 1
+        if spare is not None:
+            spare.close()
+        else:
+            log.info("%s: opened an engine for the LoRA adapter %s", self.name, adapter.path)
+        return entry.worker
+
+    def release(self, adapter: Adapter | None) -> None:
+        """A task no longer uses the engine for `adapter`; the last one to leave closes it."""
+        if adapter is None:
+            return
+        with self._lock:
+            entry = self.adapted[adapter]
+            entry.users -= 1
+            if entry.users:
+                return
+            del self.adapted[adapter]
+        entry.worker.close()
+        log.info("%s: closed the engine for the LoRA adapter %s", self.name, adapter.path)
+
+    def engines(self) -> list[tuple[str, EngineWorker]]:
+        """Every open engine of the model, with the name metrics report it under."""
+        with self._lock:
+            adapted = [(f"{self.name}+{adapter.short_name}", entry.worker) for adapter, entry in self.adapted.items()]
+        return [(self.name, self.worker), *adapted]
+
+    def close(self) -> None:
+        with self._lock:
+            adapted, self.adapted = list(self.adapted.values()), {}
+        for entry in adapted:
+            entry.worker.close()
+        self.worker.close()
 
     def check_room(self, metrics: Metrics) -> None:
         """429 when the queue is full (streams check before their 200 goes out)."""
@@ -102,8 +168,9 @@ class Admission:
 
 @dataclass
 class ServedTask:
-    """A task on its model: its pipeline behind a micro-batcher, or why it cannot answer (a
-    head-mode task without a head), said to every request with its fix."""
+    """A task on its model: its pipeline behind a micro-batcher, on the engine for its model and
+    adapter, or why it cannot answer (a head-mode task without a head, an adapter that does not
+    fit the model), said to every request with its fix."""
 
     spec: TaskSpec
     directory: Path | None
@@ -111,19 +178,27 @@ class ServedTask:
     pipeline: Pipeline | None = None
     batcher: TaskBatcher | None = None
     problem: WorkhorseError | None = None
+    engine: EngineWorker | None = None  # held from `model` until the task closes
 
     @classmethod
     def build(cls, spec: TaskSpec, directory: Path | None, model: ServedModel, settings: ServeSettings,
               metrics: Metrics, call_log: CallLog | None) -> ServedTask:
         try:
-            pipeline = build_pipeline(spec, directory, model.worker, call_log=call_log)
+            adapter = adapter_of(directory)
+            engine = model.engine_for(adapter)
         except WorkhorseError as error:
+            log.warning("task %s is not ready: %s", spec.name, error)
+            return cls(spec, directory, model, problem=error)
+        try:
+            pipeline = build_pipeline(spec, directory, engine, call_log=call_log)
+        except WorkhorseError as error:
+            model.release(adapter)
             log.warning("task %s is not ready: %s", spec.name, error)
             return cls(spec, directory, model, problem=error)
         batcher = TaskBatcher(pipeline.run, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch_items,
                               max_pending=settings.queue_limit * settings.max_batch_items,
                               on_batch=metrics.batch_size.labels(spec.name).observe)
-        return cls(spec, directory, model, pipeline, batcher)
+        return cls(spec, directory, model, pipeline, batcher, engine=engine)
 
     def ready(self) -> tuple[Pipeline, TaskBatcher]:
         if self.problem is not None:
@@ -143,10 +218,14 @@ class ServedTask:
             await self.batcher.close()
         if self.pipeline is not None:
             self.pipeline.close()
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await asyncio.to_thread(self.model.release, engine.adapter)  # closing an engine joins its thread
 
-    async def retire(self, idle_s: float = RETIRE_IDLE_S) -> None:
-        """Close once no item has waited or run for `idle_s`: a request that took this task just
-        before it was replaced still finishes on it."""
+    async def retire(self, idle_s: float | None = None) -> None:
+        """Close once no item has waited or run for `idle_s` (default `RETIRE_IDLE_S`): a request
+        that took this task just before it was replaced still finishes on it."""
+        idle_s = RETIRE_IDLE_S if idle_s is None else idle_s
         quiet_since = asyncio.get_running_loop().time()
         while self.batcher is not None and asyncio.get_running_loop().time() - quiet_since < idle_s:
             await asyncio.sleep(0.05)
@@ -171,12 +250,13 @@ class ServerState:
             return engine.prefix_stats().hit_rate, engine.stats.tokens_evaluated, engine.stats.decode_seconds
 
         readings = []
-        for name, model in self.models.items():
-            try:
-                hit_rate, tokens, seconds = model.worker.call(read, timeout=METRICS_WAIT_S)
-            except WorkhorseError:  # busy with a long batch, or closed during shutdown: not reported this time
-                continue
-            readings.append(EngineReading(name, hit_rate, tokens, seconds))
+        for model in self.models.values():
+            for name, worker in model.engines():
+                try:
+                    hit_rate, tokens, seconds = worker.call(read, timeout=METRICS_WAIT_S)
+                except WorkhorseError:  # busy with a long batch, or closed during shutdown: not reported this time
+                    continue
+                readings.append(EngineReading(name, hit_rate, tokens, seconds))
         return readings
 
     def load(self) -> None:
@@ -246,8 +326,10 @@ class ServerState:
     async def reload_changed_tasks(self) -> list[str]:
         """Swap in the active version of every served store task whose version changed (a
         promotion, a rollback, a new `fit`); returns their names. The new version is built and
-        warmed before it takes requests; the old one finishes what it has, then closes. A version
-        that cannot answer (on a model not loaded, without its trained parts) is not swapped in."""
+        warmed before it takes requests, on the engine for its model and LoRA adapter; the old one
+        finishes what it has, then closes (and the engine for its adapter, when no other task uses
+        it). A version that cannot answer (on a model not loaded, without its trained parts, with an
+        adapter that does not fit the model) is not swapped in."""
         from workhorse.tasks.store import load_task, tasks_dir
 
         store = tasks_dir().resolve()
@@ -294,7 +376,7 @@ class ServerState:
         for task in self.tasks.values():
             await task.close()
         for model in self.models.values():
-            model.worker.close()
+            model.close()  # with the engines of replaced versions that had not retired yet
         if self.call_log is not None:
             self.call_log.close()
 

@@ -24,6 +24,7 @@ def _describe(task: ServedTask) -> dict[str, Any]:
         "kind": spec.kind,
         "version": spec.version,
         "model": task.model.name,
+        "adapter": task.engine.adapter.short_name if task.engine is not None and task.engine.adapter else None,
         "description": spec.description,
         "labels": spec.label_names,
         "schema": spec.schema_,

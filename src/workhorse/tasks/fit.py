@@ -6,15 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from workhorse.engine import Evaluator
+from workhorse.engine import Adapter, Evaluator
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset
 from workhorse.tasks.classify import HEAD_FILE
+from workhorse.tasks.engines import adapter_of, check_adapter
 from workhorse.tasks.features import FeatureExtractor
 from workhorse.tasks.head import TrainReport, train_head
 from workhorse.tasks.oos import OOS_FILE, calibrate
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
-from workhorse.tasks.store import load_task, make_active, next_version, save_task, version_dir
+from workhorse.tasks.store import ADAPTER_FILE, copy_durably, load_task, make_active, next_version, save_task, version_dir
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ def task_for_data(
     )
 
 
+def carried_adapter(spec: TaskSpec) -> Adapter | None:
+    """The LoRA adapter the next version `spec` of a task keeps: the active version's, when both
+    run on the same model (a head is refitted on the model as the task has tuned it)."""
+    try:
+        previous, directory = load_task(spec.name)
+    except TaskNotFoundError:
+        return None
+    return adapter_of(directory) if previous.model == spec.model else None
+
+
 def fit(
     spec: TaskSpec,
     data: Dataset,
@@ -70,9 +81,10 @@ def fit(
     progress: Callable[[int], None] | None = None,
     activate: bool = True,
 ) -> FitResult:
-    """Train the head; with validation data that has an out-of-scope label, also choose the
-    confidence below which the task abstains. `activate=False` leaves the new version unused until
-    it is promoted (a candidate that must pass a gate)."""
+    """Train the head on `evaluator`'s features; with validation data that has an out-of-scope
+    label, also choose the confidence below which the task abstains. The version carries the
+    evaluator's LoRA adapter, if it applies one: the head belongs to its features. `activate=False`
+    leaves the new version unused until it is promoted (a candidate that must pass a gate)."""
     rows = [ex for ex in data.examples if ex.label is not None]
     options = spec.classify
     extractor = FeatureExtractor(evaluator, options.feature_prompt, options.layers, options.features_pooling)
@@ -90,6 +102,10 @@ def fit(
         out_of_scope = OutOfScope(label=oos, detector=detector, threshold=calibration.threshold)
         spec = spec.model_copy(update={"classify": options.model_copy(update={"out_of_scope": out_of_scope})})
     head.save(directory / HEAD_FILE)
+    adapter = evaluator.adapter
+    if adapter is not None and adapter.path.resolve() != (directory / ADAPTER_FILE).resolve():
+        copy_durably(adapter.path, directory / ADAPTER_FILE)
+    check_adapter(spec, directory, evaluator)  # an adapter already there must be the one the features came from
     saved = save_task(spec)
     if activate:
         make_active(spec.name, spec.version, reason="fit")

@@ -17,6 +17,7 @@ from workhorse.engine import Evaluator
 from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.classify import ClassifyTask
 from workhorse.tasks.embed import EmbedTask
+from workhorse.tasks.engines import check_adapter
 from workhorse.tasks.logs import LogsTask
 from workhorse.tasks.spec import TaskKind, TaskSpec
 from workhorse.tasks.structured import StructuredTask
@@ -38,5 +39,7 @@ KINDS: dict[TaskKind, Callable[[TaskSpec, Path | None, Evaluator], LocalTask]] =
 
 
 def open_local_task(spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> LocalTask:
-    """The task's kind, ready to answer on `evaluator` (a head-mode task without a head fails here, with its fix)."""
+    """The task's kind, ready to answer on `evaluator` (a head-mode task without a head, or an
+    engine without the version's LoRA adapter, fails here, with its fix)."""
+    check_adapter(spec, directory, evaluator)
     return KINDS[spec.kind](spec, directory, evaluator)

@@ -1,7 +1,8 @@
 """Reading task files (with errors that point at the line) and the task store.
 
 Tasks live under `$WORKHORSE_HOME/tasks/<name>/v<version>/`: `task.yaml` and any trained parts
-(`head.npz`). The shipped examples in `workhorse/tasks/examples/` are found by name too.
+(`head.npz`, `oos.npz`, and `adapter.gguf`: a LoRA adapter the version's model runs with). The
+shipped examples in `workhorse/tasks/examples/` are found by name too.
 
 Which version answers is the task's active version: the one named in `<name>/active` once a
 version has been promoted (a trained candidate that failed its gate stays a version, unused), else
@@ -27,6 +28,7 @@ from workhorse.paths import workhorse_home
 from workhorse.tasks.spec import TaskSpec
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
+ADAPTER_FILE = "adapter.gguf"  # see tasks.engines.adapter_of
 
 
 def tasks_dir() -> Path:
@@ -187,11 +189,11 @@ def next_version(name: str) -> int:
 
 def save_revision(spec: TaskSpec, trained_from: Path) -> Path:
     """Save `spec` as the next version of its task, carrying over the trained parts (heads,
-    detectors) of the version in `trained_from`. Returns the new version's directory."""
+    detectors, the LoRA adapter) of the version in `trained_from`. Returns the new version's directory."""
     revised = spec.model_copy(update={"version": next_version(spec.name)})
     directory = version_dir(revised)
     if trained_from.resolve() != EXAMPLES_DIR.resolve():
-        for part in trained_from.glob("*.npz"):
+        for part in [*trained_from.glob("*.npz"), *trained_from.glob(ADAPTER_FILE)]:
             copy_durably(part, directory / part.name)  # on disk before the task.yaml that names the version
     saved = save_task(revised)
     make_active(revised.name, revised.version, reason="revised")
