@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,6 +109,25 @@ def measure(spec: TaskSpec, directory: Path | None, evaluator: Evaluator, holdou
     finally:
         pipeline.close()
     return score(spec, holdout, answers, statistics.median(timings))
+
+
+def paired_latencies(sides: Sequence[tuple[TaskSpec, Path | None, Evaluator]], holdout: Dataset) -> list[float]:
+    """The median latency of one item for each side, the sides timed in turn item by item: a shared
+    machine's load changes over minutes, and timing each side in its own stretch let that change
+    decide the latency guard (a candidate measured while other work ran failed at 1.5× the
+    incumbent's median for nothing of its own)."""
+    pipelines = [build_pipeline(spec, directory, evaluator, escalate=False) for spec, directory, evaluator in sides]
+    timings: list[list[float]] = [[] for _ in sides]
+    try:
+        for text in [ex.text for ex in holdout.examples[:LATENCY_SAMPLE]]:
+            for pipeline, times in zip(pipelines, timings, strict=True):
+                started = time.perf_counter()
+                pipeline.run([text])
+                times.append(1000 * (time.perf_counter() - started))
+    finally:
+        for pipeline in pipelines:
+            pipeline.close()
+    return [statistics.median(times) for times in timings]
 
 
 def _classified(spec: TaskSpec, holdout: Dataset, answers: list[Answer], p50_ms: float) -> Measured:

@@ -21,7 +21,7 @@ from typing import Protocol
 from workhorse.engine import LlamaModel
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset, load, load_file
-from workhorse.flywheel.gate import GateReport, Measured, MeasuredAnswers, decide, measure
+from workhorse.flywheel.gate import GateReport, Measured, MeasuredAnswers, decide, measure, paired_latencies
 from workhorse.flywheel.lora_classify import LoraOptions, LoraReport, fit_lora
 from workhorse.flywheel.lora_generate import GENERATED_KINDS, GenerateReport, fit_lora_generate
 from workhorse.flywheel.output import resolve as resolve_dataset
@@ -119,7 +119,14 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
                 fitted = fit(candidate, train, engines.get(candidate.model, carried_adapter(candidate)), progress=bar.advance,
                              activate=False)
         measured = _measure(engines, fitted.spec, fitted.directory, holdout, phases, "candidate")
-        baseline = _measure(engines, incumbent, incumbent_dir, holdout, phases, "active version") if incumbent else None
+        baseline = None
+        if incumbent is not None:
+            baseline = _measure(engines, incumbent, incumbent_dir, holdout, phases, "active version")
+            candidate_ms, incumbent_ms = paired_latencies([
+                (fitted.spec, fitted.directory, engines.for_task(fitted.spec, fitted.directory)),
+                (incumbent, incumbent_dir, engines.for_task(incumbent, incumbent_dir)),
+            ], holdout)
+            measured, baseline = replace(measured, p50_ms=candidate_ms), replace(baseline, p50_ms=incumbent_ms)
     gate = decide(measured, baseline, rows=len(holdout.examples), margin=margin, max_latency_ratio=max_latency_ratio)
     write_durably(fitted.directory / GATE_FILE, json.dumps(gate.as_dict(), indent=2).encode())
     if gate.passed:
