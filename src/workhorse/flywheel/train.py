@@ -50,11 +50,11 @@ def training_data(data: str, holdout: str | None) -> tuple[Dataset, Dataset]:
 
 
 def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str = "head", margin: float = 0.005,
-                   max_latency_ratio: float = 1.2, threads: int = 2,
+                   max_latency_ratio: float = 1.2, threads: int = 2, model: str | None = None,
                    progress: Callable[[int], None] | None = None) -> TrainOutcome:
     """Train a candidate version of `task`, measure it and the incumbent on `holdout`, promote it if
-    it passes. `progress` hears of the training items embedded, then of the held-out items answered
-    by each side."""
+    it passes. `model`: the candidate's model (default: the task's, or gemma3-270m for a new task).
+    `progress` hears of the training items embedded, then of the held-out items answered by each side."""
     if method not in METHODS:
         raise TaskError(f"training method {method!r} is not available", f"use one of: {', '.join(METHODS)}")
     try:
@@ -63,7 +63,7 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
         incumbent, incumbent_dir = None, None
     if task_versions(task):
         pin_active(task)  # the candidate must not answer by being the latest version
-    candidate = task_for_data(task, train, model=None, prompt=None, layers=None)
+    candidate = task_for_data(task, train, model=model, prompt=None, layers=None)
     engines = {candidate.model: open_engine(candidate.model, engine_config(threads=threads, kinds=["classify"]))}
     try:
         fitted = fit(candidate, train, engines[candidate.model], progress=progress, activate=False)
