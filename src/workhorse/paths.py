@@ -34,3 +34,10 @@ def heads_cache_dir() -> Path:
     path = workhorse_home() / "heads"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def checkpoints_dir() -> Path:
+    """Checkpoints of training runs in progress, so that an interrupted run resumes."""
+    path = workhorse_home() / "checkpoints"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -34,15 +34,18 @@ class Progress:
         self._next_share = PLAIN_STEP
         self._last_line = self._started
         self._live = None
+        self.detail = ""  # a figure the job reports as it goes (a training loss), shown after the rate
         if stream.isatty():
             self._live = _live_bar(stream, unit)
             self._live.start()
-            self._bar = self._live.add_task(label, total=total)
+            self._bar = self._live.add_task(label, total=total, detail="")
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, *, detail: str | None = None) -> None:
         self.done += n
+        if detail is not None:
+            self.detail = detail
         if self._live is not None:
-            self._live.advance(self._bar, n)
+            self._live.update(self._bar, advance=n, detail=self.detail)
             return
         now = time.monotonic()
         share = self.done / self.total if self.total else None
@@ -69,6 +72,8 @@ class Progress:
             text = f"{self.label}: {self.done:,}/{self.total:,} ({100 * self.done / self.total:.0f} %), {rate:,.1f} {self.unit}/s{eta}"
         else:
             text = f"{self.label}: {self.done:,} {self.unit}, {rate:,.1f} {self.unit}/s"
+        if self.detail:
+            text += f", {self.detail}"
         print(text, file=self._stream, flush=True)
 
 
@@ -109,4 +114,4 @@ def _live_bar(stream: TextIO, unit: str):
             return Text(f"{speed:,.1f} {unit}/s" if speed else f"– {unit}/s")
 
     return RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
-                        console=Console(file=stream), transient=True)
+                        TextColumn("{task.fields[detail]}"), console=Console(file=stream), transient=True)

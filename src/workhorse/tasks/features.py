@@ -14,9 +14,28 @@ from typing import Literal
 
 import numpy as np
 
-from workhorse.engine import EvalRequest, EvalResult, Evaluator
+from workhorse.engine import EvalRequest, EvalResult, Evaluator, LlamaModel
 
 MAX_ITEM_TOKENS = 384
+
+
+class FeaturePrompt:
+    """The tokens of one item inside the feature prompt: the prompt's fixed head (a cacheable
+    prefix), the item's own tokens (at most MAX_ITEM_TOKENS), the prompt's tail. The one home of
+    these tokens, so that training (which runs the model elsewhere) sees what the engine sees."""
+
+    def __init__(self, model: LlamaModel, prompt: str) -> None:
+        self.model = model
+        before, after = prompt.split("{text}")
+        self.prefix = model.tokenize(before)
+        self._suffix = model.tokenize(after, add_special=False) if after else []
+
+    def tokens(self, text: str) -> list[int]:
+        item = self.model.tokenize(text, add_special=False)[:MAX_ITEM_TOKENS]
+        tokens = self.prefix + item + self._suffix
+        if len(tokens) == len(self.prefix):  # an empty item still needs one token to read
+            tokens = tokens + self.model.tokenize(" ", add_special=False)
+        return tokens
 
 
 class FeatureExtractor:
@@ -26,19 +45,13 @@ class FeatureExtractor:
         self.evaluator = evaluator
         self.layers = tuple(layers)
         self.with_mean = pooling == "last+mean"
-        model = evaluator.model
-        before, after = prompt.split("{text}")
-        self._prefix = model.tokenize(before)
-        self._suffix = model.tokenize(after, add_special=False) if after else []
-        self.dim = model.n_embd * (1 + self.with_mean + len(self.layers))
+        self.prompt = FeaturePrompt(evaluator.model, prompt)
+        self.dim = evaluator.model.n_embd * (1 + self.with_mean + len(self.layers))
 
     def request(self, text: str) -> EvalRequest:
-        item = self.evaluator.model.tokenize(text, add_special=False)[:MAX_ITEM_TOKENS]
-        tokens = self._prefix + item + self._suffix
-        if len(tokens) == len(self._prefix):  # an empty item still needs one token to read
-            tokens = tokens + self.evaluator.model.tokenize(" ", add_special=False)
         pooling = "mean" if self.with_mean else "none"  # the mean covers the item and the prompt's tail
-        return EvalRequest(tokens, prefix_len=len(self._prefix), hidden_at=[-1], pooling=pooling, layers=self.layers)
+        return EvalRequest(self.prompt.tokens(text), prefix_len=len(self.prompt.prefix), hidden_at=[-1], pooling=pooling,
+                           layers=self.layers)
 
     def extract(
         self,

@@ -81,7 +81,7 @@ def train_head(features: np.ndarray, labels: Sequence[str], *, seed: int = 0) ->
             best = (accuracy, c, head)
     assert best is not None
     accuracy, c, held_out_model = best
-    temperature = _fit_temperature(held_out_model.logits(features[hold]), y[hold])
+    temperature = fit_temperature(held_out_model.logits(features[hold]), y[hold])
     final = _fit(features, y, np.arange(len(y)), classes, c, mean, scale)
     final.temperature = temperature
     return final, TrainReport(len(y), len(classes), c, accuracy, temperature)
@@ -109,7 +109,7 @@ def train_head_cross_validated(features: np.ndarray, labels: Sequence[str], *, m
     for fold in range(folds.max() + 1):
         held = folds == fold
         out_of_fold[held] = _fit_discriminant(features, y, np.flatnonzero(~held), classes, mean, scale).logits(features[held])
-    final.temperature = _fit_temperature(out_of_fold, y)
+    final.temperature = fit_temperature(out_of_fold, y)
     accuracy = float((out_of_fold.argmax(axis=1) == y).mean())
     return final, TrainReport(len(y), len(classes), 0.0, accuracy, final.temperature)
 
@@ -189,7 +189,7 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     write_durably(path, buffer.getvalue())
 
 
-def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature minimising held-out negative log-likelihood (a 1-D grid search)."""
     best_t, best_nll = 1.0, np.inf
     # Up to 256: a discriminant fitted on a few examples per label has logits in the hundreds.
