@@ -40,9 +40,9 @@ from workhorse.escalation.policy import threshold_for_rate
 from workhorse.escalation.upstream import UpstreamClient
 from workhorse.evals.datasets import Dataset, Example, load, load_file
 from workhorse.flywheel.candidates import Selection
-from workhorse.flywheel.dataset import BuildOptions, build_dataset
+from workhorse.flywheel.dataset import BuildOptions, Built, build_dataset
 from workhorse.flywheel.split import SplitPercents, normalise
-from workhorse.flywheel.train import train_and_gate
+from workhorse.flywheel.train import Phases, TrainOutcome, train_and_gate
 from workhorse.pipeline import Answer, build_pipeline
 from workhorse.tasks.engines import engine_config, open_engine
 from workhorse.tasks.spec import EscalationOptions, TaskSpec, UpstreamOptions
@@ -119,16 +119,17 @@ def plan(train: Dataset, test: Dataset, *, seed_per_label: int, validation_per_l
 
 
 class _Quiet:
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, *, detail: str | None = None) -> None:
         pass
 
 
 @contextmanager
-def quiet(label: str, total: int | None = None) -> Iterator[_Quiet]:
+def quiet(label: str, total: int | None = None, *, unit: str = "items") -> Iterator[_Quiet]:
     yield _Quiet()
 
 
-Progress = Callable[[str, int], AbstractContextManager[Any]]  # (label, total) → an object with advance(n)
+# A phase's progress, as `workhorse.cli.progress.progress` reports it: (label, total, unit=…) → a bar with advance(n)
+Progress = Phases
 
 
 def run(config: FlywheelConfig, *, progress: Progress = quiet, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -144,6 +145,10 @@ def run(config: FlywheelConfig, *, progress: Progress = quiet, log: Callable[[st
     chosen = plan(train_split, test_split, seed_per_label=config.seed_per_label,
                   validation_per_label=config.validation_per_label, rounds=config.rounds,
                   traffic_per_round=config.traffic_per_round, seed=config.seed)
+    if not all(chosen.traffic):
+        raise WorkhorseError(f"{chosen.pool} rows are left for traffic after the seed and the validation rows: not enough for "
+                             f"{config.rounds} rounds" + (f" of {config.traffic_per_round}" if config.traffic_per_round else ""),
+                             "lower --rounds, --traffic-per-round, --seed-per-label or --validation-per-label")
     language = train_split.language
     seed_rows = Dataset("seed", "train", chosen.seed, chosen.labels, "classify", language)
     validation = Dataset("validation", "train", chosen.validation, chosen.labels, "classify", language)
@@ -156,8 +161,8 @@ def run(config: FlywheelConfig, *, progress: Progress = quiet, log: Callable[[st
         if config.upstream is None:
             teacher: GoldTeacher | None = stack.enter_context(GoldTeacher(gold, task=config.task))
             upstream_options = teacher.upstream_options()
-            prices = config.prices or PriceTable()
-            prices.per_million[TEACHER_MODEL] = DEFAULT_PRICES[config.teacher_priced_as]
+            listed = config.prices or PriceTable()
+            prices = PriceTable({**listed.per_million, TEACHER_MODEL: DEFAULT_PRICES[config.teacher_priced_as]}, listed.cpu_second)
             teacher_name = PERFECT_TEACHER
         else:
             teacher, upstream_options, prices = None, config.upstream, config.prices or PriceTable()
@@ -223,17 +228,18 @@ class _Loop:
         self._phase_s: dict[str, float] = {}
 
     # -- the steps -----------------------------------------------------------------------------
-    def train(self, number: int, rows: Dataset, *, task: str | None = None, label: str | None = None):  # -> TrainOutcome
+    def train(self, number: int, rows: Dataset, *, task: str | None = None, label: str | None = None) -> TrainOutcome:
         config = self.config
         task = task or config.task
         label = label or f"round {number}"
-        incumbent = 0 if number == 0 else len(self.validation.examples)
         started = time.perf_counter()
-        with self.progress(f"{label}: train {config.method} on {len(rows.examples)} rows",
-                           len(rows.examples) + len(self.validation.examples) + incumbent) as bar:
-            outcome = train_and_gate(task, rows, self.validation, method=config.method, margin=config.margin,
-                                     max_latency_ratio=config.max_latency_ratio, threads=config.threads,
-                                     model=config.model, progress=bar.advance)
+
+        def phases(phase: str, total: int | None = None, *, unit: str = "items") -> AbstractContextManager[Any]:
+            return self.progress(f"{label}: {phase}", total, unit=unit)
+
+        outcome = train_and_gate(task, rows, self.validation, method=config.method, margin=config.margin,
+                                 max_latency_ratio=config.max_latency_ratio, threads=config.threads, model=config.model,
+                                 phases=phases)
         self._phase_s["train"] = time.perf_counter() - started
         verdict = "promoted" if outcome.promoted else "not promoted"
         self.log(f"{label}: v{outcome.fitted.spec.version} {verdict}: {'; '.join(outcome.gate.reasons)}")
@@ -272,7 +278,7 @@ class _Loop:
         return {"upstream_calls": tally["escalated"], "upstream_failed": tally["escalation_failed"],
                 "upstream_cost": tally["upstream_cost"], "threshold": threshold, "served_by": spec.version}
 
-    def dataset(self, number: int, call_log: CallLog, seed_file: Path):  # -> Built
+    def dataset(self, number: int, call_log: CallLog, seed_file: Path) -> Built:
         started = time.perf_counter()
         sources = {"feedback", "data", "upstream"} | ({"local"} if self.config.pseudo_labels else set())
         options = BuildOptions(selection=Selection(frozenset(sources), self.config.min_confidence),
@@ -296,7 +302,7 @@ class _Loop:
         return {"train_rows": len(everything), "version": outcome.fitted.spec.version, **tested,
                 "seconds": time.perf_counter() - started}
 
-    def report(self, number: int, started: float, outcome: Any, *, traffic_rows: int, train_rows: int,
+    def report(self, number: int, started: float, outcome: TrainOutcome, *, traffic_rows: int, train_rows: int,
                rows_by_source: dict[str, int], **escalated: Any) -> dict[str, Any]:
         tested = self.tested(self.config.task, f"round {number}")
         calls = escalated.pop("upstream_calls", 0)
@@ -315,6 +321,7 @@ class _Loop:
             "gate": {"candidate_accuracy": outcome.gate.candidate.accuracy,
                      "incumbent_accuracy": outcome.gate.incumbent.accuracy if outcome.gate.incumbent else None,
                      "reasons": outcome.gate.reasons},
+            "lora": outcome.lora.as_dict() if outcome.lora else None,
             "phase_seconds": {name: round(s, 1) for name, s in self._phase_s.items()},
             "seconds": time.perf_counter() - started,
         }

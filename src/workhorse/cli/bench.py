@@ -385,7 +385,7 @@ def flywheel(
     )
     typer.echo(f"bench flywheel: run folder {workdir}", err=True)
     with _run_home(workdir):
-        report = run(config, progress=lambda label, total: progress(label, total),
+        report = run(config, progress=progress,
                      log=lambda line: typer.echo(line, err=True))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
