@@ -70,7 +70,7 @@ class FlywheelConfig:
     pseudo_labels: bool = False  # the small model's confident answers join the training rows
     min_confidence: float = 0.9  # … at or above this confidence
     margin: float = 0.005
-    max_latency_ratio: float = 1.2
+    max_latency_ratio: float = 10.0  # only a gross slowdown fails: see the --max-latency-ratio help of `bench flywheel`
     gold_ceiling: bool = True  # also train the method on every gold label the loop could have seen
     threads: int = 2
     upstream: UpstreamOptions | None = None  # None: the perfect teacher
