@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workhorse.escalation.curve import accuracy_at_rate, escalation_curve, rate_at_threshold
+from workhorse.escalation.curve import accuracy_at_rate, escalation_curve, rate_at_threshold, rate_for_accuracy
 from workhorse.escalation.policy import escalation_reason, threshold_for_rate
 from workhorse.tasks.answer import LocalAnswer as Answer
 from workhorse.tasks.spec import TaskSpec
@@ -76,3 +76,13 @@ def test_never_and_always():
     assert escalation_reason(never, "x" * 99, Answer("fraud", 0.0)) is None
     assert escalation_reason(always, "short", Answer("refund", 1.0)) == "always"
     assert isinstance(spec, TaskSpec)
+
+
+def test_the_rate_a_perfect_upstream_needs_for_an_accuracy():
+    truth = ["a"] * 10
+    local = ["a"] * 7 + ["b"] * 3  # three wrong …
+    confidence = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.95, 0.1, 0.2, 0.99]  # … two least confident, one most confident
+    assert rate_for_accuracy(truth, local, confidence, 0.7) == 0.0
+    assert rate_for_accuracy(truth, local, confidence, 0.9) == 0.2  # the two least confident fix two
+    assert rate_for_accuracy(truth, local, confidence, 0.98) == 1.0  # the confident mistake is reached last
+    assert rate_for_accuracy(["a"] * 50, ["a"] * 49 + ["b"], [1.0] * 49 + [0.0], 0.98) == 0.0  # 49/50 is 98 %

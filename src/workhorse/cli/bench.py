@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+from pathlib import Path
 
 import typer
 
@@ -183,8 +185,6 @@ def logs(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Log parsing per system from an empty cache: GA, PA, FGA, FTA, model calls, lines/s cold and warm; drain3 beside it."""
-    from pathlib import Path
-
     from rich.console import Console
 
     from workhorse.bench.logs_bench import run as run_logs
@@ -330,3 +330,117 @@ def adversarial(
         typer.echo("held: no failures" if not report["failures"] else "FAILED:\n  " + "\n  ".join(report["failures"]))
     if report["failures"]:
         raise typer.Exit(1)
+
+
+@app.command("flywheel")
+def flywheel(
+    data: str = typer.Option("banking77", help="A dataset with train and test splits (its NAME:train and NAME:test)."),
+    train: str = typer.Option(None, help="The rows the seed, the validation rows and the traffic come from (default: DATA:train)."),
+    test: str = typer.Option(None, help="The rows measured after each round; never traffic, never used for a choice (default: DATA:test)."),
+    seed_per_label: int = typer.Option(10, min=1, help="Labelled rows per label that train round 0."),
+    validation_per_label: int = typer.Option(10, min=1, help="Rows per label held out for the gates and the escalation threshold."),
+    rounds: int = typer.Option(3, min=1, help="Rounds of traffic, each followed by a dataset build, training and a gate."),
+    budget: float = typer.Option(0.2, min=0.0, max=1.0, help="The share of a round's traffic the teacher may label, at most."),
+    traffic_per_round: int = typer.Option(None, min=1, help="Items per round (default: the traffic pool divided by --rounds)."),
+    method: str = typer.Option("head", help="The training method, passed to `workhorse train`'s trainer."),
+    model: str = typer.Option("gemma3-270m", help="The small model."),
+    seed: int = typer.Option(0, help="Seed of every choice of rows (seed, validation, traffic order)."),
+    pseudo_labels: bool = typer.Option(False, "--pseudo-labels/--no-pseudo-labels",
+                                       help="Train on the small model's own answers at or above --min-confidence too."),
+    min_confidence: float = typer.Option(0.9, min=0.0, max=1.0, help="The confidence a pseudo-label needs."),
+    gold_ceiling: bool = typer.Option(True, "--gold-ceiling/--no-gold-ceiling",
+                                      help="Also train the method on every gold label the loop could have seen."),
+    upstream: str = typer.Option(None, help="A real OpenAI-compatible upstream as teacher instead of the gold labels."),
+    upstream_model: str = typer.Option(None, help="The model of --upstream."),
+    upstream_api_key_env: str = typer.Option(None, help="Environment variable with the API key of --upstream."),
+    margin: float = typer.Option(0.005, min=0.0, help="The gate: a candidate must beat the active version by this."),
+    max_latency_ratio: float = typer.Option(
+        10.0, min=1.0, help="The gate: the candidate's median latency may be at most this × the active version's. Far "
+        "looser than `train`'s 1.2, so that only a gross slowdown fails: a head costs what the one it replaces costs, and "
+        "on a shared machine the gate's two medians (32 items each, timed minutes apart) differed by 1.5× and 2.2× from "
+        "noise alone."),
+    workdir: Path = typer.Option(None, help="Where the run's task store, call log and datasets go (default: a new temporary folder)."),
+    threads: int = typer.Option(2, help="llama.cpp threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The learning loop end to end: a seed trains v1; each round's traffic goes through the
+    pipeline, the least confident items (at most --budget) to the teacher; the call log becomes a
+    dataset, a candidate is trained, gated and promoted; the test split measures every round."""
+    import tempfile
+
+    from workhorse.bench.flywheel_bench import FlywheelConfig, run
+    from workhorse.calllog.prices import PriceTable
+    from workhorse.cli.progress import progress
+    from workhorse.paths import prices_path
+
+    options = None
+    if upstream or upstream_model:
+        from workhorse.escalation.override import command_line_upstream
+
+        options = command_line_upstream(None, base_url=upstream, model=upstream_model, api_key_env=upstream_api_key_env,
+                                        option="--upstream", fresh={"timeout_s": 60.0})
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="workhorse-flywheel-"))
+    config = FlywheelConfig(
+        train=train or f"{data}:train", test=test or f"{data}:test", workdir=workdir, seed_per_label=seed_per_label,
+        validation_per_label=validation_per_label, rounds=rounds, budget=budget, traffic_per_round=traffic_per_round,
+        method=method, model=model, seed=seed, pseudo_labels=pseudo_labels, min_confidence=min_confidence, margin=margin,
+        max_latency_ratio=max_latency_ratio, gold_ceiling=gold_ceiling, threads=threads, upstream=options,
+        prices=PriceTable.load(prices_path()),
+    )
+    typer.echo(f"bench flywheel: run folder {workdir}", err=True)
+    with _run_home(workdir):
+        report = run(config, progress=progress,
+                     log=lambda line: typer.echo(line, err=True))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_flywheel_table(report)
+
+
+@contextlib.contextmanager
+def _run_home(workdir: Path):
+    """A workhorse home of the run's own under `workdir` (its task store, heads and datasets),
+    sharing the models of the user's home, which it links to rather than assembles again."""
+    from workhorse.paths import models_dir
+
+    models = models_dir()
+    home = workdir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to(models, target_is_directory=True)
+    saved = os.environ.get("WORKHORSE_HOME")
+    os.environ["WORKHORSE_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if saved is None:
+            os.environ.pop("WORKHORSE_HOME", None)
+        else:
+            os.environ["WORKHORSE_HOME"] = saved
+
+
+def _print_flywheel_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    data = report["data"]
+    title = (f"bench flywheel on {data['train']} → {data['test']}: {report['method']} on {report['model']}, "
+             f"budget {100 * report['budget']:.0f} %, pseudo-labels {'on' if report['pseudo_labels'] else 'off'}")
+    table = Table("round", "traffic", "to teacher", "train rows", "by source", "version", "test acc.",
+                  "esc. for 98 %", f"acc. +teacher {100 * report['budget']:.0f} %", "seconds", title=title)
+    for row in report["rounds"]:
+        sources = ", ".join(f"{name} {n}" for name, n in row["rows_by_source"].items())
+        version = f"v{row['version']}" + ("" if row["promoted"] else f" (v{row['candidate_version']} not promoted)")
+        sent = f"{row['upstream_calls']} ({100 * row['upstream_rate']:.1f} %)" if row["traffic_rows"] else "–"
+        table.add_row(str(row["round"]), str(row["traffic_rows"]), sent, str(row["train_rows"]), sources, version,
+                      f"{100 * row['test_accuracy']:.1f} %", f"{100 * row['escalation_rate_for_98']:.1f} %",
+                      f"{100 * row['test_accuracy_with_teacher_at_budget']:.1f} %", f"{row['seconds']:.0f}")
+    Console(width=max(140, Console().width)).print(table)
+    typer.echo(f"teacher: {report['teacher']}; upstream cost {sum(r['upstream_cost'] for r in report['rounds']):.4f} USD "
+               f"(priced as {report['upstream_priced_as']})")
+    if report["gold_ceiling"]:
+        ceiling = report["gold_ceiling"]
+        typer.echo(f"gold ceiling ({ceiling['train_rows']} gold rows): test accuracy {100 * ceiling['test_accuracy']:.1f} %, "
+                   f"escalation for 98 % {100 * ceiling['escalation_rate_for_98']:.1f} %")
+    typer.echo(f"data: {data['seed_rows']} seed, {data['validation_rows']} validation, {data['traffic_rows']} traffic of "
+               f"{data['traffic_pool_rows']} in the pool, {data['test_split_rows']} test; wall time {report['seconds'] / 60:.1f} min")

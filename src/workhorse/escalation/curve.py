@@ -42,6 +42,21 @@ def escalation_curve(
     return out
 
 
+def rate_for_accuracy(truth: Sequence[Any], local: Sequence[Any], confidence: Sequence[float], target: float) -> float:
+    """The smallest share of items that a perfect upstream must answer, least confident first, for
+    the accuracy to reach `target` (1.0 when only answering everything does: a confident mistake)."""
+    n = len(truth)
+    if n == 0:
+        return 0.0
+    order = np.argsort(np.asarray(confidence, dtype=np.float64), kind="stable")
+    right = np.array([a == t for a, t in zip(local, truth, strict=True)])
+    needed = int(np.ceil(target * n - 1e-9))  # items right; the epsilon keeps 0.98 × 100 at 98
+    # right after escalating the k least confident: those right already, plus the k's wrong ones
+    fixed = np.concatenate([[0], np.cumsum(~right[order])])
+    k = int(np.argmax(right.sum() + fixed >= needed))  # the first k that reaches it (k = n always does)
+    return k / n
+
+
 def rate_at_threshold(confidence: Sequence[float], threshold: float) -> float:
     """The share of answers a confidence threshold escalates (the policy's operating point)."""
     values = np.asarray(confidence, dtype=np.float64)

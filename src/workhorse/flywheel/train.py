@@ -93,12 +93,13 @@ def training_data(data: str, holdout: str | None) -> tuple[Dataset, Dataset]:
 
 def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str = "head", margin: float = 0.005,
                    max_latency_ratio: float = 1.2, threads: int = 2, lora: LoraOptions | None = None,
-                   phases: Phases | None = None) -> TrainOutcome:
+                   model: str | None = None, phases: Phases | None = None) -> TrainOutcome:
     """Train a candidate version of `task` (a name; for an extract or convert task also its task
-    file), measure it and the incumbent on `holdout`, promote it if it passes."""
+    file), measure it and the incumbent on `holdout`, promote it if it passes. `model`: a new
+    classify candidate's model (default: the task's, or gemma3-270m for a new task)."""
     if method not in METHODS:
         raise TaskError(f"training method {method!r} is not available", f"use one of: {', '.join(METHODS)}")
-    task, candidate, incumbent, incumbent_dir = _candidate(task, train, method)
+    task, candidate, incumbent, incumbent_dir = _candidate(task, train, method, model)
     rows = len(train.examples)
     lora_report = None
     # Each side runs on its own model and adapter; when they are the same, on the same engine.
@@ -134,7 +135,7 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
     return TrainOutcome(fitted, gate, gate.passed, lora_report)
 
 
-def _candidate(task: str, train: Dataset, method: str) -> tuple[str, TaskSpec, TaskSpec | None, Path | None]:
+def _candidate(task: str, train: Dataset, method: str, model: str | None) -> tuple[str, TaskSpec, TaskSpec | None, Path | None]:
     """(the task's name, the candidate's spec, the incumbent's spec and directory). The candidate is
     saved later, as the next version; the incumbent is pinned as the active version meanwhile, so
     that the candidate does not answer by being the latest."""
@@ -168,7 +169,7 @@ def _candidate(task: str, train: Dataset, method: str) -> tuple[str, TaskSpec, T
                         f"workhorse tasks new {task} --kind extract, then train the file: workhorse train {task}.yaml …")
     if task_versions(task):
         pin_active(task)
-    return task, task_for_data(task, train, model=None, prompt=None, layers=None), incumbent, incumbent_dir
+    return task, task_for_data(task, train, model=model, prompt=None, layers=None), incumbent, incumbent_dir
 
 
 def _measure(engines: TaskEngines, spec: TaskSpec, directory: Path | None, holdout: Dataset, phases: Phases | None,
