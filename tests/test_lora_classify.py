@@ -105,3 +105,15 @@ def test_exported_adapter_reads_back_with_llama_rows_in_order(tiny_gguf, tmp_pat
     back = read_adapter(path, architecture=architecture, n_head=4, n_head_kv=2)
     assert state.keys() == back.keys()
     assert all(np.array_equal(back[key], value) for key, value in state.items())
+
+
+def test_targets_choose_the_adapted_layers(tiny_model) -> None:
+    from workhorse.errors import TaskError
+    from workhorse.flywheel.torch_model import ATTENTION, lora_targets
+
+    assert lora_targets("attention") == ATTENTION
+    assert lora_targets("q_proj, v_proj") == ("q_proj", "v_proj")
+    with pytest.raises(TaskError, match="unknown LoRA target"):
+        lora_targets("q_proj,lm_head")
+    fitted, _ = _train(tiny_model, "qv", options=LoraOptions(**{**FAST.__dict__, "targets": ("q_proj", "v_proj")}))
+    assert sorted({key.split(".")[3] for key in _adapter(fitted)}) == ["q_proj", "v_proj"]

@@ -18,6 +18,8 @@ def train(
                                "for an extract or convert task on the rows' answers (`fields` or `answer`)."),
     epochs: float = typer.Option(2.0, min=0.01, help="lora: passes over the training rows."),
     rank: int = typer.Option(8, min=1, help="lora: the adapters' rank."),
+    targets: str = typer.Option("all", help="lora: the linear layers of each block to adapt: all, attention, or names "
+                                "such as q_proj,v_proj. Fewer cost less when serving."),
     learning_rate: float = typer.Option(3e-4, min=0.0, help="lora: the adapters' learning rate (the head's is 1e-3)."),
     batch_size: int = typer.Option(16, min=1, help="lora: rows per step."),
     seed: int = typer.Option(0, help="lora: the seed; the same seed, data and threads give the same adapter."),
@@ -33,10 +35,11 @@ def train(
     (out-of-scope recall or valid answers, latency). The gate report is kept with the version (gate.json)."""
     from workhorse.cli.progress import progress
     from workhorse.flywheel.lora_loop import LoraOptions
+    from workhorse.flywheel.torch_model import lora_targets
     from workhorse.flywheel.train import train_and_gate, training_data
 
     train_rows, holdout_rows = training_data(data, holdout)
-    lora = LoraOptions(epochs=epochs, rank=rank, alpha=2.0 * rank, learning_rate=learning_rate, batch_size=batch_size,
+    lora = LoraOptions(epochs=epochs, rank=rank, alpha=2.0 * rank, targets=lora_targets(targets), learning_rate=learning_rate, batch_size=batch_size,
                        seed=seed, device=device)
     outcome = train_and_gate(task, train_rows, holdout_rows, method=method, margin=margin, max_latency_ratio=max_latency_ratio,
                              threads=threads, lora=lora, phases=progress)

@@ -77,7 +77,7 @@ def fit_lora(spec: TaskSpec, data: Dataset, model: LlamaModel, *, options: LoraO
     prompt = FeaturePrompt(model, classify.feature_prompt)
     tokens = [prompt.tokens(text) for text in texts]
     base, architecture = load_model(model.path, device=device, threads=options.threads)
-    settings = LoraSettings(rank=options.rank, alpha=options.alpha)
+    settings = LoraSettings(rank=options.rank, alpha=options.alpha, targets=options.targets)
     lora_model = add_lora(base, settings, seed=options.seed)  # B = 0: still the base model
     reader = TorchFeatures(lora_model, len(prompt.prefix), classify.features_pooling == "last+mean", tuple(classify.layers), device)
     # The start point: the plain head on the base model's features, computed here in torch (the

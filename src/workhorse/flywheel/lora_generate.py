@@ -102,7 +102,7 @@ def fit_lora_generate(spec: TaskSpec, data: Dataset, model: LlamaModel, *, optio
                         "schema, with every required property")
 
     causal, architecture = load_model(model.path, language_model=True, device=device, threads=options.threads)
-    lora_model = add_lora(causal, LoraSettings(rank=options.rank, alpha=options.alpha), seed=options.seed)
+    lora_model = add_lora(causal, LoraSettings(rank=options.rank, alpha=options.alpha, targets=options.targets), seed=options.seed)
     loss = AnswerLoss(lora_model.get_base_model(), device)
     key = run_key(spec.name, model.path, {"kind": spec.kind}, ([s.tokens, s.labels] for s in sequences), options)
     trained = train_steps(torch, lora_model, lambda batch: loss([sequences[i] for i in batch]),

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from workhorse.flywheel.adapter_gguf import export_adapter, lora_state
+from workhorse.flywheel.torch_model import DEFAULT_TARGETS
 from workhorse.paths import checkpoints_dir
 
 PAD_TOKEN = 0  # any id: padded positions are masked out and come after every real token
@@ -36,6 +37,9 @@ class LoraOptions:
     epochs: float = 2.0
     rank: int = 8
     alpha: float = 16.0
+    # Which linear layers of each block get adapters (transformers' names). Every one trains best;
+    # each adapted layer also costs llama.cpp two small products per token when serving.
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     learning_rate: float = 3e-4  # the adapters'
     head_learning_rate: float = 1e-3  # what a method trains beside the adapters (a classification head)
     batch_size: int = 16

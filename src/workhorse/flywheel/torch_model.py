@@ -25,6 +25,19 @@ FEED_FORWARD = ("gate_proj", "up_proj", "down_proj")
 DEFAULT_TARGETS = ATTENTION + FEED_FORWARD
 
 
+def lora_targets(choice: str) -> tuple[str, ...]:
+    """`all`, `attention`, or comma-separated layer names, as the layers' names."""
+    named = {"all": DEFAULT_TARGETS, "attention": ATTENTION}
+    if choice in named:
+        return named[choice]
+    chosen = tuple(name.strip() for name in choice.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in DEFAULT_TARGETS]
+    if unknown or not chosen:
+        raise TaskError(f"unknown LoRA target {', '.join(unknown) or choice!r}",
+                        f"use all, attention, or some of: {', '.join(DEFAULT_TARGETS)}")
+    return chosen
+
+
 def require_torch() -> Any:
     """The torch module, or a TaskError that says how to install the training stack."""
     try:
