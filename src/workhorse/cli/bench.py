@@ -357,8 +357,8 @@ def flywheel(
     max_latency_ratio: float = typer.Option(
         10.0, min=1.0, help="The gate: the candidate's median latency may be at most this × the active version's. Far "
         "looser than `train`'s 1.2, so that only a gross slowdown fails: a head costs what the one it replaces costs, and "
-        "on a shared machine the gate's two medians (32 items each, timed minutes apart) differed by 1.5× and 2.2× from "
-        "noise alone."),
+        "on a shared machine two medians of the same head, timed minutes apart, differed by 1.5× and 2.2× (the gate now "
+        "times both sides in turn, which narrows this)."),
     workdir: Path = typer.Option(None, help="Where the run's task store, call log and datasets go (default: a new temporary folder)."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -49,7 +49,7 @@ class LoraReport:
     train_seconds: float
     tokens_per_s: float
     final_loss: float
-    calibration_accuracy_head: float  # the start point: the plain head on the engine's features
+    calibration_accuracy_head: float  # the start point: the plain head on the base model's features
     calibration_accuracy: float  # after training, in torch
     temperature: float
     resumed_at_step: int
