@@ -86,6 +86,7 @@ def test_two_rounds_stay_within_the_budget_and_learn_from_the_teacher(tiny_gguf,
         assert 0 < row["upstream_calls"] <= int(0.25 * row["traffic_rows"])  # the cap holds, and the teacher was used
         upstream_so_far += row["upstream_calls"] - row["upstream_failed"]
         assert row["rows_by_source"] == {"data": 12, "upstream": upstream_so_far}
+        assert row["gold_agreement_by_source"] == {"upstream": 1.0}  # the teacher is perfect
         built = (workdir / "datasets" / "flywheel" / f"v{row['round']}" / "train.jsonl").read_text().splitlines()
         taught = [r for r in map(json.loads, built) if r["source"] == "upstream"]
         assert len(taught) == upstream_so_far and all(r["label"] == gold[r["text"]] for r in taught)

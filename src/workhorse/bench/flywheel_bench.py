@@ -118,6 +118,17 @@ def plan(train: Dataset, test: Dataset, *, seed_per_label: int, validation_per_l
     return Plan(sorted(by_label), seed_rows, validation, traffic, len(pool), overlap, len(rest) - len(pool))
 
 
+def gold_agreement(rows_file: Path, gold: dict[str, str]) -> dict[str, float]:
+    """Per source of the dataset's rows from the call log, the share whose label is the gold one:
+    1.0 for a perfect teacher's; for pseudo-labels (`local`), how often the small model's confident
+    answers were right."""
+    agree: defaultdict[str, list[bool]] = defaultdict(list)
+    for row in map(json.loads, rows_file.read_text(encoding="utf-8").splitlines()):
+        if row["source"] != "data" and row["text"] in gold:
+            agree[row["source"]].append(row.get("label") == gold[row["text"]])
+    return {source: sum(marks) / len(marks) for source, marks in sorted(agree.items())}
+
+
 class _Quiet:
     def advance(self, n: int = 1, *, detail: str | None = None) -> None:
         pass
@@ -185,7 +196,9 @@ def run(config: FlywheelConfig, *, progress: Progress = quiet, log: Callable[[st
             outcome = loop.train(number, train_rows)
             rounds.append(loop.report(number, round_started, outcome, traffic_rows=len(traffic),
                                       train_rows=built.manifest["counts"]["rows"],
-                                      rows_by_source=built.manifest["counts"]["sources"], **escalated))
+                                      rows_by_source=built.manifest["counts"]["sources"],
+                                      gold_agreement_by_source=gold_agreement(built.directory / "train.jsonl", gold),
+                                      **escalated))
         ceiling = loop.gold_ceiling(chosen) if config.gold_ceiling else None
 
     return {
@@ -303,9 +316,9 @@ class _Loop:
                 "seconds": time.perf_counter() - started}
 
     def report(self, number: int, started: float, outcome: TrainOutcome, *, traffic_rows: int, train_rows: int,
-               rows_by_source: dict[str, int], **escalated: Any) -> dict[str, Any]:
+               rows_by_source: dict[str, int], **figures: Any) -> dict[str, Any]:
         tested = self.tested(self.config.task, f"round {number}")
-        calls = escalated.pop("upstream_calls", 0)
+        calls = figures.pop("upstream_calls", 0)
         row = {
             "round": number,
             "traffic_rows": traffic_rows,
@@ -314,8 +327,8 @@ class _Loop:
             **tested,
             "upstream_calls": calls,
             "upstream_rate": calls / traffic_rows if traffic_rows else 0.0,
-            "upstream_cost": escalated.pop("upstream_cost", 0.0),
-            **escalated,
+            "upstream_cost": figures.pop("upstream_cost", 0.0),
+            **figures,
             "candidate_version": outcome.fitted.spec.version,
             "promoted": outcome.promoted,
             "gate": {"candidate_accuracy": outcome.gate.candidate.accuracy,
