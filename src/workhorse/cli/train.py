@@ -39,8 +39,8 @@ def train(
     from workhorse.flywheel.train import train_and_gate, training_data
 
     train_rows, holdout_rows = training_data(data, holdout)
-    lora = LoraOptions(epochs=epochs, rank=rank, alpha=2.0 * rank, targets=lora_targets(targets), learning_rate=learning_rate, batch_size=batch_size,
-                       seed=seed, device=device)
+    lora = LoraOptions(epochs=epochs, rank=rank, alpha=2.0 * rank, targets=lora_targets(targets), learning_rate=learning_rate,
+                       batch_size=batch_size, seed=seed, device=device)
     outcome = train_and_gate(task, train_rows, holdout_rows, method=method, margin=margin, max_latency_ratio=max_latency_ratio,
                              threads=threads, lora=lora, phases=progress)
     candidate = outcome.fitted.spec
