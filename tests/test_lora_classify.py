@@ -117,3 +117,11 @@ def test_targets_choose_the_adapted_layers(tiny_model) -> None:
         lora_targets("q_proj,lm_head")
     fitted, _ = _train(tiny_model, "qv", options=LoraOptions(**{**FAST.__dict__, "targets": ("q_proj", "v_proj")}))
     assert sorted({key.split(".")[3] for key in _adapter(fitted)}) == ["q_proj", "v_proj"]
+
+
+def test_a_step_cut_into_several_passes_trains_the_same_adapter(tiny_model) -> None:
+    # Rows one at a time through the model, their gradients summed: the same step as one pass.
+    whole, _ = _train(tiny_model, "one-pass")
+    cut, _ = _train(tiny_model, "row-by-row", options=LoraOptions(**{**FAST.__dict__, "max_pass_tokens": 1}))
+    a, b = _adapter(whole), _adapter(cut)
+    assert all(np.allclose(a[key], b[key], atol=1e-5) for key in a)

@@ -93,7 +93,7 @@ def fit_lora(spec: TaskSpec, data: Dataset, model: LlamaModel, *, options: LoraO
 
     def loss_of(batch: np.ndarray) -> Any:
         logits = trainable.logits(reader([fit_tokens[i] for i in batch]))
-        return torch.nn.functional.cross_entropy(logits, target[batch].to(logits.device))
+        return torch.nn.functional.cross_entropy(logits, target[batch].to(logits.device), reduction="sum")
 
     trained = train_steps(torch, lora_model, loss_of, [len(t) for t in fit_tokens], options, key, steps,
                           extra={"coef": trainable.coef, "intercept": trainable.intercept})

@@ -103,10 +103,11 @@ def fit_lora_generate(spec: TaskSpec, data: Dataset, model: LlamaModel, *, optio
 
     causal, architecture = load_model(model.path, language_model=True, device=device, threads=options.threads)
     lora_model = add_lora(causal, LoraSettings(rank=options.rank, alpha=options.alpha, targets=options.targets), seed=options.seed)
-    loss = AnswerLoss(lora_model.get_base_model(), device)
+    loss = AnswerLoss(lora_model.get_base_model(), device, reduction="sum")
     key = run_key(spec.name, model.path, {"kind": spec.kind}, ([s.tokens, s.labels] for s in sequences), options)
     trained = train_steps(torch, lora_model, lambda batch: loss([sequences[i] for i in batch]),
-                          [len(s.tokens) for s in sequences], options, key, steps)
+                          [len(s.tokens) for s in sequences], options, key, steps,
+                          weights=[len(s.labels) - s.prompt_len for s in sequences])
 
     directory = version_dir(spec)
     export(lora_model, causal.config, architecture, options, directory / ADAPTER_FILE)
@@ -121,18 +122,19 @@ def fit_lora_generate(spec: TaskSpec, data: Dataset, model: LlamaModel, *, optio
 
 
 class AnswerLoss:
-    """The mean cross-entropy of a batch's answer tokens: the transformer over every token, the
-    vocabulary projection only where the next token is an answer's."""
+    """The cross-entropy of a batch's answer tokens (their mean, or with reduction="sum" their
+    sum): the transformer over every token, the vocabulary projection only where the next token
+    is an answer's."""
 
-    def __init__(self, causal: Any, device: str) -> None:
-        self.causal, self.device = causal, device
+    def __init__(self, causal: Any, device: str, reduction: str = "mean") -> None:
+        self.causal, self.device, self.reduction = causal, device, reduction
         self.softcap = getattr(causal.config, "final_logit_softcapping", None)  # Gemma's, where set
 
     def __call__(self, batch: Sequence[TrainingSequence]) -> Any:
         import torch
 
         logits, targets = self.answer_logits(batch)
-        return torch.nn.functional.cross_entropy(logits, targets)
+        return torch.nn.functional.cross_entropy(logits, targets, reduction=self.reduction)
 
     def answer_logits(self, batch: Sequence[TrainingSequence]) -> tuple[Any, Any]:
         """(logits at the positions that predict an answer token, those tokens), row after row."""
