@@ -12,7 +12,11 @@ from typer.testing import CliRunner
 
 from workhorse.cli import app
 from workhorse.errors import TaskError
+from workhorse.evals.datasets import Dataset, Example
 from workhorse.flywheel.gate import Measured, decide
+from workhorse.flywheel.lora_loop import LoraOptions
+from workhorse.flywheel.train import train_and_gate
+from workhorse.tasks.oos import OOS_FILE
 from workhorse.tasks.store import active_version, load_task
 
 PHRASES = {
@@ -93,3 +97,40 @@ def test_train_reads_a_dataset_folder_built_from_data(task, tmp_path):
     manifest = json.loads(built.stdout)
     assert report["train_rows"] == manifest["files"]["train.jsonl"]["rows"]
     assert report["gate"]["rows"] == manifest["files"]["validation.jsonl"]["rows"]
+
+
+def _with_out_of_scope(n: int, seed: int, split: str) -> Dataset:
+    # The PHRASES intents plus requests none of them covers, labelled oos (as CLINC150 labels them).
+    rng = random.Random(seed)
+    others = ["what is the weather", "play some jazz", "tell me a joke", "set an alarm", "how tall is everest"]
+    rows = []
+    for i in range(n):
+        if i % 4 == 3:
+            rows.append(Example(f"{rng.choice(others)} {rng.choice(['now', 'today', 'please'])}", label="oos"))
+        else:
+            label = rng.choice(list(PHRASES))
+            rows.append(Example(f"{rng.choice(PHRASES[label])} {rng.choice(['now', 'today', 'please'])}", label=label))
+    return Dataset("intents", split, rows, sorted({*PHRASES, "oos"}), "classify", "en", oos_label="oos")
+
+
+@pytest.mark.parametrize("method", ["head", "lora"])
+def test_a_candidate_chooses_its_own_abstention_on_held_out_out_of_scope_rows(task, method):
+    holdout = _with_out_of_scope(40, 1, "val")
+    options = LoraOptions(epochs=1, batch_size=8, learning_rate=1e-3, threads=1)
+    outcome = train_and_gate(task, _with_out_of_scope(60, 2, "train"), holdout, method=method, lora=options, threads=1,
+                             max_latency_ratio=100)
+    spec, directory = outcome.fitted.spec, outcome.fitted.directory
+    assert spec.classify.out_of_scope is not None and spec.classify.out_of_scope.label == "oos"
+    stored, _ = load_task(task, version=spec.version)
+    assert stored.classify.out_of_scope == spec.classify.out_of_scope  # saved with the version
+    assert (directory / OOS_FILE).is_file() == (spec.classify.out_of_scope.detector == "neighbours")
+    assert outcome.gate.candidate.oos_recall is not None
+
+
+def test_a_task_that_abstains_will_not_train_without_out_of_scope_rows_to_choose_on(task, tmp_path):
+    train_and_gate(task, _with_out_of_scope(60, 2, "train"), _with_out_of_scope(40, 1, "val"), threads=1, max_latency_ratio=100)
+    no_oos = Dataset("plain", "val", [ex for ex in _with_out_of_scope(40, 3, "val").examples if ex.label != "oos"],
+                     sorted(PHRASES), "classify", "en")
+    with pytest.raises(TaskError) as error:
+        train_and_gate(task, _with_out_of_scope(60, 4, "train"), no_oos, threads=1)
+    assert "out-of-scope" in str(error.value) and "clinc150:val" in error.value.hint

@@ -26,8 +26,11 @@ from workhorse.flywheel.lora_classify import LoraOptions, LoraReport, fit_lora
 from workhorse.flywheel.lora_generate import GENERATED_KINDS, GenerateReport, fit_lora_generate
 from workhorse.flywheel.output import resolve as resolve_dataset
 from workhorse.models import resolve
+from workhorse.tasks.classify import HEAD_FILE
 from workhorse.tasks.engines import TaskEngines, engine_config
-from workhorse.tasks.fit import FitResult, carried_adapter, fit, task_for_data
+from workhorse.tasks.features import FeatureExtractor
+from workhorse.tasks.fit import FitResult, carried_adapter, choose_out_of_scope, fit, task_for_data
+from workhorse.tasks.head import LinearHead
 from workhorse.tasks.spec import TaskSpec
 from workhorse.tasks.store import load_task, next_version, pin_active, promote, save_task, task_versions, write_durably
 
@@ -100,6 +103,11 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
     if method not in METHODS:
         raise TaskError(f"training method {method!r} is not available", f"use one of: {', '.join(METHODS)}")
     task, candidate, incumbent, incumbent_dir = _candidate(task, train, method, model)
+    if candidate.kind == "classify" and candidate.classify.out_of_scope and not holdout.oos_label:
+        raise TaskError(f"task {task} abstains on out-of-scope requests, and a new version's threshold is chosen on "
+                        f"held-out rows with an out-of-scope label: {holdout.name}:{holdout.split} has none",
+                        f"give held-out rows labelled {candidate.classify.out_of_scope.label!r} among the others "
+                        "(a dataset spec such as clinc150:val, or a file)")
     rows = len(train.examples)
     lora_report = None
     # Each side runs on its own model and adapter; when they are the same, on the same engine.
@@ -115,10 +123,13 @@ def train_and_gate(task: str, train: Dataset, holdout: Dataset, *, method: str =
                                                      options=options, progress=bar.advance, steps=steps)
             finally:
                 steps.close()
+            if classify and holdout.oos_label:
+                fitted = _abstain_as_chosen_on(holdout, fitted, train, engines, phases)
         else:
-            with _phase(phases, f"embed {task} training rows", rows) as bar:
-                fitted = fit(candidate, train, engines.get(candidate.model, carried_adapter(candidate)), progress=bar.advance,
-                             activate=False)
+            abstention = holdout if holdout.oos_label else None
+            with _phase(phases, f"embed {task} training rows", rows + len(abstention.examples if abstention else [])) as bar:
+                fitted = fit(candidate, train, engines.get(candidate.model, carried_adapter(candidate)), validation=abstention,
+                             progress=bar.advance, activate=False)
         measured = _measure(engines, fitted.spec, fitted.directory, holdout, phases, "candidate")
         baseline = None
         if incumbent is not None:
@@ -170,6 +181,24 @@ def _candidate(task: str, train: Dataset, method: str, model: str | None) -> tup
     if task_versions(task):
         pin_active(task)
     return task, task_for_data(task, train, model=model, prompt=None, layers=None), incumbent, incumbent_dir
+
+
+def _abstain_as_chosen_on(holdout: Dataset, fitted: FitResult, train: Dataset, engines: TaskEngines,
+                          phases: Phases | None) -> FitResult:
+    """The LoRA candidate with its out-of-scope detector chosen on the held-out rows, as `fit`
+    chooses one: on the features the engine serves with the new adapter (the incumbent's detector,
+    if any, belongs to other features). The gate then reads the rows the threshold was chosen on,
+    as it does for an incumbent fitted with `--validation` on them."""
+    spec, directory = fitted.spec, fitted.directory
+    options = spec.classify
+    extractor = FeatureExtractor(engines.for_task(spec, directory), options.feature_prompt, options.layers,
+                                 options.features_pooling)
+    rows = [ex for ex in train.examples if ex.label is not None]
+    with _phase(phases, f"abstention: embed {spec.name} rows", len(rows) + len(holdout.examples)) as bar:
+        features = extractor.extract([ex.text for ex in rows], progress=bar.advance)
+        spec = choose_out_of_scope(spec, directory, LinearHead.load(directory / HEAD_FILE), extractor, features,
+                                   [ex.label for ex in rows], holdout, progress=bar.advance)  # type: ignore[misc]
+    return replace(fitted, spec=spec, directory=save_task(spec))
 
 
 def _measure(engines: TaskEngines, spec: TaskSpec, directory: Path | None, holdout: Dataset, phases: Phases | None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from workhorse.engine import Adapter, Evaluator
 from workhorse.errors import TaskError, TaskNotFoundError
@@ -12,7 +14,7 @@ from workhorse.evals.datasets import Dataset
 from workhorse.tasks.classify import HEAD_FILE
 from workhorse.tasks.engines import adapter_of, check_adapter
 from workhorse.tasks.features import FeatureExtractor
-from workhorse.tasks.head import TrainReport, train_head
+from workhorse.tasks.head import LinearHead, TrainReport, train_head
 from workhorse.tasks.oos import OOS_FILE, calibrate
 from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
 from workhorse.tasks.store import ADAPTER_FILE, copy_durably, load_task, make_active, next_version, save_task, version_dir
@@ -92,15 +94,8 @@ def fit(
     labels = [ex.label for ex in rows]
     head, report = train_head(features, labels)  # type: ignore[arg-type]
     directory = version_dir(spec)
-    oos = validation.oos_label if validation else None
-    if validation is not None and oos:
-        val_features = extractor.extract([ex.text for ex in validation.examples], progress=progress)
-        calibration = calibrate(head, features, labels, val_features, [ex.label for ex in validation.examples], oos)  # type: ignore[arg-type]
-        detector = "neighbours" if calibration.detector else "confidence"
-        if calibration.detector:
-            calibration.detector.save(directory / OOS_FILE)
-        out_of_scope = OutOfScope(label=oos, detector=detector, threshold=calibration.threshold)
-        spec = spec.model_copy(update={"classify": options.model_copy(update={"out_of_scope": out_of_scope})})
+    if validation is not None and validation.oos_label:
+        spec = choose_out_of_scope(spec, directory, head, extractor, features, labels, validation, progress)  # type: ignore[arg-type]
     head.save(directory / HEAD_FILE)
     adapter = evaluator.adapter
     if adapter is not None and adapter.path.resolve() != (directory / ADAPTER_FILE).resolve():
@@ -110,3 +105,19 @@ def fit(
     if activate:
         make_active(spec.name, spec.version, reason="fit")
     return FitResult(spec, saved, report)
+
+
+def choose_out_of_scope(spec: TaskSpec, directory: Path, head: LinearHead, extractor: FeatureExtractor, features: np.ndarray,
+                        labels: Sequence[str], validation: Dataset, progress: Callable[[int], None] | None = None) -> TaskSpec:
+    """`spec` abstaining as chosen on `validation` (rows with an out-of-scope label): the detector
+    and threshold that maximise the mean of in-scope accuracy and out-of-scope recall there, for
+    this head on these training features. A neighbours detector is saved in `directory`."""
+    oos = validation.oos_label
+    assert oos, "validation rows without an out-of-scope label"
+    val_features = extractor.extract([ex.text for ex in validation.examples], progress=progress)
+    calibration = calibrate(head, features, labels, val_features, [ex.label for ex in validation.examples], oos)
+    detector = "neighbours" if calibration.detector else "confidence"
+    if calibration.detector:
+        calibration.detector.save(directory / OOS_FILE)
+    out_of_scope = OutOfScope(label=oos, detector=detector, threshold=calibration.threshold)
+    return spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": out_of_scope})})
