@@ -50,9 +50,11 @@ class Setup:
     def workhorse_command(self, port: int, *extra: str) -> list[str]:
         # Calls are logged as in production, but to a scratch file, not the user's call log.
         call_log = Path(tempfile.mkdtemp(prefix="workhorse-bench-")) / "calls.db"
+        # The load cycles through a fixed list of texts: with the embedding cache on, all but the first
+        # round would be lookups, and the comparison with llama_cpp.server would be of a cache with a model.
         return [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(self.threads),
                 "--model", self.embed_model, "--model", self.classify_model, "--task", self.task,
-                "--call-log", str(call_log), *extra]
+                "--call-log", str(call_log), "--embedding-cache-mb", "0", *extra]
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ from workhorse.calllog.prices import PriceTable
 from workhorse.engine import Evaluator
 from workhorse.escalation.upstream import UpstreamClient
 from workhorse.pipeline.pipeline import Pipeline
+from workhorse.tasks.embedding_cache import EmbeddingCache
 from workhorse.tasks.kinds import open_local_task
 from workhorse.tasks.spec import TaskSpec
 
@@ -22,11 +23,13 @@ def build_pipeline(
     escalate: bool = True,
     upstream: UpstreamClient | None = None,
     prices: PriceTable | None = None,
+    embedding_cache: EmbeddingCache | None = None,
 ) -> Pipeline:
     """`escalate=False` answers everything locally; otherwise `upstream` (default: a client for the
     task's `escalation.upstream`) answers what the task's policy escalates. `prices` default to the
-    built-in list prices overridden by `$WORKHORSE_HOME/prices.yaml`."""
-    local = open_local_task(spec, directory, evaluator)
+    built-in list prices overridden by `$WORKHORSE_HOME/prices.yaml`. `embedding_cache`: shared by
+    the embed tasks of a process (a cached vector is still logged as a call, like any answer)."""
+    local = open_local_task(spec, directory, evaluator, embedding_cache=embedding_cache)
     if not escalate:
         upstream = None
     elif upstream is None and spec.escalation.mode != "never" and spec.escalation.upstream is not None:

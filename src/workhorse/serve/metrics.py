@@ -1,7 +1,7 @@
 """Prometheus metrics of one server (a registry per app, so tests can run several).
 
 Tokens per second are `rate(workhorse_engine_tokens_total[1m])`; the prefix-cache hit rate and
-the engine counters are read from the engines when scraped."""
+the engine counters are read from the engines when scraped, the embedding cache's from the cache."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from workhorse.tasks.embedding_cache import CacheStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -34,6 +36,10 @@ class Metrics:
         """Report each engine's prefix-cache hit rate and work done, read when scraped."""
         self.registry.register(_EngineCollector(read))
 
+    def watch_embedding_cache(self, read: Callable[[], CacheStats]) -> None:
+        """Report the embedding cache's hits, misses, evictions and size, read when scraped."""
+        self.registry.register(_EmbeddingCacheCollector(read))
+
 
 @dataclass(frozen=True)
 class EngineReading:
@@ -56,6 +62,25 @@ class _EngineCollector(Collector):
             tokens.add_metric([reading.model], reading.tokens_evaluated)
             seconds.add_metric([reading.model], reading.decode_seconds)
         yield from (hit_rate, tokens, seconds)
+
+    def describe(self):
+        return []
+
+
+class _EmbeddingCacheCollector(Collector):
+    def __init__(self, read: Callable[[], CacheStats]) -> None:
+        self._read = read
+
+    def collect(self):
+        stats = self._read()
+        prefix = "workhorse_embedding_cache"
+        yield CounterMetricFamily(f"{prefix}_hits", "Texts answered from the embedding cache", value=stats.hits)
+        yield CounterMetricFamily(f"{prefix}_misses", "Texts evaluated because the cache lacked them", value=stats.misses)
+        yield CounterMetricFamily(f"{prefix}_evictions", "Vectors dropped to stay within the bound", value=stats.evictions)
+        yield GaugeMetricFamily(f"{prefix}_bytes", "Bytes the cached vectors take (texts and bookkeeping included)",
+                                value=stats.bytes)
+        yield GaugeMetricFamily(f"{prefix}_entries", "Vectors in the embedding cache", value=stats.entries)
+        yield GaugeMetricFamily(f"{prefix}_capacity_bytes", "The bound (0: the cache is off)", value=stats.capacity_bytes)
 
     def describe(self):
         return []

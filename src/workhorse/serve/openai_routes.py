@@ -25,6 +25,7 @@ from workhorse.serve.errors import ApiError, error_body, status_for
 from workhorse.serve.generation import Generation, TextStream
 from workhorse.serve.runtime import Call, call_context
 from workhorse.serve.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, ToolChoice
+from workhorse.tasks.embedding_cache import EmbeddingSpace
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -127,21 +128,28 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
         raise ApiError(400, f"dimensions {body.dimensions} exceeds the model's {model.n_embd}", param="dimensions")
     for i, text in enumerate(texts):
         call.check_text(text, f"input[{i}]" if not isinstance(body.input, str) else "input")
+    # Cached texts cost a lookup; the others are evaluated in one batch, each distinct text once.
+    space = EmbeddingSpace.of(model, None, pooling="mean", max_tokens=None, dimensions=body.dimensions, normalize=True)
+    lookup = call.state.embedding_cache.lookup(space, texts)
     requests = []
-    for i, tokens in enumerate(await asyncio.to_thread(lambda: [model.tokenize(text) for text in texts])):  # off the loop
+    for text, tokens in zip(lookup.missing, await asyncio.to_thread(lambda: [model.tokenize(t) for t in lookup.missing]),
+                            strict=True):  # tokenized off the loop
         if len(tokens) > call.settings.n_ctx:
-            raise ApiError(400, f"input {i} has {len(tokens)} tokens; the context holds {call.settings.n_ctx}", param="input")
+            raise ApiError(400, f"input {texts.index(text)} has {len(tokens)} tokens; the context holds {call.settings.n_ctx}",
+                           param="input")
         requests.append(EvalRequest(tokens, pooling="mean"))
     async with call.running():
-        results = await call.within_deadline(call.engine_work(call.model.worker.submit_evaluate(requests)))
-    vectors = np.stack([r.pooled for r in results]).astype(np.float32)
+        results = await call.within_deadline(call.engine_work(call.model.worker.submit_evaluate(requests))) if requests else []
+    fresh = np.stack([r.pooled for r in results]).astype(np.float32) if results else np.empty((0, model.n_embd), np.float32)
     if body.dimensions:
-        vectors = vectors[:, : body.dimensions]
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    n_tokens = sum(len(r.tokens) for r in requests)
+        fresh = fresh[:, : body.dimensions]
+    fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+    answered = lookup.complete(fresh, [len(r.tokens) for r in requests])
+    # Usage counts every input's tokens, cached or not: what the input is, not what it cost.
+    n_tokens = sum(e.tokens for e in answered)
     call.count_tokens(prompt=n_tokens)
     data = [
-        {"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)} for i, vector in enumerate(vectors)
+        {"object": "embedding", "index": i, "embedding": _encode(e.vector, body.encoding_format)} for i, e in enumerate(answered)
     ]
     return {"object": "list", "data": data, "model": call.model.name, "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
 

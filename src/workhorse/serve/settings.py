@@ -54,6 +54,11 @@ class ServeSettings(BaseSettings):
         description="How often the task store is checked for a newly promoted task version, which then replaces the "
         "served one without a restart (requests in flight finish on the old version); 0 turns this off.",
     )
+    embedding_cache_mb: float = Field(
+        256, ge=0,
+        description="Memory for cached embedding vectors (/v1/embeddings and embed tasks), in MiB: a repeated text is "
+        "answered without evaluating it, the least recently used vectors are dropped first; 0 turns the cache off.",
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for requests in flight.")
     log_calls: bool = Field(True, description="Record every task call in the call log (answers wait for the commit).")
     call_log: str | None = Field(None, description="The call log file (default: calls.db in $WORKHORSE_HOME).")

@@ -28,6 +28,7 @@ from workhorse.serve.batching import TaskBatcher
 from workhorse.serve.errors import ApiError
 from workhorse.serve.metrics import EngineReading, Metrics
 from workhorse.serve.settings import ServeSettings
+from workhorse.tasks.embedding_cache import EmbeddingCache
 from workhorse.tasks.engines import adapter_of, engine_config
 from workhorse.tasks.spec import TaskSpec
 
@@ -182,7 +183,7 @@ class ServedTask:
 
     @classmethod
     def build(cls, spec: TaskSpec, directory: Path | None, model: ServedModel, settings: ServeSettings,
-              metrics: Metrics, call_log: CallLog | None) -> ServedTask:
+              metrics: Metrics, call_log: CallLog | None, embedding_cache: EmbeddingCache | None = None) -> ServedTask:
         try:
             adapter = adapter_of(directory)
             engine = model.engine_for(adapter)
@@ -190,7 +191,7 @@ class ServedTask:
             log.warning("task %s is not ready: %s", spec.name, error)
             return cls(spec, directory, model, problem=error)
         try:
-            pipeline = build_pipeline(spec, directory, engine, call_log=call_log)
+            pipeline = build_pipeline(spec, directory, engine, call_log=call_log, embedding_cache=embedding_cache)
         except WorkhorseError as error:
             model.release(adapter)
             log.warning("task %s is not ready: %s", spec.name, error)
@@ -243,7 +244,10 @@ class ServerState:
         self._retiring: set[asyncio.Task] = set()  # replaced task versions finishing their work
         self.ready = False
         self.call_log: CallLog | None = None
+        # One for the whole server: /v1/embeddings and the embed tasks share its bound.
+        self.embedding_cache = EmbeddingCache(int(settings.embedding_cache_mb * 2**20))
         self.metrics.watch_engines(self._engine_readings)
+        self.metrics.watch_embedding_cache(self.embedding_cache.stats)
 
     def _engine_readings(self) -> list[EngineReading]:
         def read(engine: Any) -> tuple[float, int, float]:
@@ -279,7 +283,8 @@ class ServerState:
             retention = Retention(days=settings.retention_days, max_rows=settings.retention_rows)
             self.call_log = CallLog(settings.call_log or call_log_path(), retention=retention)
         for spec, directory, on in tasks:
-            task = ServedTask.build(spec, directory, self.models[on], settings, self.metrics, self.call_log)
+            task = ServedTask.build(spec, directory, self.models[on], settings, self.metrics, self.call_log,
+                                    self.embedding_cache)
             self.tasks[spec.name] = task
             try:
                 task.warm_up()
@@ -345,7 +350,7 @@ class ServerState:
                             spec.model, served.spec.version)
                 continue
             fresh = await asyncio.to_thread(ServedTask.build, spec, directory, served.model, self.settings, self.metrics,
-                                            self.call_log)
+                                            self.call_log, self.embedding_cache)
             if fresh.problem is not None:
                 log.warning("task %s v%d cannot answer (%s): still serving v%d", name, spec.version, fresh.problem,
                             served.spec.version)

@@ -5,6 +5,7 @@
 
 A kind is a class built from (spec, task directory, evaluator) with a `run(texts)`; adding a kind
 is adding a row here. Escalation and the call log are not a kind's business: the pipeline adds them.
+The `embed` kind also takes the process's embedding cache, when there is one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from workhorse.engine import Evaluator
 from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.classify import ClassifyTask
 from workhorse.tasks.embed import EmbedTask
+from workhorse.tasks.embedding_cache import EmbeddingCache
 from workhorse.tasks.engines import check_adapter
 from workhorse.tasks.logs import LogsTask
 from workhorse.tasks.spec import TaskKind, TaskSpec
@@ -38,8 +40,13 @@ KINDS: dict[TaskKind, Callable[[TaskSpec, Path | None, Evaluator], LocalTask]] =
 }
 
 
-def open_local_task(spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> LocalTask:
+def open_local_task(spec: TaskSpec, directory: Path | None, evaluator: Evaluator, *,
+                    embedding_cache: EmbeddingCache | None = None) -> LocalTask:
     """The task's kind, ready to answer on `evaluator` (a head-mode task without a head, or an
-    engine without the version's LoRA adapter, fails here, with its fix)."""
+    engine without the version's LoRA adapter, fails here, with its fix). `embedding_cache`: where
+    an `embed` task keeps its vectors (shared with the other users of the cache; the other kinds'
+    answers depend on more than a vector, and are not cached)."""
     check_adapter(spec, directory, evaluator)
+    if spec.kind == "embed":
+        return EmbedTask(spec, directory, evaluator, cache=embedding_cache)
     return KINDS[spec.kind](spec, directory, evaluator)
