@@ -48,13 +48,24 @@ class Setup:
     log: Callable[[str], None]
 
     def workhorse_command(self, port: int, *extra: str) -> list[str]:
-        # Calls are logged as in production, but to a scratch file, not the user's call log.
-        call_log = Path(tempfile.mkdtemp(prefix="workhorse-bench-")) / "calls.db"
         # The load cycles through a fixed list of texts: with the embedding cache on, all but the first
         # round would be lookups, and the comparison with llama_cpp.server would be of a cache with a model.
-        return [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(self.threads),
-                "--model", self.embed_model, "--model", self.classify_model, "--task", self.task,
-                "--call-log", str(call_log), "--embedding-cache-mb", "0", *extra]
+        return workhorse_serve_command(port, self.threads, "--model", self.embed_model, "--model", self.classify_model,
+                                       "--task", self.task, "--embedding-cache-mb", "0", *extra)
+
+
+def workhorse_serve_command(port: int, threads: int, *args: str) -> list[str]:
+    # Calls are logged as in production, but to a scratch file, not the user's call log.
+    call_log = Path(tempfile.mkdtemp(prefix="workhorse-bench-")) / "calls.db"
+    return [sys.executable, "-m", "workhorse.cli", "serve", "--port", str(port), "--threads", str(threads),
+            "--call-log", str(call_log), *args]
+
+
+def llama_server_command(path: str, port: int, threads: int, *extra: str) -> list[str]:
+    """`python -m llama_cpp.server` on one GGUF, mean pooling by default (see below)."""
+    args = ["--model", path, "--model_alias", Path(path).stem, "--host", "127.0.0.1", "--port", str(port),
+            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048", *extra]
+    return [sys.executable, "-c", _LLAMA_SERVER_WITH_MEAN_POOLING, *args]
 
 
 def free_port() -> int:
@@ -135,7 +146,7 @@ def _accuracy(result: LoadResult, data: Dataset, label_of: Callable[[dict], str 
     return correct / len(result.answers), sum(label is None for label in labels) / len(labels)
 
 
-def _side(result: LoadResult, accuracy: tuple[float, float] | None = None) -> dict[str, Any]:
+def side_summary(result: LoadResult, accuracy: tuple[float, float] | None = None) -> dict[str, Any]:
     out = result.summary()
     if accuracy is not None:
         out["accuracy"], out["invalid_rate"] = accuracy
@@ -175,7 +186,7 @@ def run(
 
     data = config.data
     texts = [ex.text for ex in data.examples]
-    short_texts = [" ".join(t.split()[:20]) for t in texts]  # ≤ 32 tokens for the latency figure
+    shorts = short_texts(data)
     classify_path = str(resolve(config.classify_model).path)
     embed_path = str(resolve(config.embed_model).path)
 
@@ -183,7 +194,7 @@ def run(
         return f"/v1/tasks/{config.task}", {"input": texts[i % len(texts)]}
 
     def embed_request(model: str) -> Callable[[int], tuple[str, dict]]:
-        return lambda i: ("/v1/embeddings", {"model": model, "input": short_texts[i % len(short_texts)], "encoding_format": "float"})
+        return lambda i: ("/v1/embeddings", {"model": model, "input": shorts[i % len(shorts)], "encoding_format": "float"})
 
     system = SYSTEM_PROMPT + "\n".join(data.labels)
 
@@ -204,12 +215,12 @@ def run(
         wh_classify = []
         for level in levels:
             result = closed_loop(url, task_request, level, max(requests, requests * level // 2))
-            wh_classify.append(_side(result, _accuracy(result, data, lambda a: a.get("answer"))))
+            wh_classify.append(side_summary(result, _accuracy(result, data, lambda a: a.get("answer"))))
             config.log(f"  classify  c={level:>2}: {result.throughput:6.1f} req/s")
         wh_embed = []
         for level in levels:
             result = closed_loop(url, embed_request(config.embed_model), level, max(requests, requests * level // 2))
-            wh_embed.append(_side(result))
+            wh_embed.append(side_summary(result))
             config.log(f"  embed     c={level:>2}: {result.throughput:6.1f} req/s")
         saturation = max(side["requests_per_s"] for side in wh_embed)
         half = open_loop(url, embed_request(config.embed_model), saturation / 2, half_load_seconds)
@@ -220,9 +231,7 @@ def run(
 
     # -- llama_cpp.server baselines -----------------------------------------------------------
     def llama_server(path: str, port: int, *extra: str) -> list[str]:
-        args = ["--model", path, "--model_alias", Path(path).stem, "--host", "127.0.0.1", "--port", str(port),
-                "--n_threads", str(config.threads), "--n_threads_batch", str(config.threads), "--n_ctx", "2048", *extra]
-        return [sys.executable, "-c", _LLAMA_SERVER_WITH_MEAN_POOLING, *args]
+        return llama_server_command(path, port, config.threads, *extra)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -253,17 +262,22 @@ def run(
     wh_c, wh_e = wh_classify[at], wh_embed[at]
     report["classification"] = {
         "workhorse": wh_c | {"model": config.embed_model, "task": config.task, "sweep": wh_classify},
-        "baseline": _side(base_classify, accuracy) | {"model": config.classify_model, "server": "llama_cpp.server"},
+        "baseline": side_summary(base_classify, accuracy) | {"model": config.classify_model, "server": "llama_cpp.server"},
         "speedup": wh_c["requests_per_s"] / max(base_classify.throughput, 1e-9),
     }
     report["embeddings"] = {
         "workhorse": wh_e | {"model": config.embed_model, "sweep": wh_embed, "saturation_per_s": saturation},
-        "baseline": _side(base_embed) | {"model": config.embed_model, "server": "llama_cpp.server"},
+        "baseline": side_summary(base_embed) | {"model": config.embed_model, "server": "llama_cpp.server"},
         "speedup": wh_e["requests_per_s"] / max(base_embed.throughput, 1e-9),
         "p99_ms_at_half_load": half.summary()["latency_ms"]["p99"],
         "half_load": half.summary(),
     }
     return report
+
+
+def short_texts(data: Dataset) -> list[str]:
+    """The embedding load's inputs: each text's first 20 words (≤ 32 tokens, the latency figure's size)."""
+    return [" ".join(ex.text.split()[:20]) for ex in data.examples]
 
 
 def _metric(text: str, name: str, model: str) -> float | None:

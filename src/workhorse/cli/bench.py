@@ -126,18 +126,29 @@ def serve(
     requests: int = typer.Option(64, help="Requests per level (scaled up by concurrency / 2)."),
     baseline_requests: int = typer.Option(48, help="Chat requests sent to the (slow) baseline."),
     half_load_seconds: float = typer.Option(20.0, help="Length of the open-loop run at half saturation."),
+    encoder_model: str = typer.Option("minilm-l6", help="The English sentence encoder measured on its own (both sides, "
+                                      "cache off, then a Zipf query stream with the cache on); none to skip it."),
+    stream_data: str = typer.Option("banking77:test", help="The texts of the encoder's Zipf query stream."),
     threads: int = typer.Option(2, help="llama.cpp threads per server."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """workhorse serve vs llama_cpp.server over HTTP: ticket classification and embeddings, same run."""
     from rich.console import Console
 
-    from workhorse.bench.serve_bench import run
+    from workhorse.bench.encoder_bench import run_encoder
+    from workhorse.bench.serve_bench import CLIENTS, run, short_texts
+    from workhorse.evals.datasets import load
 
     console = Console(stderr=True)
     setup = _bench_setup(data, task, train, baseline_model, embed_model, threads, console)
-    report = run(setup, levels=tuple(int(x) for x in levels.split(",")), requests=requests,
-                 baseline_requests=baseline_requests, half_load_seconds=half_load_seconds)
+    chosen_levels = tuple(int(x) for x in levels.split(","))
+    stream = [ex.text for ex in load(stream_data).examples] if encoder_model != "none" else []
+    report = run(setup, levels=chosen_levels, requests=requests, baseline_requests=baseline_requests,
+                 half_load_seconds=half_load_seconds)
+    if encoder_model != "none":
+        report["embeddings_encoder"] = run_encoder(
+            encoder_model, short_texts=short_texts(setup.data), stream_texts=stream, levels=chosen_levels, clients=CLIENTS,
+            requests=requests, half_load_seconds=half_load_seconds, threads=threads, log=console.print)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -230,6 +241,14 @@ def _print_serve_table(report: dict) -> None:
                f"{report['embeddings']['speedup']:.1f}×; embeddings p99 at half load "
                f"{report['embeddings']['p99_ms_at_half_load']:.0f} ms; workhorse serve peak RSS "
                f"{report['workhorse_rss_mb_peak']:.0f} MiB")
+    encoder = report.get("embeddings_encoder")
+    if encoder:
+        zipf = encoder["zipf"]
+        typer.echo(f"encoder {encoder['model']}: {encoder['workhorse']['requests_per_s']:.1f} req/s at {report['clients']} clients "
+                   f"({encoder['speedup']:.1f}× llama_cpp.server), p99 at half load {encoder['p99_ms_at_half_load']:.0f} ms "
+                   f"(cache off); Zipf s={zipf['s']}: cache on {zipf['cache_on']['requests_per_s']:.1f} req/s, p99 "
+                   f"{zipf['cache_on']['p99_ms_at_half_load']:.0f} ms, hit rate {100 * (zipf['cache_on']['hit_rate'] or 0):.0f} % "
+                   f"(cache off {zipf['cache_off']['requests_per_s']:.1f} req/s, p99 {zipf['cache_off']['p99_ms_at_half_load']:.0f} ms)")
 
 
 def _bench_setup(data: str, task: str, train: str, classify_model: str, embed_model: str, threads: int, console):
