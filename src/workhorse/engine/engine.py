@@ -19,6 +19,9 @@ A LoRA adapter (`EngineConfig.adapter`, see `adapter.py`) is loaded onto the mod
 its engines, and applied by this engine's context to everything it evaluates: its prefix
 snapshots are computed under it. An engine's adapter never changes, so a model serving tasks
 with different adapters has one engine per adapter, all sharing the model's weights.
+
+An encoder (BERT: attention both ways) has no KV cache, so none of the above applies to it: its
+requests are evaluated whole, several sequences to a decode (see `encoder.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from workhorse.engine import encoder
 from workhorse.engine.adapter import Adapter
 from workhorse.engine.graph_capture import GraphCapture
 from workhorse.engine.model import LlamaModel, _llama
@@ -179,7 +183,11 @@ class Engine:
         self._llama_cpp = _llama()
         self.stats = EngineStats()
         self._capture = GraphCapture(self._llama_cpp)
+        self.is_encoder = model.is_encoder
         adapter = self.config.adapter
+        if adapter is not None and self.is_encoder:
+            raise EngineError(f"{model.name} is an encoder: LoRA adapters are applied to decoder models only",
+                              "open the engine without an adapter")
         handle = model.adapter_handle(adapter) if adapter is not None else None
         with model.setup_lock:
             self._ctx = self._create_context()
@@ -199,6 +207,8 @@ class Engine:
         llama_cpp = self._llama_cpp
         cfg = self.config
         params = llama_cpp.llama_context_default_params()
+        if self.is_encoder:
+            return self._create_encoder_context(params)
         params.n_ctx = cfg.n_ctx
         params.n_batch = cfg.n_batch
         params.n_ubatch = cfg.n_batch  # one ubatch per decode keeps output rows in batch order
@@ -223,6 +233,26 @@ class Engine:
                 f"llama.cpp could not create a context for {self.model.name} (n_ctx={cfg.n_ctx})",
                 "lower n_ctx or n_slots; the KV cache may not fit in memory",
             )
+        return ctx
+
+    def _create_encoder_context(self, params):
+        """A context for an encoder: every token's hidden state comes out as llama.cpp's embedding
+        (pooling NONE: we pool, see `encoder.py`), and one ubatch takes a whole batch, which a
+        non-causal model needs. There is no KV cache to size, share or snapshot, and no graph
+        callback: the hidden states are the context's output."""
+        cfg = self.config
+        params.n_ctx = cfg.n_ctx
+        params.n_batch = params.n_ubatch = cfg.n_batch
+        params.n_seq_max = cfg.n_slots  # a decode's sequences, each under its own id
+        params.n_outputs_max = cfg.n_batch  # every token is an output
+        params.n_threads = params.n_threads_batch = cfg.n_threads
+        params.embeddings = True
+        params.pooling_type = self._llama_cpp.LLAMA_POOLING_TYPE_NONE
+        params.no_perf = True
+        ctx = self._llama_cpp.llama_init_from_model(self.model.ptr, params)
+        if not ctx:
+            raise EngineError(f"llama.cpp could not create a context for {self.model.name} (n_batch={cfg.n_batch})",
+                              "lower n_batch or n_slots")
         return ctx
 
     def _apply_adapter(self, handle, scale: float) -> None:
@@ -280,6 +310,8 @@ class Engine:
 
     def tokens_in_use(self) -> int:
         """KV cells held by busy slots and prefix snapshots (shared cells counted once per holder)."""
+        if self.is_encoder:
+            return 0  # no KV cache: nothing outlives a decode
         busy = set(range(self.config.n_slots)) - set(self._free_slots)
         held = sum(self.seq_pos_max(s) + 1 for s in busy)
         return held + self.prefix_cache.tokens
@@ -301,6 +333,8 @@ class Engine:
 
     def kv_bytes_per_token(self) -> float:
         """KV bytes one token occupies, measured from llama.cpp's own sequence state size."""
+        if self.is_encoder:
+            return 0.0
         if self._kv_bytes_per_token is None:
             probe = self.acquire_slot()
             if probe is None:
@@ -445,12 +479,35 @@ class Engine:
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:
         """Evaluate many sequences; requests share decodes and cached prefixes."""
+        if self.is_encoder:
+            return self._evaluate_encoder(requests)
         results: list[EvalResult | None] = [None] * len(requests)
         for req in requests:
             self._check_request(req)
         for wave in self._waves(requests, self._units(requests)):
             self._evaluate_wave(requests, wave, results)
         return results  # type: ignore[return-value]
+
+    def _evaluate_encoder(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:
+        limit = min(self.config.n_batch, self.model.n_ctx_train)  # one ubatch; the learned positions
+        for req in requests:
+            encoder.check_request(req, name=self.model.name, limit=limit)
+        results: list[EvalResult] = []
+        for indices in encoder.pack(requests, self.config.n_batch, self.config.n_slots):
+            sequences = [requests[i].tokens for i in indices]
+            n_tokens = encoder.fill_batch(self._batch, sequences)
+            started = time.perf_counter()
+            status = self._llama_cpp.llama_decode(self._ctx, self._batch)  # llama.cpp encodes: no KV cache
+            self.stats.decode_seconds += time.perf_counter() - started
+            self.stats.decode_calls += 1
+            self.stats.tokens_evaluated += n_tokens
+            if status != 0:
+                raise DecodeError(f"llama_decode failed with status {status} on the encoder {self.model.name}")
+            pointer = self._llama_cpp.llama_get_embeddings(self._ctx)
+            hidden = np.ctypeslib.as_array(pointer, shape=(n_tokens, self.model.n_embd)).copy()
+            rows = encoder.split_rows(hidden, sequences)
+            results.extend(encoder.result(requests[i], own) for i, own in zip(indices, rows))
+        return results
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         """Generate for many prompts at once (continuous batching, see `generation.py`)."""

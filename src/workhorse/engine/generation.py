@@ -70,6 +70,9 @@ class GenerationBatch:
 
     def check(self, request: GenerateRequest) -> None:
         """Raise for a request that could never run on this engine."""
+        if self.engine.is_encoder:
+            raise EngineError(f"{self.engine.model.name} is an encoder: it makes embeddings and cannot generate text",
+                              "generate with a decoder model such as qwen2.5-coder-0.5b")
         n = len(request.tokens)
         if n == 0:
             raise EngineError("empty prompt", "send at least one token")

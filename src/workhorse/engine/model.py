@@ -134,6 +134,7 @@ class LlamaModel:
         self.bos: int = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos: int = llama_cpp.llama_vocab_eos(self._vocab)
         self.add_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.add_sep: bool = bool(llama_cpp.llama_vocab_get_add_sep(self._vocab))
         # llama.cpp keeps the adapters loaded onto a model in a set on the model, which a context
         # reads when it sizes its compute graph (at creation and after its adapters change) and
         # an adapter's loading writes: contexts on several threads take this lock for both.
@@ -197,13 +198,36 @@ class LlamaModel:
         return self.meta("general.architecture") or "unknown"
 
     @cached_property
+    def is_encoder(self) -> bool:
+        """Whether attention runs both ways (BERT): llama.cpp then keeps no KV cache for the model
+        and evaluates each sequence whole (see `encoder.py`)."""
+        return self.meta(f"{self.architecture}.attention.causal") == "false"
+
+    @cached_property
+    def max_tokens(self) -> int | None:
+        """The length a sentence-transformers model truncates its input to, special tokens included
+        (`sentence_transformers.max_seq_length`, written by `models.convert_bert`); None: no limit
+        of its own."""
+        value = self.meta("sentence_transformers.max_seq_length")
+        return int(value) if value else None
+
+    @cached_property
     def chat_template(self) -> str | None:
         return self.meta("tokenizer.chat_template")
 
     # -- vocabulary -----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        """Text to token ids. `add_special` adds BOS where the model wants it; `parse_special`
-        turns control-token text (e.g. `<start_of_turn>`) into the control token."""
+        """Text to token ids. `add_special` adds BOS where the model wants it (and, for BERT, the
+        closing [SEP]); `parse_special` turns control-token text (e.g. `<start_of_turn>`) into the
+        control token. A model with `max_tokens` truncates as sentence-transformers does: the
+        word pieces past the limit go, the closing special token stays."""
+        tokens = self._tokenize(text, add_special, parse_special)
+        limit = self.max_tokens
+        if add_special and limit is not None and len(tokens) > limit:
+            tokens = tokens[: limit - 1] + tokens[-1:] if self.add_sep else tokens[:limit]
+        return tokens
+
+    def _tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError as error:  # half a UTF-16 pair, e.g. from a JSON "\ud800"

