@@ -75,3 +75,30 @@ def test_generation_on_an_encoder_is_a_clear_400(served: TestClient, route: str,
     response = served.post(route, json=body)
     assert response.status_code == 400
     assert "is an encoder" in response.json()["error"]["message"]
+
+
+def test_a_request_without_a_model_goes_to_the_embedding_model(served: TestClient, bert_path: Path) -> None:
+    response = served.post("/v1/embeddings", json={"input": TEXTS})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "tiny-bert"  # the only model loaded: the first one
+    np.testing.assert_allclose(np.array([item["embedding"] for item in response.json()["data"]]), _expected(bert_path), atol=1e-5)
+
+
+def test_the_english_encoder_is_served_by_default_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workhorse.models import registry
+
+    monkeypatch.setattr(registry, "encoder_installed", lambda: True)
+    assert ServeSettings().models == ["gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6"]
+    monkeypatch.setattr(registry, "encoder_installed", lambda: False)
+    assert ServeSettings().models == ["gemma3-270m", "qwen2.5-coder-0.5b"]
+    assert ServeSettings(models=["gemma3-270m"]).models == ["gemma3-270m"]
+
+
+def test_the_embedding_model_prefers_the_encoder_then_the_setting(bert_path: Path) -> None:
+    state = ServerState(ServeSettings(models=[str(bert_path)], threads=1))
+    state.models = {"gemma3-270m": None, "minilm-l6": None}  # type: ignore[dict-item] - names are all it reads
+    assert state.embedding_model() == "minilm-l6"
+    state.models = {"gemma3-270m": None, "qwen2.5-coder-0.5b": None}  # type: ignore[dict-item]
+    assert state.embedding_model() == "gemma3-270m"
+    state.settings = ServeSettings(models=[str(bert_path)], embedding_model="qwen2.5-coder-0.5b")
+    assert state.embedding_model() == "qwen2.5-coder-0.5b"

@@ -6,6 +6,7 @@
 from workhorse.models.hub import HubFile
 from workhorse.models.registry import (
     BUILTIN_MODELS,
+    DEFAULT_ENCODER_MODEL,
     DEFAULT_FEATURES_MODEL,
     DEFAULT_GENERATION_MODEL,
     ModelSpec,
@@ -13,6 +14,8 @@ from workhorse.models.registry import (
     PackageChunks,
     PackageConversion,
     ResolvedModel,
+    default_served_models,
+    encoder_installed,
     offline_models,
     pip_command,
     pull,
@@ -22,6 +25,7 @@ from workhorse.models.registry import (
 
 __all__ = [
     "BUILTIN_MODELS",
+    "DEFAULT_ENCODER_MODEL",
     "DEFAULT_FEATURES_MODEL",
     "DEFAULT_GENERATION_MODEL",
     "HubFile",
@@ -30,6 +34,8 @@ __all__ = [
     "PackageChunks",
     "PackageConversion",
     "ResolvedModel",
+    "default_served_models",
+    "encoder_installed",
     "offline_models",
     "pip_command",
     "pull",

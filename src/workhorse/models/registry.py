@@ -177,6 +177,20 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 
 DEFAULT_FEATURES_MODEL = "gemma3-270m"
 DEFAULT_GENERATION_MODEL = "qwen2.5-coder-0.5b"
+# English sentence vectors: a tenth of gemma3-270m's cost per token and trained for similarity.
+# gemma3-270m stays the multilingual choice (the encoder's vocabulary is English WordPiece).
+DEFAULT_ENCODER_MODEL = "minilm-l6"
+
+
+def encoder_installed() -> bool:
+    """Whether the English encoder's package is installed (it is optional: `scripts/setup` installs it)."""
+    return status(DEFAULT_ENCODER_MODEL).packages_installed
+
+
+def default_served_models() -> list[str]:
+    """What `workhorse serve` loads unless told: the feature and generation models, and the
+    English encoder when its package is installed."""
+    return [DEFAULT_FEATURES_MODEL, DEFAULT_GENERATION_MODEL, *([DEFAULT_ENCODER_MODEL] if encoder_installed() else [])]
 
 
 def pip_command(spec: ModelSpec) -> str:

@@ -117,7 +117,7 @@ async def completions(body: CompletionRequest, request: Request):
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
-    call = call_context(request, "embeddings", body.model)
+    call = call_context(request, "embeddings", body.model or request.app.state.workhorse.embedding_model())
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise ApiError(400, "input is empty: send a string or a non-empty list of strings", param="input")

@@ -89,7 +89,8 @@ class CompletionRequest(SamplingFields):
 
 
 class EmbeddingRequest(_Lenient):
-    model: str
+    model: str | None = Field(None, description="A loaded model (default: the server's embedding_model setting, else the "
+                              "English encoder minilm-l6 when loaded, else the first model loaded).")
     input: str | list[str] = Field(description="A string or a list of strings (token arrays are not accepted).")
     dimensions: int | None = Field(None, ge=1)
     encoding_format: Literal["float", "base64"] = "float"

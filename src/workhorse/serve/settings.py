@@ -17,14 +17,25 @@ CONFIG_ENV = "WORKHORSE_CONFIG"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def _default_models() -> list[str]:
+    from workhorse.models import default_served_models
+
+    return default_served_models()
+
+
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKHORSE_", extra="forbid")
 
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the server to the network.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port).")
     models: list[str] = Field(
-        default_factory=lambda: ["gemma3-270m", "qwen2.5-coder-0.5b"],
-        description="Models to load: built-in names, .gguf paths or hf: references.",
+        default_factory=_default_models,
+        description="Models to load: built-in names, .gguf paths or hf: references (default: gemma3-270m, "
+        "qwen2.5-coder-0.5b, and the English encoder minilm-l6 when its package is installed).",
+    )
+    embedding_model: str | None = Field(
+        None, description="The model of a /v1/embeddings request that names none (unset: minilm-l6 when loaded, "
+        "else the first model loaded).",
     )
     tasks: list[str] = Field(
         default_factory=list,

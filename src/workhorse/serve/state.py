@@ -363,6 +363,14 @@ class ServerState:
             swapped.append(name)
         return swapped
 
+    def embedding_model(self) -> str:
+        """The model of a /v1/embeddings request that names none."""
+        from workhorse.models import DEFAULT_ENCODER_MODEL
+
+        if self.settings.embedding_model:
+            return self.settings.embedding_model
+        return DEFAULT_ENCODER_MODEL if DEFAULT_ENCODER_MODEL in self.models else next(iter(self.models))
+
     def model(self, name: str) -> ServedModel:
         if name not in self.models:
             raise UnknownModelError(f"model {name!r} is not loaded", f"use one of: {', '.join(self.models)}")
