@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -179,3 +180,20 @@ def test_prefix_snapshots_give_way_to_a_request_that_needs_their_room(tiny_gguf)
         big = GenerateRequest(small.tokenize("hello " * 60)[:100], SamplingParams(max_tokens=350, ignore_eos=True))
         [result] = small.generate([big])  # needs 450 of 512 cells: the snapshot makes way
         assert len(result.tokens) == 350
+
+
+def test_an_urgent_evaluation_passes_a_long_batch(worker):
+    # A long batch without a deadline (many decodes' worth of tokens), then one short request whose
+    # deadline is near: it is answered while the long batch is still going, not after it.
+    long_text = " ".join(["the king and the ship sailed to the river city"] * 10)
+    long_batch = [EvalRequest(worker.tokenize(long_text), pooling="mean") for _ in range(60)]
+    finished: list[str] = []
+    bulk = worker.submit_evaluate(long_batch)
+    urgent = worker.submit_evaluate([EvalRequest(worker.tokenize("my card"), pooling="mean")], deadline=time.monotonic() + 5)
+    bulk.add_done_callback(lambda _: finished.append("bulk"))
+    urgent.add_done_callback(lambda _: finished.append("urgent"))
+    assert len(urgent.result(timeout=60)) == 1 and len(bulk.result(timeout=60)) == 60
+    assert finished == ["urgent", "bulk"]
+    # The slices changed nothing in the answers.
+    alone = worker.evaluate(long_batch[:1])[0]
+    np.testing.assert_allclose(bulk.result()[0].pooled, alone.pooled, atol=1e-4)

@@ -32,7 +32,10 @@ _current: ContextVar[CancelScope | None] = ContextVar("workhorse_cancel_scope", 
 
 
 class CancelScope:
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
+        # The earliest deadline of the work in the scope (time.monotonic()): the engine runs
+        # waiting evaluations earliest deadline first.
+        self.deadline = deadline
         self._lock = threading.Lock()
         self._cancelled = False
         self._tracked: list[tuple[EngineWorker, Future]] = []

@@ -8,6 +8,7 @@ steps (continuous batching across callers).
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -31,6 +32,15 @@ T = TypeVar("T")
 class _EvalJob:
     requests: Sequence[EvalRequest]
     future: Future
+    deadline: float | None = None  # time.monotonic(): when its caller stops waiting
+
+    @property
+    def urgency(self) -> float:
+        return self.deadline if self.deadline is not None else math.inf
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(r.tokens) + sum(map(len, r.branches)) for r in self.requests)
 
 
 @dataclass
@@ -63,6 +73,7 @@ class EngineWorker:
         self.model = model if isinstance(model, LlamaModel) else LlamaModel(model, name=name)
         self.config = config or EngineConfig()
         self._queue: queue.Queue = queue.Queue()
+        self._carried: list = []  # jobs taken off the queue between evaluation slices, for the main loop
         self._ready: Future = Future()
         thread_name = f"engine-{self.model.name}" + (f"-{self.adapter.short_name}" if self.adapter else "")
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -75,11 +86,16 @@ class EngineWorker:
 
     # -- public API (any thread) ------------------------------------------------------------
     def evaluate(self, requests: Sequence[EvalRequest]) -> list[EvalResult]:
-        return self._wait(self.submit_evaluate, requests)
+        scope = current_scope()
+        deadline = scope.deadline if scope is not None else None
+        return self._wait(lambda chosen: self.submit_evaluate(chosen, deadline=deadline), requests)
 
-    def submit_evaluate(self, requests: Sequence[EvalRequest]) -> Future:
+    def submit_evaluate(self, requests: Sequence[EvalRequest], *, deadline: float | None = None) -> Future:
+        """Queue an evaluation. Waiting evaluations run earliest `deadline` first (time.monotonic();
+        None: after those with one), in slices of about a decode's worth of tokens, so that a short
+        request with its deadline near does not wait for a long batch to finish."""
         future: Future = Future()
-        self._put(_EvalJob(list(requests), future))
+        self._put(_EvalJob(list(requests), future, deadline))
         return future
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
@@ -162,7 +178,9 @@ class EngineWorker:
         deferred: list[_EvalJob] = []  # evaluations waiting for running generations to free room
         try:
             while True:
-                jobs = deferred + self._take_jobs(block=not batch.running and not waiting and not deferred)
+                carried, self._carried = self._carried, []
+                idle = not batch.running and not waiting and not deferred and not carried
+                jobs = deferred + carried + self._take_jobs(block=idle)
                 if _STOP in jobs:
                     break
                 # Withdrawals first: an evaluation withdrawn in the same breath as it was queued
@@ -208,25 +226,52 @@ class EngineWorker:
             return []
         if can_wait and engine.free_slots == 0:
             return evals
+        pending = sorted(evals, key=lambda job: job.urgency)  # stable: arrival order among equals
+        while pending:
+            chunk, pending = _slice(pending, self.config.n_batch)
+            if not self._evaluate_jobs(engine, chunk, can_wait=can_wait):
+                return chunk + pending
+            if pending:  # what arrived meanwhile may be more urgent than what is left
+                pending = sorted(pending + self._arrivals(pending), key=lambda job: job.urgency)
+                pending = [job for job in pending if not job.future.cancelled()]
+        return []
+
+    def _evaluate_jobs(self, engine: Engine, evals: list[_EvalJob], *, can_wait: bool) -> bool:
+        """Evaluate `evals` together and answer them; False when the engine had no room and
+        they should wait (`can_wait`)."""
         merged = [request for job in evals for request in job.requests]
         try:
             results = engine.evaluate(merged)
         except EngineBusyError:
             if can_wait:
-                return evals
+                return False
             for job in evals:
                 _settle(job.future, lambda job=job: engine.evaluate(job.requests))
-            return []
+            return True
         except Exception:
             # One bad request must not fail its neighbours: retry each job alone.
             for job in evals:
                 _settle(job.future, lambda job=job: engine.evaluate(job.requests))
-            return []
+            return True
         start = 0
         for job in evals:
             _resolve(job.future, results[start : start + len(job.requests)])
             start += len(job.requests)
-        return []
+        return True
+
+    def _arrivals(self, pending: list[_EvalJob]) -> list[_EvalJob]:
+        """Evaluations queued since the last look. The withdrawal of a `pending` one takes effect
+        now; every other job waits for the main loop (`_carried`)."""
+        waiting = {id(job.future) for job in pending}
+        evals = []
+        for job in self._take_jobs(block=False):
+            if isinstance(job, _EvalJob):
+                evals.append(job)
+            elif isinstance(job, _CancelJob) and id(job.target) in waiting:
+                job.target.cancel()
+            else:
+                self._carried.append(job)
+        return evals
 
     @staticmethod
     def _cancel(batch: GenerationBatch, target: Future, owners: dict) -> None:
@@ -286,6 +331,15 @@ class EngineWorker:
             job.results[index] = result
             if len(job.results) == len(job.requests) and not job.future.done():
                 _resolve(job.future, [job.results[i] for i in range(len(job.requests))])
+
+
+def _slice(jobs: list[_EvalJob], budget: int) -> tuple[list[_EvalJob], list[_EvalJob]]:
+    """(the first jobs whose tokens fit `budget`, at least one; the rest)."""
+    taken = used = 0
+    while taken < len(jobs) and (taken == 0 or used + jobs[taken].n_tokens <= budget):
+        used += jobs[taken].n_tokens
+        taken += 1
+    return jobs[:taken], jobs[taken:]
 
 
 def _settle(future: Future, fn: Callable[[], Any]) -> None:

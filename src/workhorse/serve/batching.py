@@ -134,7 +134,7 @@ class TaskBatcher:
                 return
             if self._on_batch:
                 self._on_batch(len(live))
-            scope = CancelScope()
+            scope = CancelScope(deadline=min(item.deadline for item in live))
 
             def withdraw(_: asyncio.Future) -> None:
                 if all(item.future.done() for item in live):  # every caller has stopped waiting

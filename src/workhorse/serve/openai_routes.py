@@ -139,7 +139,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
                            param="input")
         requests.append(EvalRequest(tokens, pooling="mean"))
     async with call.running():
-        results = await call.within_deadline(call.engine_work(call.model.worker.submit_evaluate(requests))) if requests else []
+        work = call.model.worker.submit_evaluate(requests, deadline=call.deadline) if requests else None
+        results = await call.within_deadline(call.engine_work(work)) if work else []
     fresh = np.stack([r.pooled for r in results]).astype(np.float32) if results else np.empty((0, model.n_embd), np.float32)
     if body.dimensions:
         fresh = fresh[:, : body.dimensions]
