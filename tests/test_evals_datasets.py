@@ -43,6 +43,30 @@ def test_clinc150_includes_its_oos_rows() -> None:
     inscope = load("clinc150:test_inscope")
     assert len(inscope) == 4500 and len(inscope.labels) == 150 and inscope.oos_label is None
     assert len(load("clinc150:val")) == 3000 + 100
+    assert len(load("clinc150:train_inscope")) == 15000 and len(load("clinc150:train")) == 15000 + 100
+
+
+@needs_shared
+def test_loghub_events_queries_find_one_corpus_line_per_event() -> None:
+    corpus, queries = load("loghub_events:corpus"), load("loghub_events:queries")
+    # One corpus line per (system, template): Linux's E17-E19 share one template text, so 411 EventIds make 409 events.
+    assert len(corpus) == len(corpus.labels) == 409
+    assert Counter(e.label for e in corpus.examples).most_common(1)[0][1] == 1
+    per_event = Counter(e.label for e in queries.examples)
+    assert max(per_event.values()) == datasets_module.QUERIES_PER_EVENT and set(per_event) <= set(corpus.labels)
+    first = {e.label: e.text for e in corpus.examples}
+    assert all(" ".join(e.text.split()) != " ".join(first[e.label].split()) for e in queries.examples)
+    assert len({e.text for e in queries.examples}) == len(queries)  # no query repeats another
+    assert [e.id for e in load("loghub_events:queries").examples] == [e.id for e in queries.examples]
+    assert corpus.examples[0].id == "loghub_events:Apache:1"
+
+
+def test_default_index_is_the_train_split_or_the_corpus() -> None:
+    assert datasets_module.default_index("banking77:test") == "banking77:train"
+    assert datasets_module.default_index("clinc150:test_inscope") == "clinc150:train_inscope"
+    assert datasets_module.default_index("loghub_events:queries") == "loghub_events:corpus"
+    with pytest.raises(DatasetNotFoundError, match="no index"):
+        datasets_module.default_index("my-file.jsonl")
 
 
 @needs_shared
@@ -108,7 +132,7 @@ def test_limit_is_a_deterministic_stratified_sample() -> None:
 
 def test_available_lists_every_spec() -> None:
     catalogue = available()
-    assert catalogue["clinc150"] == ["train", "val", "test", "test_inscope"]
+    assert catalogue["clinc150"] == ["train", "val", "test", "train_inscope", "val_inscope", "test_inscope"]
     assert {"banking77", "bitext_cs_entities", "nlupp_hotels_slots", "smp2019", "cluener2020"} <= set(catalogue)
 
 

@@ -24,9 +24,14 @@ def eval_command(
     png: str = typer.Option(None, help="--escalate: write the curve as a PNG here (needs matplotlib)."),
     mode: str = typer.Option(None, help="classify: run the task in this mode (descriptions, examples, score or head) "
                              "instead of its own, to compare modes on the same data."),
+    index: str = typer.Option(None, "--index", help="embed: the labelled rows the items are matched against (a file or dataset "
+                              "spec); default: the dataset's train split (a retrieval set's corpus)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Run TASK over DATA in batches (throughput), then item by item on a sample (latency)."""
+    """Run TASK over DATA in batches (throughput), then item by item on a sample (latency).
+
+    embed tasks: DATA's items are matched by cosine against --index; prints nearest-neighbour label
+    accuracy (k=1, k=5) and recall@10."""
     from workhorse.errors import TaskError
     from workhorse.evals.datasets import load
     from workhorse.evals.metrics import classification_report, latency_summary
@@ -40,8 +45,13 @@ def eval_command(
     if spec.kind == "logs":
         _eval_logs(spec, directory, data, threads)
         return
+    if spec.kind == "embed":
+        from workhorse.cli.eval_embed import eval_embed
+
+        eval_embed(spec, directory, data, index=index, limit=limit, threads=threads, as_json=as_json)
+        return
     if spec.kind not in ("classify", "extract", "convert"):
-        raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract, convert or logs task")
+        raise TaskError(f"eval of {spec.kind} tasks is not available", "evaluate a classify, extract, convert, embed or logs task")
     dataset = load(data, limit=limit)
     engine = open_task_engine(spec, directory, threads=threads)
     pipeline = build_pipeline(spec, directory, engine, escalate=False)  # the small model alone; --escalate asks aside

@@ -6,8 +6,12 @@ from workhorse.evals.metrics import (
     entity_f1,
     expected_calibration_error,
     extraction_report,
+    knn_accuracy,
     latency_summary,
     multilabel_report,
+    nearest_neighbours,
+    neighbour_report,
+    retrieval_at_k,
 )
 
 __all__ = [
@@ -19,9 +23,13 @@ __all__ = [
     "entity_f1",
     "expected_calibration_error",
     "extraction_report",
+    "knn_accuracy",
     "latency_summary",
     "load",
     "load_file",
     "multilabel_report",
+    "nearest_neighbours",
+    "neighbour_report",
+    "retrieval_at_k",
     "sample",
 ]

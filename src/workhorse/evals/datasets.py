@@ -116,10 +116,10 @@ def _banking77(root: Path, name: str, split: str, seed: int) -> Dataset:
 def _clinc150(root: Path, name: str, split: str, seed: int) -> Dataset:
     data = _read_json(_path(root, "clinc150", "data_full.json"))
     intents = sorted({intent for part in ("train", "val", "test") for _, intent in data[part]})
-    base = "test" if split == "test_inscope" else split
+    base = split.removesuffix("_inscope")
     examples = [Example(text, label=intent, id=f"clinc150:{base}:{i}") for i, (text, intent) in enumerate(data[base])]
-    if split == "test_inscope":
-        return Dataset(name, split, examples, intents, "classify", "en", note="the test split without its oos rows")
+    if split != base:
+        return Dataset(name, split, examples, intents, "classify", "en", note=f"the {base} split without its oos rows")
     oos = data[f"oos_{base}"]
     examples += [Example(text, label=OOS, id=f"clinc150:oos_{base}:{i}") for i, (text, _) in enumerate(oos)]
     note = f"{base} plus oos_{base}, labelled {OOS!r}"
@@ -239,11 +239,56 @@ def _cluener(root: Path, name: str, split: str, seed: int) -> Dataset:
     return Dataset(name, split, examples, types, "extract", "zh", note=note if split == "test" else "")
 
 
+QUERIES_PER_EVENT = 10  # at most this many queries per log event, so that a few chatty events do not decide the score
+
+
+def _loghub_events(root: Path, name: str, split: str, seed: int) -> Dataset:
+    """A retrieval set from Loghub-2k: find the logged event a line belongs to among one line of each event.
+
+    Over all systems, an event is a (system, EventTemplate) pair; its lines say the same thing
+    with other values (a block id, a user, an address). `corpus`: each event's first line in the
+    file. `queries`: for each event, its other lines whose Content (spaces collapsed) differs from
+    the corpus line's and from each other's, at most QUERIES_PER_EVENT of them drawn by a seeded
+    shuffle, then in file order. Texts are the lines' Content (the message without its header: the
+    header's time and pid would only add noise); a row's label names its event, so the one relevant
+    corpus row of a query is the one with its label.
+    """
+    from workhorse.logparse.loghub import load_system, systems
+
+    folder = root / "loghub_2k"
+    rng = random.Random(seed)
+    corpus: list[Example] = []
+    queries: list[Example] = []
+    for system in systems(folder):
+        log = load_system(folder, system)
+        events: dict[str, list[int]] = defaultdict(list)
+        for i, template in enumerate(log.truth_templates):
+            events[template].append(i)
+        for template, lines in events.items():
+            label = f"{system}: {template}"
+            first = lines[0]
+            corpus.append(Example(log.contents[first], label=label, id=f"{name}:{system}:{first + 1}"))
+            seen = {" ".join(log.contents[first].split())}
+            distinct = []
+            for i in lines[1:]:
+                key = " ".join(log.contents[i].split())
+                if key not in seen:
+                    seen.add(key)
+                    distinct.append(i)
+            rng.shuffle(distinct)
+            queries += [Example(log.contents[i], label=label, id=f"{name}:{system}:{i + 1}")
+                        for i in sorted(distinct[:QUERIES_PER_EVENT])]
+    labels = sorted(e.label for e in corpus if e.label is not None)
+    note = (f"Loghub-2k, all systems; an event = (system, EventTemplate); corpus = each event's first line; queries = up to "
+            f"{QUERIES_PER_EVENT} other lines per event with distinct Content (seed={seed}); texts = the Content column")
+    return Dataset(name, split, corpus if split == "corpus" else queries, labels, "classify", "en", note=note)
+
+
 Loader = Callable[[Path, str, str, int], Dataset]
 
 _CATALOGUE: dict[str, tuple[tuple[str, ...], Loader]] = {
     "banking77": (("train", "test"), _banking77),
-    "clinc150": (("train", "val", "test", "test_inscope"), _clinc150),
+    "clinc150": (("train", "val", "test", "train_inscope", "val_inscope", "test_inscope"), _clinc150),
     "bitext_cs": (("train", "validation", "test"), _bitext),
     "bitext_cs_entities": (("train", "validation", "test"), _bitext),
     "nlupp_banking": (("train", "test"), _nlupp),
@@ -253,7 +298,25 @@ _CATALOGUE: dict[str, tuple[tuple[str, ...], Loader]] = {
     "smp2019": (("train", "test"), _smp2019),
     "smp2019_domain": (("train", "test"), _smp2019),
     "cluener2020": (("train", "test"), _cluener),
+    "loghub_events": (("queries", "corpus"), _loghub_events),
 }
+
+# The split whose rows an embedding is searched against, where it is not the dataset's `train`.
+_INDEX_SPLITS = {
+    ("clinc150", "val_inscope"): "train_inscope",
+    ("clinc150", "test_inscope"): "train_inscope",
+    ("loghub_events", "queries"): "corpus",
+}
+
+
+def default_index(spec: str) -> str:
+    """The dataset spec whose rows the items of `spec` are matched against when embeddings are
+    evaluated: the same dataset's training split (or the corpus of a retrieval set)."""
+    name, _, split = spec.partition(":")
+    if Path(spec).is_file() or name not in _CATALOGUE:
+        raise DatasetNotFoundError(f"no index to search is known for {spec!r}",
+                                   hint="give --index: a labelled file or dataset spec whose rows the items are matched against")
+    return f"{name}:{_INDEX_SPLITS.get((name, split), 'train')}"
 
 
 def available() -> dict[str, list[str]]:

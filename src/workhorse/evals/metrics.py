@@ -296,3 +296,125 @@ def latency_summary(seconds: Sequence[float], wall_seconds: float | None = None)
         "max": float(ms.max()),
         "items_per_s": float(ms.size / wall_seconds) if wall_seconds else None,
     }
+
+
+# ---------------------------------------------------------------- embeddings: nearest neighbours
+
+SIMILARITY_CELLS = 16_000_000  # query × index similarities held at once (64 MB of float32): bounds memory, not speed
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, so that dot products are cosines; an all-zero row stays zero (cosine 0)."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"vectors must be a 2-d array, got shape {array.shape}")
+    return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_neighbours(queries: np.ndarray, index: np.ndarray, k: int, *, cells: int = SIMILARITY_CELLS) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` index rows nearest to each query by cosine: (indices, cosines), each (len(queries), k),
+    nearest first. Equal cosines rank the lower index row first, so the result does not depend on
+    how the work is chunked. Queries go `cells // len(index)` at a time (at least one)."""
+    q, x = _unit_rows(queries), _unit_rows(index)
+    if q.shape[1] != x.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dimensions, the index {x.shape[1]}")
+    if not 1 <= k <= len(x):
+        raise ValueError(f"k must lie in 1..{len(x)} (the index size), got {k}")
+    out_index = np.empty((len(q), k), dtype=np.int64)
+    out_cosine = np.empty((len(q), k), dtype=np.float32)
+    step = max(1, cells // len(x))
+    for start in range(0, len(q), step):
+        sims = q[start : start + step] @ x.T
+        out_index[start : start + step], out_cosine[start : start + step] = _top_k(sims, k)
+    return out_index, out_cosine
+
+
+def _top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top k per row in O(row length): everything above the k-th largest value, then as many
+    of the rows equal to it as are still needed, lowest index first; finally those k in order."""
+    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1 : k]
+    above = sims > kth
+    tied = sims == kth
+    still_needed = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= still_needed))
+    columns = np.nonzero(chosen)[1].reshape(len(sims), k)  # row-major: each row's picks in index order
+    values = np.take_along_axis(sims, columns, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")  # stable: equal cosines keep index order
+    return np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+def _codes(query_labels: Sequence[str], index_labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as integers shared by both sides (a query label absent from the index gets a code of its own)."""
+    _, codes = np.unique(np.asarray([*query_labels, *index_labels], dtype=object).astype(str), return_inverse=True)
+    return codes[: len(query_labels)], codes[len(query_labels) :]
+
+
+def knn_accuracy(query_labels: Sequence[str], index_labels: Sequence[str], neighbours: np.ndarray, k: int) -> float:
+    """Share of queries whose predicted label is their own: the label most common among their `k`
+    nearest index rows (`neighbours`, nearest first, as `nearest_neighbours` returns them). A tie
+    between labels goes to the one held by the nearest of the tied neighbours."""
+    _same_length("knn_accuracy", query_labels, neighbours)
+    if not len(query_labels):
+        raise ValueError("knn_accuracy: no queries")
+    if not 1 <= k <= neighbours.shape[1]:
+        raise ValueError(f"k must lie in 1..{neighbours.shape[1]} (the neighbours given), got {k}")
+    query, index = _codes(query_labels, index_labels)
+    near = index[neighbours[:, :k]]  # (n, k) label codes, nearest first
+    votes = (near[:, :, None] == near[:, None, :]).sum(axis=2)  # votes[i, j]: neighbours sharing neighbour j's label
+    winner = near[np.arange(len(near)), votes.argmax(axis=1)]  # argmax takes the first, i.e. nearest, of the tied
+    return float((winner == query).mean())
+
+
+def retrieval_at_k(query_groups: Sequence[str], index_groups: Sequence[str], neighbours: np.ndarray, k: int = 10) -> dict[str, Any]:
+    """How well each query's `k` nearest index rows find the rows of its own group (label, event …).
+
+    `recall_at_k`: relevant rows among the top k ÷ min(k, relevant rows in the index), averaged over
+    queries: 1.0 means the top k is as full of relevant rows as it can be, whether a query has one
+    relevant row or a thousand. `hit_at_k`: share of queries with at least one relevant row in the
+    top k. `mrr_at_k`: mean of 1 / rank of the first relevant row (0 when none is in the top k).
+    Queries whose group has no row in the index cannot be scored: they are counted, not averaged.
+    """
+    _same_length("retrieval_at_k", query_groups, neighbours)
+    if not 1 <= k <= neighbours.shape[1]:
+        raise ValueError(f"k must lie in 1..{neighbours.shape[1]} (the neighbours given), got {k}")
+    query, index = _codes(query_groups, index_groups)
+    relevant_rows = np.bincount(index, minlength=int(max(query.max(initial=0), index.max(initial=0))) + 1)[query]
+    scored = relevant_rows > 0
+    if not scored.any():
+        raise ValueError("retrieval_at_k: no query has a relevant row in the index")
+    relevant = index[neighbours[:, :k]] == query[:, None]  # (n, k)
+    hits = relevant.sum(axis=1)
+    first = relevant.argmax(axis=1)
+    reciprocal = np.where(relevant.any(axis=1), 1.0 / (first + 1), 0.0)
+    return {
+        "k": k,
+        "queries": int(scored.sum()),
+        "queries_without_relevant": int((~scored).sum()),
+        "mean_relevant": float(relevant_rows[scored].mean()),
+        "recall_at_k": float((hits[scored] / np.minimum(k, relevant_rows[scored])).mean()),
+        "hit_at_k": float((hits[scored] > 0).mean()),
+        "mrr_at_k": float(reciprocal[scored].mean()),
+    }
+
+
+KNN_KS = (1, 5)
+RETRIEVAL_K = 10
+KNN_TIE_BREAK = "a tie between labels goes to the one held by the nearest of the tied neighbours"
+
+
+def neighbour_report(
+    queries: np.ndarray, query_labels: Sequence[str], index: np.ndarray, index_labels: Sequence[str],
+    *, ks: Sequence[int] = KNN_KS, retrieval_k: int = RETRIEVAL_K,
+) -> dict[str, Any]:
+    """Label accuracy of k-nearest-neighbour votes for each k in `ks` (`knn_accuracy`, keyed by k as a
+    string), and `retrieval_at_k` with the rows of the query's own label as the relevant ones."""
+    _same_length("neighbour_report queries", queries, query_labels)
+    _same_length("neighbour_report index", index, index_labels)
+    neighbours, _ = nearest_neighbours(queries, index, max(*ks, retrieval_k))
+    return {
+        "n": len(query_labels),
+        "index_rows": len(index_labels),
+        "knn_accuracy": {str(k): knn_accuracy(query_labels, index_labels, neighbours, k) for k in ks},
+        "knn_tie_break": KNN_TIE_BREAK,
+        "retrieval": retrieval_at_k(query_labels, index_labels, neighbours, retrieval_k),
+    }
