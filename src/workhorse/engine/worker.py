@@ -40,7 +40,8 @@ class _EvalJob:
 
     @property
     def n_tokens(self) -> int:
-        return sum(len(r.tokens) + sum(map(len, r.branches)) for r in self.requests)
+        """The tokens it will decode: a cached prefix is (almost always) decoded once for many."""
+        return sum(len(r.tokens) - r.prefix_len + sum(map(len, r.branches)) for r in self.requests)
 
 
 @dataclass
