@@ -182,18 +182,45 @@ def test_prefix_snapshots_give_way_to_a_request_that_needs_their_room(tiny_gguf)
         assert len(result.tokens) == 350
 
 
-def test_an_urgent_evaluation_passes_a_long_batch(worker):
-    # A long batch without a deadline (many decodes' worth of tokens), then one short request whose
-    # deadline is near: it is answered while the long batch is still going, not after it.
+def test_an_urgent_evaluation_goes_before_a_long_batch_queued_first(worker):
+    # The engine thread is held while a long batch without a deadline and then a short request
+    # whose deadline is near are queued: the short one is answered first.
+    import threading
+
     long_text = " ".join(["the king and the ship sailed to the river city"] * 10)
     long_batch = [EvalRequest(worker.tokenize(long_text), pooling="mean") for _ in range(60)]
     finished: list[str] = []
+    busy, release = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=lambda: worker.call(lambda engine: (busy.set(), release.wait(30))))
+    blocker.start()
+    assert busy.wait(30)
     bulk = worker.submit_evaluate(long_batch)
     urgent = worker.submit_evaluate([EvalRequest(worker.tokenize("my card"), pooling="mean")], deadline=time.monotonic() + 5)
-    bulk.add_done_callback(lambda _: finished.append("bulk"))
-    urgent.add_done_callback(lambda _: finished.append("urgent"))
-    assert len(urgent.result(timeout=60)) == 1 and len(bulk.result(timeout=60)) == 60
-    assert finished == ["urgent", "bulk"]
-    # The slices changed nothing in the answers.
+    later = worker.submit_evaluate([EvalRequest(worker.tokenize("login"), pooling="mean")], deadline=time.monotonic() + 60)
+    for name, future in (("bulk", bulk), ("urgent", urgent), ("later", later)):
+        future.add_done_callback(lambda _, name=name: finished.append(name))
+    release.set()
+    blocker.join(30)
+    assert len(bulk.result(timeout=60)) == 60 and urgent.result(timeout=60) and later.result(timeout=60)
+    assert finished == ["urgent", "later", "bulk"]
+    # Evaluated in slices, the long batch's answers are what it gets alone.
     alone = worker.evaluate(long_batch[:1])[0]
     np.testing.assert_allclose(bulk.result()[0].pooled, alone.pooled, atol=1e-4)
+
+
+def test_a_long_batch_is_sliced_by_the_tokens_it_decodes():
+    from concurrent.futures import Future
+
+    from workhorse.engine.worker import _EvalJob, _slice
+
+    def job(n: int, prefix: int = 0) -> _EvalJob:
+        return _EvalJob([EvalRequest(list(range(n)), prefix_len=prefix)], Future())
+
+    jobs = [job(200), job(200), job(200), job(900), job(300, prefix=250)]
+    first, rest = _slice(jobs, 512)
+    assert first == jobs[:2] and rest == jobs[2:]
+    second, rest = _slice(rest, 512)
+    assert second == jobs[2:3]  # 200 + 900 would not fit
+    third, rest = _slice(rest, 512)
+    assert third == jobs[3:4]  # alone: longer than a slice
+    assert _slice(rest, 512) == (jobs[4:], [])  # 50 tokens after its cached prefix
