@@ -99,3 +99,16 @@ def test_smollm2_loads_and_embeds(real_model_path):
         assert np.linalg.matrix_rank(vectors) == 4
     finally:
         engine.close()
+
+
+def test_gemma_embeds_chinese_paraphrases_closer_than_unrelated_requests(gemma):
+    """gemma3-270m stays the multilingual embedding model: a Chinese request's mean-pooled vector is
+    nearer its paraphrase than an unrelated request."""
+    groups = [("我的银行卡丢了", "我的卡不见了", "明天北京天气怎么样"),
+              ("帮我订一张去上海的火车票", "我想买去上海的高铁票", "这首歌叫什么名字"),
+              ("退款什么时候到账", "我的退款还没收到", "请打开客厅的灯")]
+    model = gemma.model
+    for group in groups:
+        vectors = np.stack([r.pooled for r in gemma.evaluate([EvalRequest(model.tokenize(t), pooling="mean") for t in group])])
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2], group
