@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from workhorse.engine import EvalRequest, GenerateRequest, JsonSchemaConstraint, SamplingParams
 from workhorse.engine.chat_template import chat_tokens
@@ -116,7 +116,7 @@ async def completions(body: CompletionRequest, request: Request):
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     call = call_context(request, "embeddings", body.model or request.app.state.workhorse.embedding_model())
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
@@ -152,7 +152,9 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(e.vector, body.encoding_format)} for i, e in enumerate(answered)
     ]
-    return {"object": "list", "data": data, "model": call.model.name, "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+    # A response already made: FastAPI would otherwise walk every float through its encoder first.
+    return JSONResponse({"object": "list", "data": data, "model": call.model.name,
+                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
 
 
 # -- helpers ---------------------------------------------------------------------------------

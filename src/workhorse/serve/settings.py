@@ -51,6 +51,11 @@ class ServeSettings(BaseSettings):
         "without API keys, which stops DNS rebinding; otherwise any).",
     )
     threads: int = Field(2, ge=1, description="llama.cpp threads per model.")
+    encoder_threads: int = Field(
+        1, ge=1,
+        description="llama.cpp threads for an encoder model (minilm-l6): its decodes take a few milliseconds, too short "
+        "to share among threads without the waiting costing more than it saves, and the spare core serves HTTP.",
+    )
     n_ctx: int = Field(4096, ge=256, description="KV cache cells per model.")
     n_slots: int = Field(32, ge=2, description="Concurrent sequences per model.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from workhorse.calllog import CallLog, Retention
-from workhorse.engine import Adapter, EngineWorker, JsonSchemaConstraint
+from workhorse.engine import Adapter, EngineWorker, JsonSchemaConstraint, LlamaModel
 from workhorse.errors import TaskError, TaskNotFoundError, UnknownModelError, WorkhorseError
 from workhorse.pipeline import Pipeline, build_pipeline
 from workhorse.serve.batching import TaskBatcher
@@ -271,9 +271,11 @@ class ServerState:
         tasks = self._task_specs(list(resolved))
         for name, model in resolved.items():
             kinds = {spec.kind for spec, _, on in tasks if on == name}
-            config = engine_config(threads=settings.threads, n_ctx=settings.n_ctx, n_slots=settings.n_slots, kinds=kinds)
-            log.info("loading %s from %s (context %d)", name, model.path, config.n_ctx)
-            worker = EngineWorker(model.path, config, name=name)
+            loaded = LlamaModel(model.path, name=name)
+            threads = settings.encoder_threads if loaded.is_encoder else settings.threads
+            config = engine_config(threads=threads, n_ctx=settings.n_ctx, n_slots=settings.n_slots, kinds=kinds)
+            log.info("loading %s from %s (context %d, %d threads)", name, model.path, config.n_ctx, threads)
+            worker = EngineWorker(loaded, config)
             if worker.model.chat_template:  # the grammar engine's view of the vocabulary, built once now (~0.6 s)
                 JsonSchemaConstraint(worker.model, {"type": "object"})
             self.models[name] = ServedModel(name, worker, settings.queue_limit)
