@@ -12,8 +12,8 @@ import pytest
 
 from workhorse.errors import DatasetNotFoundError, WorkhorseError
 from workhorse.evals import datasets_root
+from workhorse.evals.loghub import LoghubSystem, load_system
 from workhorse.logparse.header import LogFormat, detect_format
-from workhorse.logparse.loghub import LoghubSystem, load_system
 
 
 def _loghub_root() -> Path | None:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from workhorse.errors import WorkhorseError
+from workhorse.evals.loghub import load_system, systems
 from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.header import LogFormat
-from workhorse.logparse.loghub import load_system, systems
 from workhorse.logparse.metrics import parsing_metrics
 from workhorse.logparse.model import TemplateModel
 from workhorse.logparse.parser import LogParser

@@ -253,7 +253,7 @@ def _loghub_events(root: Path, name: str, split: str, seed: int) -> Dataset:
     header's time and pid would only add noise); a row's label names its event, so the one relevant
     corpus row of a query is the one with its label.
     """
-    from workhorse.logparse.loghub import load_system, systems
+    from workhorse.evals.loghub import load_system, systems
 
     folder = root / "loghub_2k"
     rng = random.Random(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from workhorse.errors import DatasetFormatError, DatasetNotFoundError, WorkhorseError
-from workhorse.logparse.loghub import LoghubSystem, load_system, systems
+from workhorse.evals.loghub import LoghubSystem, load_system, systems
 
 # The shared datasets sit beside the repository (../shared/datasets), as tests/test_evals_datasets.py
 # finds them; a fresh clone has none and these tests skip.
