@@ -58,10 +58,11 @@ class TemplateCache:
     def __iter__(self) -> Iterator[Template]:
         return iter(self._templates.values())
 
-    def match(self, content: str) -> tuple[Template, list[str]] | None:
+    def match(self, content: str, count: bool = True) -> tuple[Template, list[str]] | None:
         """The best template for a (normalized) content and its parameter values. On a tie in
         literal text the first found wins: those indexed by the line's first word before those
-        that start with a variable, each in the order they were added."""
+        that start with a variable, each in the order they were added. `count` False: the line is
+        counted later (`tally`)."""
         best: tuple[Template, list[str]] | None = None
         word = first_word(content)
         for key in (word, None) if word is not None else (None,):
@@ -72,12 +73,18 @@ class TemplateCache:
                 if params is not None:
                     best = (template, params)
         if best is None:
-            self.misses += 1
+            self.misses += count
         else:
-            self.hits += 1
+            self.hits += count
             best[0].hits += 1
             self._recent.move_to_end(best[0].id)
         return best
+
+    def tally(self, *, hits: int, misses: int) -> None:
+        """Count lines matched with `count=False` once it is known which were parsed by a known
+        template (a block's lines: `LogParser.parse_block`)."""
+        self.hits += hits
+        self.misses += misses
 
     def add(self, text: str, example: str, spanning: frozenset[int] = frozenset()) -> Template:
         """Cache a template made for `example`; it replaces the cached templates it generalizes.

@@ -20,19 +20,24 @@ match past its cap).
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
+from workhorse.logparse.grouping import EVIDENCE, Evidence, Group, group_lines
 from workhorse.logparse.header import LogFormat
-from workhorse.logparse.model import TemplateModel
+from workhorse.logparse.model import SHOWN_LINES, TemplateModel
 from workhorse.logparse.refine import join
 from workhorse.logparse.template import (
+    WILDCARD,
     Template,
     chunk,
+    first_word,
     keep_words_in_wildcard_runs,
     normalize,
     template_from_choices,
@@ -43,6 +48,9 @@ log = logging.getLogger(__name__)
 # Longer contents (lists of ids, dumps) get their certain variables without the model: a decision
 # per chunk would take seconds, and such lines rarely share a template with a fixed length anyway.
 MAX_MODEL_CHARS = 600
+# Groups whose templates the model writes in one engine batch (continuous batching: each runs in
+# its own sequence, the prompt's shared prefix cached once).
+MODEL_BATCH = 8
 
 
 @dataclass
@@ -80,9 +88,12 @@ class LogParser:
         model: TemplateModel | Callable[[], TemplateModel] | None,
         *,
         on_learn: Callable[[Template], None] | None = None,
+        evidence: Evidence = EVIDENCE,
     ) -> None:
         """`model`: a TemplateModel, a function that opens one on the first cache miss, or None
-        (the cache alone). `on_learn` is called with each template the model adds."""
+        (the cache alone). `on_learn` is called with each template the model adds. `evidence`: when
+        a group's varying position is a value (`grouping.Evidence`)."""
+        self.evidence = evidence
         self.log_format = log_format
         self.cache = cache
         self._model = model
@@ -91,22 +102,52 @@ class LogParser:
         self.unfit = 0  # lines that did not fit the header format (parsed whole)
         self.model_failures = 0  # lines the model failed on (they get their certain variables)
 
-    def parse(self, lines: Iterable[str]) -> Iterator[ParsedLine]:
-        for line in lines:
-            yield self.parse_line(line.rstrip("\r\n"))
+    def parse(self, lines: Iterable[str], block: int = 1) -> Iterator[ParsedLine]:
+        """Parse line by line (`block` 1), or `block` lines at a time: the lines of a block that
+        miss the cache are grouped first and each group is learnt once (`parse_block`). A block
+        waits for its last line, so a stream that must answer each line at once keeps 1."""
+        if block <= 1:
+            for line in lines:
+                yield self.parse_line(line.rstrip("\r\n"))
+            return
+        stream = iter(lines)
+        while batch := [line.rstrip("\r\n") for line in itertools.islice(stream, block)]:
+            yield from self.parse_block(batch)
+
+    def parse_block(self, lines: Sequence[str]) -> list[ParsedLine]:
+        """Parse lines together: those the cache knows at once; the others grouped by structure
+        (`grouping.group_lines`), one template learnt per group (the model asked once per group,
+        the groups of a block in batches), then matched again. A line its group's template does not
+        parse after all is learnt alone, as `parse_line` would. As line by line, the first line of
+        each new template has source "model" and the later ones "cache"."""
+        rows = [self._split(line) for line in lines]
+        found = [self.cache.match(content, count=False) for _, content, _ in rows]
+        misses = Counter(content for (_, content, _), hit in zip(rows, found, strict=True) if hit is None)
+        if misses:
+            self._learn_groups(misses)
+        out, new = [], set()
+        for (header, content, fits), hit in zip(rows, found, strict=True):
+            self.lines += 1
+            source = "cache"
+            if hit is None:
+                hit = self.cache.match(content, count=False)
+                if hit is None:
+                    template = self._learn(content)
+                    if self._on_learn is not None:
+                        self._on_learn(template)
+                    hit = (template, template.match(content) or [])
+                if hit[0].id not in new:
+                    new.add(hit[0].id)
+                    source = "model"
+            template, params = hit
+            out.append(ParsedLine(self.lines, header, content, template.id, source, params, fits, template))
+        model_lines = sum(p.source == "model" for p in out)
+        self.cache.tally(hits=len(out) - model_lines, misses=model_lines)
+        return out
 
     def parse_line(self, line: str) -> ParsedLine:
         self.lines += 1
-        header: dict[str, str] = {}
-        content, fits = line, True
-        if self.log_format is not None:
-            split = self.log_format.split(line)
-            if split is None:
-                self.unfit += 1
-                fits = False
-            else:
-                header, content = split
-        content = normalize(content)
+        header, content, fits = self._split(line)
         found = self.cache.match(content)
         if found is not None:
             template, params = found
@@ -116,6 +157,17 @@ class LogParser:
             self._on_learn(template)
         params = template.match(content) or []
         return ParsedLine(self.lines, header, content, template.id, "model", params, fits, template)
+
+    def _split(self, line: str) -> tuple[dict[str, str], str, bool]:
+        """The header fields, the normalized content, and whether the line fit the header format."""
+        if self.log_format is not None:
+            split = self.log_format.split(line)
+            if split is None:
+                self.unfit += 1
+                return {}, normalize(line), False
+            header, content = split
+            return header, normalize(content), True
+        return {}, normalize(line), True
 
     @property
     def model_calls(self) -> int:
@@ -144,6 +196,56 @@ class LogParser:
             text = template_from_choices(chunks, [c.variable for c in chunks])
         new = join(Template(text, example=content), self.cache.related(text))
         return self.cache.add(new.text, content, new.spanning)
+
+
+    def _learn_groups(self, contents: Counter[str]) -> None:
+        """One template per group of `contents` (lines that missed the cache, with how many of
+        each), cached. The cached templates that start like them take part as evidence (their
+        example lines, standing for the lines they matched), so a group that shows a cached
+        template's word to be a value generalizes it (`TemplateCache.add`)."""
+        related = {t.id: t for word in dict.fromkeys(map(first_word, contents)) for t in self.cache.related(word or WILDCARD)}
+        known = {t.example: t.hits for t in related.values() if t.example and t.example not in contents}
+        groups = group_lines(contents, known, self.evidence)
+        asked = [g for g in groups if len(g.lines[g.representative].content) <= MAX_MODEL_CHARS]
+        texts: dict[int, str | None] = {}
+        model = self.model if asked else None
+        for start in range(0, len(asked) if model is not None else 0, MODEL_BATCH):
+            batch = asked[start:start + MODEL_BATCH]
+            try:
+                answers = model.templates(
+                    [g.lines[g.representative].content for g in batch], list(self.cache),
+                    chunks=[g.chunks(g.representative) for g in batch],
+                    others=[_others(g) for g in batch],
+                )
+            except WorkhorseError as error:  # a batch the model cannot take must not end the run
+                self.model_failures += len(batch)
+                log.warning("no templates from the model for %d groups: %s", len(batch), error)
+                continue
+            for group, text in zip(batch, answers, strict=True):
+                texts[id(group)] = text
+        for group in groups:
+            content = group.lines[group.representative].content
+            if all(self.cache.match(line.content, count=False) is not None for line in group.new_lines):
+                continue  # a template learnt for an earlier group covers this one (`(<*>)` covers `()`)
+            chunks = group.chunks(group.representative)
+            text = texts.get(id(group))
+            if text is not None:
+                text = keep_words_in_wildcard_runs(text, content, values=group.values)
+                if Template(text, example=content).match(content) is None or _degenerate(text, content):
+                    text = None
+            if text is None:
+                text = template_from_choices(chunks, [c.variable for c in chunks])
+            new = join(Template(text, example=content), self.cache.related(text))
+            template = self.cache.add(new.text, content, new.spanning)
+            if self._on_learn is not None:
+                self._on_learn(template)
+
+
+def _others(group: Group) -> list[str]:
+    """Lines of the group besides its representative, to show the model what varies: the last
+    ones (new lines rather than cached templates' examples), different from each other."""
+    rest = [line.content for i, line in enumerate(group.lines) if i != group.representative]
+    return list(dict.fromkeys(reversed(rest)))[:SHOWN_LINES]
 
 
 def _degenerate(template: str, content: str) -> bool:

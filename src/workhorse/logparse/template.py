@@ -508,16 +508,18 @@ def _around_value(chunks: Sequence[Chunk], i: int) -> bool:
     return piece.text in ")]}'\"" or (piece.text in ":," and after.kind == "word" and not after.variable)
 
 
-def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD_RUN) -> str:
+def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD_RUN, values: Collection[int] = ()) -> str:
     """A template whose runs of `run` or more whole-token wildcards keep the tokens that hold no
     certain variable (`Could not connect to proxy <*> <*> <*> <*> <*> <*>` from
     `… proxy a.org:80 - Could not resolve a.org` becomes `… proxy <*> - Could not resolve <*>`).
+    `values`: token positions shown to be values by the lines of the content's group (`grouping`),
+    which stay wildcards.
 
     A small model that has written a few wildcards in a row tends to go on to the end of the line;
     the labels never do: on Loghub-2k no run of two or more whole-token variables covers a token
     without a certain variable."""
-    tokens, values = template.split(" "), content.split(" ")
-    if len(tokens) != len(values):  # a wildcard spans spaces: tokens do not line up
+    tokens, tokens_of_line = template.split(" "), content.split(" ")
+    if len(tokens) != len(tokens_of_line):  # a wildcard spans spaces: tokens do not line up
         return template
     out, i = list(tokens), 0
     while i < len(tokens):
@@ -526,8 +528,8 @@ def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD
             end += 1
         if end - i >= run:
             for k in range(i, end):
-                if not any(c.variable for c in chunk(values[k])):
-                    out[k] = values[k]
+                if k not in values and not any(c.variable for c in chunk(tokens_of_line[k])):
+                    out[k] = tokens_of_line[k]
         i = max(end, i + 1)
     return " ".join(out)
 
