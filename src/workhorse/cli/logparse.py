@@ -12,6 +12,10 @@ from typing import TextIO
 
 import typer
 
+# Lines grouped at a time when reading a file: a group's lines show the model what varies, and the
+# first record waits for at most this many lines to be read.
+BLOCK = 1000
+
 
 def parse(
     source: str = typer.Argument("-", help="A log file, or - for stdin."),
@@ -23,6 +27,9 @@ def parse(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep reading lines appended to FILE, like tail -f (Ctrl-C stops)."),
     no_model: bool = typer.Option(False, "--no-model", help="The cache alone: unseen lines get only their certain variables."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
+    block: int = typer.Option(
+        BLOCK, min=1, help="Lines read before their unseen ones are grouped and learnt, one model call per group "
+        "(1: each line answered as it comes, as --follow does; use 1 for a live pipe on stdin)."),
 ) -> None:
     """Parse a log into templates: cached templates parse their lines at once; the small model writes
     the template of each line it has not seen, which is cached for the next ones."""
@@ -53,7 +60,8 @@ def parse(
     started, last = time.perf_counter(), 0.0
     count = 0
     try:
-        for count, record in enumerate(log_task.records(itertools.chain(head, lines)), start=1):
+        records = log_task.records(itertools.chain(head, lines), block=1 if follow else block)
+        for count, record in enumerate(records, start=1):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             now = time.perf_counter()
             if now - last > 2:  # progress on stderr, so stdout stays pure JSONL

@@ -8,6 +8,7 @@ saved after every new template (atomically), so an interrupted run keeps what it
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -67,14 +68,23 @@ class LogTask:
             self.log_format = detect_format(list(sample)[:DETECT_SAMPLE])
             self._parser.log_format = self.log_format
 
-    def parse(self, lines: Iterable[str]) -> Iterator[ParsedLine]:
-        for line in lines:
+    def parse(self, lines: Iterable[str], block: int = 1) -> Iterator[ParsedLine]:
+        """Line by line (`block` 1: each line answered as it comes), or `block` lines at a time:
+        the unseen lines of a block are grouped and each group learnt once (`LogParser.parse_block`)."""
+        if block <= 1:
+            for line in lines:
+                with self._lock:
+                    parsed = self._parser.parse_line(line.rstrip("\r\n"))
+                yield parsed
+            return
+        stream = iter(lines)
+        while batch := [line.rstrip("\r\n") for line in itertools.islice(stream, block)]:
             with self._lock:
-                parsed = self._parser.parse_line(line.rstrip("\r\n"))
-            yield parsed
+                parsed_block = self._parser.parse_block(batch)
+            yield from parsed_block
 
-    def records(self, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-        for parsed in self.parse(lines):
+    def records(self, lines: Iterable[str], block: int = 1) -> Iterator[dict[str, Any]]:
+        for parsed in self.parse(lines, block):
             yield parsed.record(self.cache)
 
     def save(self) -> None:
@@ -91,4 +101,5 @@ class LogsTask:
         self.log_task = LogTask(spec, open_model=lambda: evaluator)
 
     def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
-        return [LocalAnswer(record) for record in self.log_task.records(texts)]
+        # a request's lines are parsed together: its unseen lines grouped, one model call per group
+        return [LocalAnswer(record) for record in self.log_task.records(texts, block=max(1, len(texts)))]
