@@ -155,3 +155,16 @@ def test_with_a_model_one_call_per_group_in_batches(tiny_model):
             assert parser.cache.resolve(p.template_id).match(p.content) is not None
     finally:
         engine.close()
+
+
+def test_a_value_shown_in_one_group_is_a_value_in_the_one_line_of_another():
+    """`libc6:amd64` varies among the `status installed` lines; its one `remove` line then has it
+    as a value too. A plain word is not carried over: a user named `user` leaves `Invalid user <*>`."""
+    parser = LogParser(None, TemplateCache(), None)
+    block = [f"status installed {p} 1.{i}-1" for i, p in enumerate(PACKAGES)] + ["remove libc6:amd64 1.0-1 <none>"]
+    out = parser.parse_block(block)
+    assert parser.cache.resolve(out[-1].template_id).text == "remove <*> <*> <none>"
+    users = ["user", "alice", "bob", "carol", "dave", "erin"]
+    parser.parse_block([f"Invalid user {u} from 10.0.0.{i}" for i, u in enumerate(users)])
+    alone = parser.parse_block(["pam_unix(sshd:auth): check pass; user unknown"])
+    assert parser.cache.resolve(alone[0].template_id).text == "pam_unix(sshd:auth): check pass; user unknown"

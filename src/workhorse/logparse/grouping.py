@@ -27,7 +27,7 @@ Why these thresholds, and where they were chosen: see `Evidence`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from workhorse.logparse.template import WILDCARD, Chunk, chunk, render
@@ -91,6 +91,11 @@ class Line:
         a, b = self.spans[position]
         return self.chunks[a:b]
 
+    def core(self, position: int) -> str:
+        """The token without the punctuation that wraps it (`(host)` → `host`, `pkg,` → `pkg`)."""
+        head, tail = _kept_edges([self.token(position)])
+        return "".join(c.text for c in self.token(position)[head:len(self.token(position)) - tail])
+
 
 @dataclass
 class Group:
@@ -118,6 +123,16 @@ class Group:
         head, tail = _kept_edges([other.token(position) for other in self.lines])
         return a + head, b - tail
 
+    def value_texts(self) -> set[str]:
+        """What its lines hold at its value positions (each value without its kept edges)."""
+        out = set()
+        for index, line in enumerate(self.lines):
+            for position in self.values:
+                a, b = self._value_range(index, position)
+                if a < b:
+                    out.add("".join(c.text for c in line.chunks[a:b]))
+        return out
+
     def chunks(self, index: int = 0) -> list[Chunk]:
         """The chunks of line `index` with the chunks of each value position marked as variables
         (all but the punctuation that wraps the value on every line, and a `key=` or `key:` the
@@ -132,11 +147,14 @@ class Group:
 
 
 def group_lines(contents: Mapping[str, int] | Sequence[str], known: Mapping[str, int] | Sequence[str] = (),
-                evidence: Evidence = EVIDENCE) -> list[Group]:
+                evidence: Evidence = EVIDENCE, values: Collection[str] = frozenset()) -> list[Group]:
     """Groups of `contents` (normalized, different; with the number of lines of each when a
     mapping), each with the token positions its lines show to be values. `known`: example lines of
     cached templates (with the lines each matched), evidence for the groups they fall in (a group
-    that holds none of `contents` is left out). Groups come in the order of their first new line."""
+    that holds none of `contents` is left out). `values`: tokens already shown to be values
+    (`Group.value_texts` of earlier groups): a position where every line holds one is a value
+    however few its lines (a package's name in its one `remove` line, known from its `status`
+    lines). Groups come in the order of their first new line."""
     by_key: dict[tuple[int, str], list[Line]] = {}
     cached: set[int] = set()  # ids of the lines that stand for cached templates
     order: dict[int, int] = {}  # id of a new line → its place in `contents`
@@ -151,7 +169,7 @@ def group_lines(contents: Mapping[str, int] | Sequence[str], known: Mapping[str,
     for members in by_key.values():
         if all(id(line) in cached for line in members):
             continue
-        for part in _split(members, frozenset({0}), evidence):
+        for part in _split(members, frozenset({0}), evidence, values):
             old = [line for line in part.lines if id(line) in cached]
             new = [line for line in part.lines if id(line) not in cached]
             if new:
@@ -164,12 +182,15 @@ def _counted(contents: Mapping[str, int] | Sequence[str]) -> list[tuple[str, int
     return list(contents.items()) if isinstance(contents, Mapping) else [(content, 1) for content in contents]
 
 
-def _split(lines: list[Line], fixed: frozenset[int], evidence: Evidence) -> list[Group]:
+def _split(lines: list[Line], fixed: frozenset[int], evidence: Evidence, known: Collection[str]) -> list[Group]:
     """Split `lines` (of one token count) by their event words until only values vary."""
     n = len(lines[0].spans)
     values, words = set(), []
     for position in range(n):
         if position in fixed:
+            continue
+        if known and all(line.core(position) in known for line in lines):
+            values.add(position)
             continue
         shapes = Counter(line.shapes[position] for line in lines)
         if len(shapes) == 1:
@@ -184,7 +205,7 @@ def _split(lines: list[Line], fixed: frozenset[int], evidence: Evidence) -> list
     parts: dict[str, list[Line]] = {}
     for line in lines:
         parts.setdefault(line.shapes[position], []).append(line)
-    return [group for part in parts.values() for group in _split(part, fixed | {position}, evidence)]
+    return [group for part in parts.values() for group in _split(part, fixed | {position}, evidence, known)]
 
 
 def _is_value(lines: list[Line], position: int, shapes: Counter[str], evidence: Evidence) -> bool:
@@ -208,14 +229,15 @@ def _kept_edges(tokens: list[list[Chunk]]) -> tuple[int, int]:
     head = 0
     while head < shortest and len({t[head].text for t in tokens}) == 1 and tokens[0][head].text in _OPENERS:
         head += 1
-    # a shared key: the same chunks up to and including a `=` or `:`
+    # a shared key: the same chunks up to and including a `=` or `:`, when something after it varies
     same = 0
     while same < shortest and len({t[same].text for t in tokens}) == 1:
         same += 1
-    for i in range(min(same, shortest - 1) - 1, head - 1, -1):
-        if tokens[0][i].text in _KEY_ENDS:
-            head = i + 1
-            break
+    if same < max(len(t) for t in tokens):
+        for i in range(min(same, shortest - 1) - 1, head - 1, -1):
+            if tokens[0][i].text in _KEY_ENDS:
+                head = i + 1
+                break
     tail = 0
     while tail < shortest - head and len({t[-1 - tail].text for t in tokens}) == 1 and tokens[0][-1 - tail].text in _CLOSERS:
         tail += 1
