@@ -182,17 +182,17 @@ def generate(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return out.lines[:n], out.truth[:n]
 
 
-def write_loghub(root: Path, n: int, seed: int = 0) -> Path:
-    """Lay a generated log out as a Loghub-2k system named `Dpkg` (raw log, structured CSV with the
-    true templates, `log_formats.json`), for `workhorse bench logs --data ROOT`."""
+def write_loghub(root: Path, n: int, seed: int = 0, name: str = NAME) -> Path:
+    """Lay a generated log out as a Loghub-2k system (raw log, structured CSV with the true
+    templates, an entry in `log_formats.json`), for `workhorse bench logs --data ROOT`."""
     import csv
 
     lines, truth = generate(n, seed)
-    folder = root / NAME
+    folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{NAME}_2k.log").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    (folder / f"{name}_2k.log").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     ids = {template: f"E{i}" for i, template in enumerate(dict.fromkeys(truth), start=1)}
-    with open(folder / f"{NAME}_2k.log_structured_corrected.csv", "w", newline="", encoding="utf-8") as out:
+    with open(folder / f"{name}_2k.log_structured_corrected.csv", "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["LineId", "Date", "Time", "Content", "EventId", "EventTemplate"])
         for number, (line, template) in enumerate(zip(lines, truth, strict=True), start=1):
@@ -200,6 +200,6 @@ def write_loghub(root: Path, n: int, seed: int = 0) -> Path:
             writer.writerow([number, date, time, content, ids[template], template])
     formats = root / "log_formats.json"
     layout = json.loads(formats.read_text(encoding="utf-8")) if formats.is_file() else {}
-    layout[NAME] = {"log_file": f"{NAME}/{NAME}_2k.log", "log_format": LOG_FORMAT}
+    layout[name] = {"log_file": f"{name}/{name}_2k.log", "log_format": LOG_FORMAT}
     formats.write_text(json.dumps(layout, indent=1), encoding="utf-8")
     return folder
