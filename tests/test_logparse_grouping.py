@@ -168,3 +168,19 @@ def test_a_value_shown_in_one_group_is_a_value_in_the_one_line_of_another():
     parser.parse_block([f"Invalid user {u} from 10.0.0.{i}" for i, u in enumerate(users)])
     alone = parser.parse_block(["pam_unix(sshd:auth): check pass; user unknown"])
     assert parser.cache.resolve(alone[0].template_id).text == "pam_unix(sshd:auth): check pass; user unknown"
+
+
+def test_with_model_below_only_small_groups_are_asked(tiny_model):
+    from workhorse.engine import Engine, EngineConfig
+    from workhorse.logparse.model import TemplateModel
+
+    engine = Engine(tiny_model, EngineConfig(n_ctx=4096, n_slots=4, prefix_slots=2))
+    try:
+        model = TemplateModel(engine)
+        parser = LogParser(None, TemplateCache(), model, model_below=3)
+        lines = [f"status installed {p} 1.{i}-1" for i, p in enumerate(PACKAGES)] + ["startup archives unpack"] * 4
+        parsed = parser.parse_block(lines)
+        assert model.calls == 1  # the one-line group; twenty lines of `status installed` decided by their evidence
+        assert parser.cache.resolve(parsed[0].template_id).text == "status installed <*> <*>"
+    finally:
+        engine.close()

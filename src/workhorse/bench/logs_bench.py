@@ -34,13 +34,15 @@ FIRST = 10_000
 
 
 def bench_system(root: Path, name: str, model: TemplateModel | None, *, repeats: int = 3, drain: bool = True,
-                 block: int = BLOCK, first: int = FIRST, evidence: Evidence = EVIDENCE) -> dict[str, Any]:
-    """One system from an empty cache (`model` None: the rules alone, no model)."""
+                 block: int = BLOCK, first: int = FIRST, evidence: Evidence = EVIDENCE,
+                 model_below: int | None = None) -> dict[str, Any]:
+    """One system from an empty cache (`model` None: the rules alone, no model; `model_below`:
+    see `LogParser`)."""
     system = load_system(root, name)
     log_format = LogFormat.parse(system.log_format)
     cache = TemplateCache()
     calls_before = model.calls if model is not None else 0
-    parser = LogParser(log_format, cache, model, evidence=evidence)
+    parser = LogParser(log_format, cache, model, evidence=evidence, model_below=model_below)
     first = min(first, len(system.lines))
     parsed, first_s = [], 0.0
     started = time.perf_counter()
@@ -94,13 +96,13 @@ def _drain(contents: Sequence[str], truth: Sequence[str]) -> dict[str, Any]:
 
 def run(
     roots: Path | Sequence[Path], model: TemplateModel | None, *, names: Sequence[str] | None = None, repeats: int = 3,
-    block: int = BLOCK, first: int = FIRST, log: Callable[[str], None] = lambda _: None,
+    block: int = BLOCK, first: int = FIRST, model_below: int | None = None, log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Every system of `roots` (folders laid out like Loghub-2k), or those in `names`."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
-    report: dict[str, Any] = {"data": [str(r) for r in roots], "block": block, "systems": {}}
+    report: dict[str, Any] = {"data": [str(r) for r in roots], "block": block, "model_below": model_below, "systems": {}}
     for root, name in system_paths(roots, names):
-        result = bench_system(root, name, model, repeats=repeats, block=block, first=first)
+        result = bench_system(root, name, model, repeats=repeats, block=block, first=first, model_below=model_below)
         report["systems"][name] = result
         log(f"{name}: GA {result['GA']:.3f} PA {result['PA']:.3f} FGA {result['FGA']:.3f} FTA {result['FTA']:.3f}, "
             f"{result['model_calls']} model calls for {result['true_templates']} templates, "

@@ -92,11 +92,15 @@ class LogParser:
         *,
         on_learn: Callable[[Template], None] | None = None,
         evidence: Evidence = EVIDENCE,
+        model_below: int | None = None,
     ) -> None:
         """`model`: a TemplateModel, a function that opens one on the first cache miss, or None
         (the cache alone). `on_learn` is called with each template the model adds. `evidence`: when
-        a group's varying position is a value (`grouping.Evidence`)."""
+        a group's varying position is a value (`grouping.Evidence`). `model_below`: ask the model
+        only about groups of fewer different lines than this; in larger ones what held on every
+        line is a word and what varied a value, without the model (None: ask about every group)."""
         self.evidence = evidence
+        self.model_below = model_below
         self._values: dict[str, None] = {}  # tokens groups showed to be values, oldest first (`grouping.group_lines`)
         self.log_format = log_format
         self.cache = cache
@@ -224,7 +228,8 @@ class LogParser:
         if shown:  # values shown by some groups of this block are values in its other groups too
             self._remember(shown)
             groups = group_lines(contents, known, self.evidence, self._values)
-        asked = [g for g in groups if len(g.lines[g.representative].content) <= MAX_MODEL_CHARS]
+        asked = [g for g in groups if len(g.lines[g.representative].content) <= MAX_MODEL_CHARS
+                 and (self.model_below is None or len(g.lines) < self.model_below)]
         texts: dict[int, str | None] = {}
         model = self.model if asked else None
         for start in range(0, len(asked) if model is not None else 0, MODEL_BATCH):
