@@ -184,3 +184,11 @@ def test_with_model_below_only_small_groups_are_asked(tiny_model):
         assert parser.cache.resolve(parsed[0].template_id).text == "status installed <*> <*>"
     finally:
         engine.close()
+
+
+def test_line_by_line_after_a_block_known_values_are_values():
+    parser = LogParser(None, TemplateCache(), None)
+    parser.parse_block([f"status installed {p} 1.{i}-1" for i, p in enumerate(PACKAGES)])
+    alone = parser.parse_line("purge libc6:amd64 1.0-1 <none>")
+    assert parser.cache.resolve(alone.template_id).text == "purge <*> <*> <none>"
+    assert parser.cache.resolve(parser.parse_line("purge newpkg:amd64 1.0-1 <none>").template_id).text == "purge <*> <*> <none>"

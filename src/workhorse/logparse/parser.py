@@ -198,23 +198,24 @@ class LogParser:
         return self._model
 
     def _learn(self, content: str) -> Template:
+        """The template of one line, its tokens that earlier groups showed to be values marked."""
+        [group] = group_lines([content], values=self._values)
+        chunks = group.chunks(0)
         text = None
         model = self.model if len(content) <= MAX_MODEL_CHARS else None
         if model is not None:
             try:
-                [text] = model.templates([content], list(self.cache))
-                text = keep_words_in_wildcard_runs(text, content)
+                [text] = model.templates([content], list(self.cache), chunks=[chunks])
+                text = keep_words_in_wildcard_runs(text, content, values=group.values)
             except WorkhorseError as error:  # one line the model cannot take must not end the run
                 self.model_failures += 1
                 log.warning("no template from the model for %r: %s", content[:80], error)
             if text is not None and (Template(text, example=content).match(content) is None or _degenerate(text, content)):
                 text = None
         if text is None:
-            chunks = chunk(content)
             text = template_from_choices(chunks, [c.variable for c in chunks])
         new = join(Template(text, example=content), self.cache.related(text))
         return self.cache.add(new.text, content, new.spanning)
-
 
     def _learn_groups(self, contents: Counter[str]) -> None:
         """One template per group of `contents` (lines that missed the cache, with how many of
