@@ -192,3 +192,32 @@ def test_line_by_line_after_a_block_known_values_are_values():
     alone = parser.parse_line("purge libc6:amd64 1.0-1 <none>")
     assert parser.cache.resolve(alone.template_id).text == "purge <*> <*> <none>"
     assert parser.cache.resolve(parser.parse_line("purge newpkg:amd64 1.0-1 <none>").template_id).text == "purge <*> <*> <none>"
+
+
+def test_values_shown_survive_the_cache_file_and_plain_words_are_not_kept(tmp_path):
+    parser = LogParser(None, TemplateCache(), None)
+    parser.parse_block([f"status installed {p} 1.{i}-1" for i, p in enumerate(PACKAGES)])
+    assert "libc6:amd64" in parser.cache.values and "bash:amd64" in parser.cache.values
+    assert not parser.cache.remember(["user", ""])  # plain words are not carried over
+    parser.cache.save(tmp_path / "templates.json")
+    loaded = TemplateCache.load(tmp_path / "templates.json")
+    assert loaded.values == parser.cache.values
+    again = LogParser(None, loaded, None).parse_line("remove libc6:amd64 1.0-1 <none>")
+    assert loaded.resolve(again.template_id).text == "remove <*> <*> <none>"
+
+
+def test_the_model_is_not_asked_when_it_has_nothing_to_choose(tiny_model):
+    from workhorse.engine import Engine, EngineConfig
+    from workhorse.logparse.model import TemplateModel
+
+    engine = Engine(tiny_model, EngineConfig(n_ctx=4096, n_slots=2, prefix_slots=2))
+    try:
+        model = TemplateModel(engine)
+        parser = LogParser(None, TemplateCache(), model)
+        parser.parse_line("Started 12 /var/lib/x")  # a name, a number and a path: all decided
+        parser.parse_block(["Stopped 13 /var/lib/y", "Stopped 14 /var/lib/z"])
+        assert model.calls == 0 and len(parser.cache) == 2
+        parser.parse_line("job 12 finished")
+        assert model.calls == 1
+    finally:
+        engine.close()

@@ -37,6 +37,7 @@ from workhorse.logparse.template import (
     WILDCARD,
     Template,
     chunk,
+    decided,
     first_word,
     keep_words_in_wildcard_runs,
     normalize,
@@ -51,9 +52,6 @@ MAX_MODEL_CHARS = 600
 # Groups whose templates the model writes in one engine batch (continuous batching: each runs in
 # its own sequence, the prompt's shared prefix cached once).
 MODEL_BATCH = 8
-# Values remembered from the groups that showed them (package names, user names): bounded, the
-# oldest forgotten first, so a log that never repeats a value cannot grow the parser without end.
-MAX_KNOWN_VALUES = 100_000
 
 
 @dataclass
@@ -101,7 +99,6 @@ class LogParser:
         line is a word and what varied a value, without the model (None: ask about every group)."""
         self.evidence = evidence
         self.model_below = model_below
-        self._values: dict[str, None] = {}  # tokens groups showed to be values, oldest first (`grouping.group_lines`)
         self.log_format = log_format
         self.cache = cache
         self._model = model
@@ -166,16 +163,6 @@ class LogParser:
         params = template.match(content) or []
         return ParsedLine(self.lines, header, content, template.id, "model", params, fits, template)
 
-    def _remember(self, values: Iterable[str]) -> None:
-        """Remember values that hold a digit or punctuation (`libsqlite36:amd64`, `1:2.38.1-5+b6`):
-        a plain word can be a value in one event and a word of another (a user named `user`, and
-        `Invalid user <*>`)."""
-        for value in values:
-            if not value.isalpha():
-                self._values[value] = None
-        while len(self._values) > MAX_KNOWN_VALUES:
-            del self._values[next(iter(self._values))]
-
     def _split(self, line: str) -> tuple[dict[str, str], str, bool]:
         """The header fields, the normalized content, and whether the line fit the header format."""
         if self.log_format is not None:
@@ -199,10 +186,10 @@ class LogParser:
 
     def _learn(self, content: str) -> Template:
         """The template of one line, its tokens that earlier groups showed to be values marked."""
-        [group] = group_lines([content], values=self._values)
+        [group] = group_lines([content], values=self.cache.values)
         chunks = group.chunks(0)
         text = None
-        model = self.model if len(content) <= MAX_MODEL_CHARS else None
+        model = self.model if len(content) <= MAX_MODEL_CHARS and None in decided(chunks) else None
         if model is not None:
             try:
                 [text] = model.templates([content], list(self.cache), chunks=[chunks])
@@ -224,13 +211,13 @@ class LogParser:
         template's word to be a value generalizes it (`TemplateCache.add`)."""
         related = {t.id: t for word in dict.fromkeys(map(first_word, contents)) for t in self.cache.related(word or WILDCARD)}
         known = {t.example: t.hits for t in related.values() if t.example and t.example not in contents}
-        groups = group_lines(contents, known, self.evidence, self._values)
-        shown = {v for g in groups for v in g.value_texts() if not v.isalpha()} - self._values.keys()
-        if shown:  # values shown by some groups of this block are values in its other groups too
-            self._remember(shown)
-            groups = group_lines(contents, known, self.evidence, self._values)
+        groups = group_lines(contents, known, self.evidence, self.cache.values)
+        if self.cache.remember(v for g in groups for v in g.value_texts()):
+            # values shown by some groups of this block are values in its other groups too
+            groups = group_lines(contents, known, self.evidence, self.cache.values)
         asked = [g for g in groups if len(g.lines[g.representative].content) <= MAX_MODEL_CHARS
-                 and (self.model_below is None or len(g.lines) < self.model_below)]
+                 and (self.model_below is None or len(g.lines) < self.model_below)
+                 and None in decided(g.chunks(g.representative))]  # else the model has nothing to choose
         texts: dict[int, str | None] = {}
         model = self.model if asked else None
         for start in range(0, len(asked) if model is not None else 0, MODEL_BATCH):
