@@ -78,13 +78,21 @@ class LogTask:
                 yield parsed
             return
         stream = iter(lines)
-        while batch := [line.rstrip("\r\n") for line in itertools.islice(stream, block)]:
+        yield from self.parse_blocks(iter(lambda: list(itertools.islice(stream, block)), []))
+
+    def parse_blocks(self, blocks: Iterable[Sequence[str]]) -> Iterator[ParsedLine]:
+        """Each block parsed together (a burst of lines appended to a followed file, say)."""
+        for batch in blocks:
             with self._lock:
-                parsed_block = self._parser.parse_block(batch)
+                parsed_block = self._parser.parse_block([line.rstrip("\r\n") for line in batch])
             yield from parsed_block
 
     def records(self, lines: Iterable[str], block: int = 1) -> Iterator[dict[str, Any]]:
         for parsed in self.parse(lines, block):
+            yield parsed.record(self.cache)
+
+    def records_of_blocks(self, blocks: Iterable[Sequence[str]]) -> Iterator[dict[str, Any]]:
+        for parsed in self.parse_blocks(blocks):
             yield parsed.record(self.cache)
 
     def save(self) -> None:
