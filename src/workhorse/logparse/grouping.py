@@ -21,6 +21,9 @@ unpacked …`: a closed set, each word on many lines): the group is split by it,
 the fewest different tokens first, and each part is looked at again. What is left are groups whose
 lines differ only in values; each needs one template, made once for all its lines.
 
+A token a group showed to be a value (with a digit or punctuation in it: `libc6:amd64`) is a value
+wherever it turns up again, in a group of one line too (`values`, kept by the template cache).
+
 Why these thresholds, and where they were chosen: see `Evidence`.
 """
 

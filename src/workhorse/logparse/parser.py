@@ -16,6 +16,12 @@ template is joined with the cached ones it is the same event as (`refine.join`) 
 parameters are what its template's match gives: empty in the rare case it does not parse the line
 (a cached template of the same text whose wildcard spans no space where this line has one, or a
 match past its cap).
+
+`parse(lines, block=N)` / `parse_block` take lines together: those that miss the cache are grouped
+by structure (`grouping`), the positions where a group's lines vary like values are forced to be
+wildcards, and one template is learnt per group (the model asked once per group, groups in engine
+batches of `MODEL_BATCH`) before the lines are matched again. Line by line (`parse_line`), a line
+still gets the values earlier groups showed.
 """
 
 from __future__ import annotations
