@@ -221,3 +221,19 @@ def test_the_model_is_not_asked_when_it_has_nothing_to_choose(tiny_model):
         assert model.calls == 1
     finally:
         engine.close()
+
+
+def test_lines_built_to_split_one_at_a_time_cost_a_bounded_time():
+    """Line i differs from the others in one word at position i: every split peels off one line."""
+    import time
+
+    n = 280
+    lines = [" ".join(["go"] + ["x" if p == i else "y" for p in range(n)]) for i in range(n)]
+    started = time.perf_counter()
+    groups = group_lines(lines)
+    assert time.perf_counter() - started < 5
+    assert sum(len(g.lines) for g in groups) == n and all(not g.values for g in groups)
+    parser = LogParser(None, TemplateCache(), None)
+    started = time.perf_counter()
+    out = parser.parse_block(lines)
+    assert time.perf_counter() - started < 10 and len(out) == n

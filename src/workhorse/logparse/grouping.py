@@ -62,6 +62,9 @@ class Evidence:
 
 
 EVIDENCE = Evidence()
+# Token visits the splitting of one group may take, per token of its lines (`_split`): a group
+# whose event words need many splits stays far below (each split visits its part once).
+SPLIT_WORK = 16
 # Punctuation that wraps a value and stays in the template (`[<*>]`, `'<*>'`, `(<*>),`).
 _OPENERS = frozenset("[({'\"<")
 _CLOSERS = frozenset(")]}'\">,;.:")
@@ -186,10 +189,36 @@ def _counted(contents: Mapping[str, int] | Sequence[str]) -> list[tuple[str, int
 
 
 def _split(lines: list[Line], fixed: frozenset[int], evidence: Evidence, known: Collection[str]) -> list[Group]:
-    """Split `lines` (of one token count) by their event words until only values vary."""
-    n = len(lines[0].spans)
+    """Split `lines` (of one token count) by their event words until only values vary.
+
+    Each split looks at every line of the part it splits, so lines built to peel off one at a time
+    would cost the square of their number; past `SPLIT_WORK` token visits per token of `lines`,
+    the parts left are split by their whole shape instead (no values: the lines are learnt as they
+    are, as without grouping)."""
+    budget = SPLIT_WORK * len(lines) * len(lines[0].spans)
+    done: list[Group] = []
+    pending = [(lines, fixed)]
+    while pending:
+        part, part_fixed = pending.pop()
+        budget -= len(part) * len(part[0].spans)
+        if budget < 0:
+            done.extend(_by_shape(part))
+            continue
+        values, position = _decide(part, part_fixed, evidence, known)
+        if position is None:
+            done.append(Group(part, frozenset(values)))
+            continue
+        parts: dict[str, list[Line]] = {}
+        for line in part:
+            parts.setdefault(line.shapes[position], []).append(line)
+        pending.extend((sub, part_fixed | {position}) for sub in reversed(parts.values()))
+    return done
+
+
+def _decide(lines: list[Line], fixed: frozenset[int], evidence: Evidence, known: Collection[str]) -> tuple[set[int], int | None]:
+    """The value positions of `lines`, and the word position to split them on (None: none varies)."""
     values, words = set(), []
-    for position in range(n):
+    for position in range(len(lines[0].spans)):
         if position in fixed:
             continue
         if known and all(line.core(position) in known for line in lines):
@@ -202,13 +231,14 @@ def _split(lines: list[Line], fixed: frozenset[int], evidence: Evidence, known: 
             values.add(position)
         else:
             words.append((len(shapes), position))
-    if not words:
-        return [Group(lines, frozenset(values))]
-    _, position = min(words)
-    parts: dict[str, list[Line]] = {}
+    return values, (min(words)[1] if words else None)
+
+
+def _by_shape(lines: list[Line]) -> list[Group]:
+    parts: dict[tuple[str, ...], list[Line]] = {}
     for line in lines:
-        parts.setdefault(line.shapes[position], []).append(line)
-    return [group for part in parts.values() for group in _split(part, fixed | {position}, evidence, known)]
+        parts.setdefault(tuple(line.shapes), []).append(line)
+    return [Group(part) for part in parts.values()]
 
 
 def _is_value(lines: list[Line], position: int, shapes: Counter[str], evidence: Evidence) -> bool:

@@ -534,11 +534,12 @@ def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD
     return " ".join(out)
 
 
-def template_pieces(text: str) -> list[str]:
+@lru_cache(maxsize=4096)  # a new template is compared with every cached one that starts like it (`refine.join`)
+def template_pieces(text: str) -> tuple[str, ...]:
     """A template's chunks as texts, each wildcard one piece."""
     out: list[str] = []
     for i, part in enumerate(text.split(WILDCARD)):
         if i:
             out.append(WILDCARD)
         out.extend(c.text for c in chunk(part))
-    return out
+    return tuple(out)
