@@ -237,3 +237,37 @@ def test_lines_built_to_split_one_at_a_time_cost_a_bounded_time():
     started = time.perf_counter()
     out = parser.parse_block(lines)
     assert time.perf_counter() - started < 10 and len(out) == n
+
+
+def test_an_address_and_its_port_are_one_value_or_two_as_the_deployment_says():
+    from workhorse.logparse.template import ports_apart
+
+    lines = [f"Accepted socket connection from /10.0.0.{i}:{5000 + i} at {i}" for i in range(6)]
+    one = LogParser(None, TemplateCache(), None)
+    one.parse_block(lines)
+    assert [t.text for t in one.cache] == ["Accepted socket connection from <*> at <*>"]
+    two = LogParser(None, TemplateCache(), None, ports="apart")
+    parsed = two.parse_block(lines)
+    assert [t.text for t in two.cache] == ["Accepted socket connection from <*>:<*> at <*>"]
+    assert parsed[2].params == ["/10.0.0.2", "5002", "2"]
+    assert ports_apart("to <*> via <*>", "to host-1:80 via a:b c") == ("to <*>:<*> via <*>", frozenset())  # `a:b c` is no port
+    # a spanning wildcard after the split keeps its place
+    text, spanning = ports_apart("<*> from <*> at <*>", "x from 10.0.0.1:22 at Wed Jul 27 10:59:53 2005", frozenset({2}))
+    assert (text, spanning) == ("<*> from <*>:<*> at <*>", frozenset({3}))
+
+
+def test_logs_parse_takes_the_ports_convention(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from workhorse.cli import app
+
+    log = tmp_path / "zk.log"
+    log.write_text("".join(f"INFO Accepted socket connection from /10.0.0.{i}:{5000 + i}\n" for i in range(5)))
+    result = CliRunner().invoke(app, ["logs", "parse", str(log), "--no-model", "--ports", "apart", "--format", "<Level> <Content>"])
+    assert result.exit_code == 0, result.output
+    records = [_json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {r["template"] for r in records} == {"Accepted socket connection from <*>:<*>"}
+    bad = CliRunner().invoke(app, ["logs", "parse", str(log), "--no-model", "--ports", "sideways"])
+    assert bad.exit_code != 0

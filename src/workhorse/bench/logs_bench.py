@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
@@ -35,14 +35,14 @@ FIRST = 10_000
 
 def bench_system(root: Path, name: str, model: TemplateModel | None, *, repeats: int = 3, drain: bool = True,
                  block: int = BLOCK, first: int = FIRST, evidence: Evidence = EVIDENCE,
-                 model_below: int | None = None) -> dict[str, Any]:
+                 model_below: int | None = None, ports: Literal["with-address", "apart"] = "with-address") -> dict[str, Any]:
     """One system from an empty cache (`model` None: the rules alone, no model; `model_below`:
     see `LogParser`)."""
     system = load_system(root, name)
     log_format = LogFormat.parse(system.log_format)
     cache = TemplateCache()
     calls_before = model.calls if model is not None else 0
-    parser = LogParser(log_format, cache, model, evidence=evidence, model_below=model_below)
+    parser = LogParser(log_format, cache, model, evidence=evidence, model_below=model_below, ports=ports)
     first = min(first, len(system.lines))
     parsed, first_s = [], 0.0
     started = time.perf_counter()
@@ -96,13 +96,17 @@ def _drain(contents: Sequence[str], truth: Sequence[str]) -> dict[str, Any]:
 
 def run(
     roots: Path | Sequence[Path], model: TemplateModel | None, *, names: Sequence[str] | None = None, repeats: int = 3,
-    block: int = BLOCK, first: int = FIRST, model_below: int | None = None, log: Callable[[str], None] = lambda _: None,
+    block: int = BLOCK, first: int = FIRST, model_below: int | None = None, ports_apart: Sequence[str] = (),
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Every system of `roots` (folders laid out like Loghub-2k), or those in `names`."""
+    """Every system of `roots` (folders laid out like Loghub-2k), or those in `names`; those in
+    `ports_apart` parsed with an address and its port as two values (their deployment's convention)."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     report: dict[str, Any] = {"data": [str(r) for r in roots], "block": block, "model_below": model_below, "systems": {}}
     for root, name in system_paths(roots, names):
-        result = bench_system(root, name, model, repeats=repeats, block=block, first=first, model_below=model_below)
+        result = bench_system(root, name, model, repeats=repeats, block=block, first=first, model_below=model_below,
+                              ports="apart" if name in ports_apart else "with-address")
+        result["ports"] = "apart" if name in ports_apart else "with-address"
         report["systems"][name] = result
         log(f"{name}: GA {result['GA']:.3f} PA {result['PA']:.3f} FGA {result['FGA']:.3f} FTA {result['FTA']:.3f}, "
             f"{result['model_calls']} model calls for {result['true_templates']} templates, "

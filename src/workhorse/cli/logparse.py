@@ -27,6 +27,8 @@ def parse(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep reading lines appended to FILE, like tail -f (Ctrl-C stops)."),
     no_model: bool = typer.Option(False, "--no-model", help="The cache alone: unseen lines get only their certain variables."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
+    ports: str = typer.Option(None, help="An address with its port as one value (with-address) or two (apart: `<*>:<*>`); "
+                              "default: the task's log_ports."),
     block: int = typer.Option(
         BLOCK, min=1, help="Lines read before their unseen ones are grouped and learnt, one model call per group "
         "(following a file, a block also ends where the lines written so far end; 1: each line on its own, "
@@ -47,7 +49,10 @@ def parse(
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
     open_model = None if no_model else (lambda: open_task_engine(spec, directory, threads=threads))
-    log_task = LogTask(spec, log_format=log_format, open_model=open_model)
+    if ports not in (None, "with-address", "apart"):
+        raise WorkhorseError(f"--ports must be with-address or apart, not {ports!r}", "an address with its port is one value "
+                             "(with-address) or two (apart) in your logs' convention")
+    log_task = LogTask(spec, log_format=log_format, open_model=open_model, ports=ports)
     stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
     lines = _lines(stream, follow)
     head = _head(lines, DETECT_SAMPLE)

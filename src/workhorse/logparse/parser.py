@@ -31,7 +31,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from workhorse.errors import WorkhorseError
 from workhorse.logparse.cache import TemplateCache
@@ -47,6 +47,7 @@ from workhorse.logparse.template import (
     first_word,
     keep_words_in_wildcard_runs,
     normalize,
+    ports_apart,
     template_from_choices,
 )
 from workhorse.logparse.types import param_type
@@ -97,14 +98,18 @@ class LogParser:
         on_learn: Callable[[Template], None] | None = None,
         evidence: Evidence = EVIDENCE,
         model_below: int | None = None,
+        ports: Literal["with-address", "apart"] = "with-address",
     ) -> None:
         """`model`: a TemplateModel, a function that opens one on the first cache miss, or None
         (the cache alone). `on_learn` is called with each template the model adds. `evidence`: when
         a group's varying position is a value (`grouping.Evidence`). `model_below`: ask the model
         only about groups of fewer different lines than this; in larger ones what held on every
-        line is a word and what varied a value, without the model (None: ask about every group)."""
+        line is a word and what varied a value, without the model (None: ask about every group).
+        `ports`: an address and its port as one value (`<*>`) or as two (`<*>:<*>`), as the
+        deployment's convention has it (`template.ports_apart`)."""
         self.evidence = evidence
         self.model_below = model_below
+        self.ports = ports
         self.log_format = log_format
         self.cache = cache
         self._model = model
@@ -207,7 +212,14 @@ class LogParser:
                 text = None
         if text is None:
             text = template_from_choices(chunks, [c.variable for c in chunks])
-        new = join(Template(text, example=content), self.cache.related(text))
+        return self._cache(text, content)
+
+    def _cache(self, text: str, content: str) -> Template:
+        """Join a learnt template with the cached ones it is the same event as, and cache it."""
+        spanning = frozenset()
+        if self.ports == "apart":
+            text, spanning = ports_apart(text, content, Template(text, example=content).spanning)
+        new = join(Template(text, example=content, spanning=spanning), self.cache.related(text))
         return self.cache.add(new.text, content, new.spanning)
 
     def _learn_groups(self, contents: Counter[str]) -> None:
@@ -252,8 +264,7 @@ class LogParser:
                     text = None
             if text is None:
                 text = template_from_choices(chunks, [c.variable for c in chunks])
-            new = join(Template(text, example=content), self.cache.related(text))
-            template = self.cache.add(new.text, content, new.spanning)
+            template = self._cache(text, content)
             if self._on_learn is not None:
                 self._on_learn(template)
 

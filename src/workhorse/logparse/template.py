@@ -543,3 +543,30 @@ def template_pieces(text: str) -> tuple[str, ...]:
             out.append(WILDCARD)
         out.extend(c.text for c in chunk(part))
     return tuple(out)
+
+
+# An address or host name with its port, as one value (`/10.0.0.1:2181`, `msra-sa-41:9000`).
+_WITH_PORT = re.compile(rf"(/?(?:{_IP}|[A-Za-z0-9][A-Za-z0-9.-]*)):(\d{{1,5}})")
+
+
+def ports_apart(text: str, example: str, spanning: frozenset[int] = frozenset()) -> tuple[str, frozenset[int]]:
+    """The template with each wildcard whose value in `example` is an address or host with its
+    port written as two, `<*>:<*>`, and its spanning wildcards renumbered. For deployments whose
+    convention keeps the port apart (a per-deployment option, `LogParser(ports="apart")`): log
+    conventions differ here, Loghub's labels too (Zookeeper's keep two values, HDFS's one)."""
+    parts = text.split(WILDCARD)
+    values = Template(text, example=example, spanning=spanning).match(example) if example else None
+    if values is None:
+        return text, spanning
+    out, renumbered, index = [parts[0]], set(), 0
+    for i, (value, part) in enumerate(zip(values, parts[1:], strict=True)):
+        if i in spanning:
+            renumbered.add(index)
+        if _WITH_PORT.fullmatch(value):
+            out.append(WILDCARD + ":" + WILDCARD)
+            index += 2
+        else:
+            out.append(WILDCARD)
+            index += 1
+        out.append(part)
+    return "".join(out), frozenset(renumbered)

@@ -12,7 +12,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workhorse.engine import Evaluator
 from workhorse.errors import TaskSpecError
@@ -39,9 +39,11 @@ class LogTask:
         log_format: str | None = None,
         open_model: Callable[[], Evaluator] | None = None,
         cache_file: Path | None = None,
+        ports: Literal["with-address", "apart"] | None = None,
     ) -> None:
         """`open_model` gives the engine on the first cache miss (None: no model, the cache alone).
-        `cache_file`: where the cache persists (default: the task's; pass a scratch path to start empty)."""
+        `cache_file`: where the cache persists (default: the task's; pass a scratch path to start empty).
+        `ports`: an address with its port as one value or two (default: the task's `log_ports`)."""
         if spec.kind != "logs":
             raise TaskSpecError(f"task {spec.name} is a {spec.kind} task, not a logs task", "use a task with kind: logs")
         self.spec = spec
@@ -51,7 +53,8 @@ class LogTask:
         self.cache = TemplateCache.load(self.cache_file)
         self._lock = threading.Lock()  # one cache, parsed into by concurrent server batches
         model = (lambda: TemplateModel(open_model())) if open_model is not None else None
-        self._parser = LogParser(self.log_format, self.cache, model, on_learn=lambda _: self.cache.save(self.cache_file))
+        self._parser = LogParser(self.log_format, self.cache, model, on_learn=lambda _: self.cache.save(self.cache_file),
+                                 ports=ports or spec.log_ports)
 
     @property
     def model_calls(self) -> int:
