@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workhorse.logparse.template import WILDCARD, Chunk, chunk, render
 
@@ -110,6 +110,7 @@ class Group:
     lines: list[Line]
     values: frozenset[int] = frozenset()
     known: int = 0  # how many of `lines` (the first ones) stand for cached templates, not new lines
+    _edges: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)  # per value position
 
     @property
     def new_lines(self) -> list[Line]:
@@ -126,7 +127,9 @@ class Group:
 
     def _value_range(self, index: int, position: int) -> tuple[int, int]:
         a, b = self.lines[index].spans[position]
-        head, tail = _kept_edges([other.token(position) for other in self.lines])
+        if position not in self._edges:
+            self._edges[position] = _kept_edges([other.token(position) for other in self.lines])
+        head, tail = self._edges[position]
         return a + head, b - tail
 
     def value_texts(self) -> set[str]:
