@@ -25,6 +25,7 @@ from workhorse.logparse.loghub import load_system, systems
 from workhorse.logparse.metrics import parsing_metrics
 from workhorse.logparse.model import TemplateModel
 from workhorse.logparse.parser import LogParser
+from workhorse.logparse.refine import JOINING, Joining
 
 METRICS = ("GA", "PA", "FGA", "FTA")
 
@@ -35,14 +36,15 @@ FIRST = 10_000
 
 def bench_system(root: Path, name: str, model: TemplateModel | None, *, repeats: int = 3, drain: bool = True,
                  block: int = BLOCK, first: int = FIRST, evidence: Evidence = EVIDENCE,
-                 model_below: int | None = None, ports: Literal["with-address", "apart"] = "with-address") -> dict[str, Any]:
+                 model_below: int | None = None, ports: Literal["with-address", "apart"] = "with-address",
+                 joining: Joining = JOINING) -> dict[str, Any]:
     """One system from an empty cache (`model` None: the rules alone, no model; `model_below`:
     see `LogParser`)."""
     system = load_system(root, name)
     log_format = LogFormat.parse(system.log_format)
     cache = TemplateCache()
     calls_before = model.calls if model is not None else 0
-    parser = LogParser(log_format, cache, model, evidence=evidence, model_below=model_below, ports=ports)
+    parser = LogParser(log_format, cache, model, evidence=evidence, model_below=model_below, ports=ports, joining=joining)
     first = min(first, len(system.lines))
     parsed, first_s = [], 0.0
     started = time.perf_counter()

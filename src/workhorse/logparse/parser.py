@@ -38,7 +38,7 @@ from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.grouping import EVIDENCE, Evidence, Group, group_lines
 from workhorse.logparse.header import LogFormat
 from workhorse.logparse.model import SHOWN_LINES, TemplateModel
-from workhorse.logparse.refine import join
+from workhorse.logparse.refine import JOINING, Joining, join
 from workhorse.logparse.template import (
     WILDCARD,
     Template,
@@ -99,6 +99,7 @@ class LogParser:
         evidence: Evidence = EVIDENCE,
         model_below: int | None = None,
         ports: Literal["with-address", "apart"] = "with-address",
+        joining: Joining = JOINING,
     ) -> None:
         """`model`: a TemplateModel, a function that opens one on the first cache miss, or None
         (the cache alone). `on_learn` is called with each template the model adds. `evidence`: when
@@ -106,10 +107,12 @@ class LogParser:
         only about groups of fewer different lines than this; in larger ones what held on every
         line is a word and what varied a value, without the model (None: ask about every group).
         `ports`: an address and its port as one value (`<*>`) or as two (`<*>:<*>`), as the
-        deployment's convention has it (`template.ports_apart`)."""
+        deployment's convention has it (`template.ports_apart`). `joining`: when a new template joins
+        cached ones (`refine.Joining`)."""
         self.evidence = evidence
         self.model_below = model_below
         self.ports = ports
+        self.joining = joining
         self.log_format = log_format
         self.cache = cache
         self._model = model
@@ -219,7 +222,7 @@ class LogParser:
         spanning = frozenset()
         if self.ports == "apart":
             text, spanning = ports_apart(text, content, Template(text, example=content).spanning)
-        new = join(Template(text, example=content, spanning=spanning), self.cache.related(text))
+        new = join(Template(text, example=content, spanning=spanning), self.cache.related(text), self.joining)
         return self.cache.add(new.text, content, new.spanning)
 
     def _learn_groups(self, contents: Counter[str]) -> None:
