@@ -47,3 +47,24 @@ def test_a_dpkg_log_parses_to_few_templates_without_the_model(tmp_path):
     assert len(templates) <= len(set(truth)) + 2, templates
     again = CliRunner().invoke(app, ["logs", "parse", str(log), "--no-model", "--block", "1"])  # the task's cache is kept
     assert again.exit_code == 0 and all(json.loads(line)["source"] == "cache" for line in again.stdout.splitlines() if line.startswith("{"))
+
+
+def test_a_served_requests_lines_are_grouped_together(tmp_path, tiny_model):
+    """`LogsTask.run` (the task route) parses a request's lines as one block: one model call per
+    group, and the tiny model's template for a group covers each of its lines."""
+    from workhorse.engine import Engine, EngineConfig
+    from workhorse.tasks.logs import LogsTask
+    from workhorse.tasks.store import load_task
+
+    spec, directory = load_task("log-templates")
+    engine = Engine(tiny_model, EngineConfig(n_ctx=4096, n_slots=4, prefix_slots=2))
+    try:
+        task = LogsTask(spec, directory, engine)
+        task.log_task.cache_file = tmp_path / "templates.json"
+        lines = [f"2024-05-02 10:11:{i:02d} status installed pkg{i}-tools:amd64 1.{i}-1" for i in range(20)]
+        task.log_task.detect(lines)
+        answers = task.run(lines)
+        assert task.log_task.model_calls == 1
+        assert len({a.answer["template_id"] for a in answers}) == 1
+    finally:
+        engine.close()
