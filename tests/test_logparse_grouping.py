@@ -146,7 +146,7 @@ def test_with_a_model_one_call_per_group_in_batches(tiny_model):
     engine = Engine(tiny_model, EngineConfig(n_ctx=4096, n_slots=4, prefix_slots=2))
     try:
         model = TemplateModel(engine)
-        parser = LogParser(None, TemplateCache(), model)
+        parser = LogParser(None, TemplateCache(), model, model_below=None)  # every group asked
         lines = [f"status {s} {p} 1.{i}-1" for i, p in enumerate(PACKAGES) for s in ("installed", "unpacked")]
         lines += ["startup archives unpack", "startup packages configure"] * 3
         parsed = parser.parse_block(lines)

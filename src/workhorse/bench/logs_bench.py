@@ -24,7 +24,7 @@ from workhorse.logparse.header import LogFormat
 from workhorse.logparse.loghub import load_system, systems
 from workhorse.logparse.metrics import parsing_metrics
 from workhorse.logparse.model import TemplateModel
-from workhorse.logparse.parser import LogParser
+from workhorse.logparse.parser import MODEL_BELOW, LogParser
 from workhorse.logparse.refine import JOINING, Joining
 
 METRICS = ("GA", "PA", "FGA", "FTA")
@@ -36,7 +36,7 @@ FIRST = 10_000
 
 def bench_system(root: Path, name: str, model: TemplateModel | None, *, repeats: int = 3, drain: bool = True,
                  block: int = BLOCK, first: int = FIRST, evidence: Evidence = EVIDENCE,
-                 model_below: int | None = None, ports: Literal["with-address", "apart"] = "with-address",
+                 model_below: int | None = MODEL_BELOW, ports: Literal["with-address", "apart"] = "with-address",
                  joining: Joining = JOINING) -> dict[str, Any]:
     """One system from an empty cache (`model` None: the rules alone, no model; `model_below`:
     see `LogParser`)."""
@@ -98,7 +98,7 @@ def _drain(contents: Sequence[str], truth: Sequence[str]) -> dict[str, Any]:
 
 def run(
     roots: Path | Sequence[Path], model: TemplateModel | None, *, names: Sequence[str] | None = None, repeats: int = 3,
-    block: int = BLOCK, first: int = FIRST, model_below: int | None = None, ports_apart: Sequence[str] = (),
+    block: int = BLOCK, first: int = FIRST, model_below: int | None = MODEL_BELOW, ports_apart: Sequence[str] = (),
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Every system of `roots` (folders laid out like Loghub-2k), or those in `names`; those in

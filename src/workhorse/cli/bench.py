@@ -195,8 +195,8 @@ def logs(
     repeats: int = typer.Option(3, min=1, help="Warm passes per system (the median is reported)."),
     block: int = typer.Option(1000, min=1, help="Lines grouped at a time in the cold pass, as `logs parse` reads a file (1: line by line)."),
     first: int = typer.Option(10_000, min=1, help="Report the time to parse this many first lines of each system (or all it has)."),
-    model_below: int = typer.Option(None, min=2, help="Ask the model only about groups of fewer different lines than this "
-                                    "(larger ones: what held is a word, what varied a value). Default: every group."),
+    model_below: int = typer.Option(2, min=0, help="Ask the model only about groups of fewer different lines than this "
+                                    "(larger ones: what held is a word, what varied a value); 0: about every group."),
     ports_apart: str = typer.Option(None, help="Systems (comma-separated) whose convention writes an address and its port "
                                     "as two values (`<*>:<*>`), as their deployment would set it (default: none)."),
     loso: bool = typer.Option(False, "--loso", help="Leave-one-system-out: each system scored with the evidence thresholds "
@@ -231,7 +231,7 @@ def logs(
 
         template_model = TemplateModel(open_engine(model, engine_config(threads=threads, kinds=["logs"])))
     apart = [n.strip() for n in ports_apart.split(",")] if ports_apart else []
-    report = run_logs(roots, template_model, names=names, repeats=repeats, block=block, first=first, model_below=model_below,
+    report = run_logs(roots, template_model, names=names, repeats=repeats, block=block, first=first, model_below=model_below or None,
                       ports_apart=apart, log=say)
     report["model"] = None if no_model else model
     report["machine"] = {"cpu": _cpu_name(), "threads": threads}
