@@ -72,3 +72,15 @@ def test_plain_words_in_a_long_run_of_wildcards_are_taken_back():
     assert keep_words_in_wildcard_runs("timeout of <*> <*>", "timeout of 10000ms exceeded") == "timeout of <*> exceeded"
     # one wildcard alone is left as the model wrote it
     assert keep_words_in_wildcard_runs("user <*> logged in", "user bob logged in") == "user <*> logged in"
+
+
+def test_the_joining_thresholds_are_parameters():
+    from workhorse.logparse.refine import Joining
+
+    lines = ["Invalid user admin from 1.2.3.4", "Invalid user test from 5.6.7.8"]
+    default = LogParser(None, TemplateCache(), None)
+    eager = LogParser(None, TemplateCache(), None, joining=Joining(siblings=2))
+    for line in lines:
+        default.parse_line(line)
+        eager.parse_line(line)
+    assert len(default.cache) == 2 and [t.text for t in eager.cache] == ["Invalid user <*> from <*>"]

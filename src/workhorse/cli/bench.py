@@ -188,40 +188,80 @@ def soak(
 
 @app.command("logs")
 def logs(
-    data: str = typer.Option(None, help="A directory laid out like Loghub-2k (default: loghub_2k in the datasets folder)."),
+    data: str = typer.Option(None, help="Directories laid out like Loghub-2k, comma-separated (default: loghub_2k in the datasets folder)."),
     systems: str = typer.Option(None, help="Comma-separated systems (default: every one in log_formats.json)."),
     model: str = typer.Option("qwen2.5-coder-0.5b", help="The template model."),
-    repeats: int = typer.Option(3, help="Warm passes per system (the median is reported)."),
+    no_model: bool = typer.Option(False, "--no-model", help="The rules alone: unseen lines get their certain variables and the values their groups show."),
+    repeats: int = typer.Option(3, min=1, help="Warm passes per system (the median is reported)."),
+    block: int = typer.Option(1000, min=1, help="Lines grouped at a time in the cold pass, as `logs parse` reads a file (1: line by line)."),
+    first: int = typer.Option(10_000, min=1, help="Report the time to parse this many first lines of each system (or all it has)."),
+    model_below: int = typer.Option(2, min=0, help="Ask the model only about groups of fewer different lines than this "
+                                    "(larger ones: what held is a word, what varied a value); 0: about every group."),
+    ports_apart: str = typer.Option(None, help="Systems (comma-separated) whose convention writes an address and its port "
+                                    "as two values (`<*>:<*>`), as their deployment would set it (default: none)."),
+    loso: bool = typer.Option(False, "--loso", help="Leave-one-system-out: each system scored with the evidence thresholds "
+                              "chosen on the others (the rules alone, a grid of thresholds; see workhorse.bench.logs_loso)."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Log parsing per system from an empty cache: GA, PA, FGA, FTA, model calls, lines/s cold and warm; drain3 beside it."""
+    """Log parsing per system from an empty cache: GA, PA, FGA, FTA, model calls, lines/s cold and warm, time to the first lines; drain3 beside it."""
     from rich.console import Console
 
-    from workhorse.bench.logs_bench import run as run_logs
     from workhorse.evals.datasets import datasets_root
-    from workhorse.logparse.model import TemplateModel
-    from workhorse.tasks.engines import engine_config, open_engine
 
     console = Console(stderr=True)
-    root = Path(data) if data else datasets_root() / "loghub_2k"
+    roots = [Path(d.strip()) for d in data.split(",")] if data else [datasets_root() / "loghub_2k"]
     names = [n.strip() for n in systems.split(",")] if systems else None
-    report = run_logs(root, TemplateModel(open_engine(model, engine_config(threads=threads, kinds=["logs"]))), names=names, repeats=repeats,
-                      log=lambda line: console.print(line, highlight=False))
-    report["model"] = model
+    say = lambda line: console.print(line, highlight=False)  # noqa: E731
+    if loso:
+        from workhorse.bench.logs_loso import loso as run_loso
+
+        report = run_loso(roots, names=names, block=block, log=say)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            _print_loso_table(report)
+        return
+    from workhorse.bench.logs_bench import run as run_logs
+
+    template_model = None
+    if not no_model:
+        from workhorse.logparse.model import TemplateModel
+        from workhorse.tasks.engines import engine_config, open_engine
+
+        template_model = TemplateModel(open_engine(model, engine_config(threads=threads, kinds=["logs"])))
+    apart = [n.strip() for n in ports_apart.split(",")] if ports_apart else []
+    report = run_logs(roots, template_model, names=names, repeats=repeats, block=block, first=first, model_below=model_below or None,
+                      ports_apart=apart, log=say)
+    report["model"] = None if no_model else model
     report["machine"] = {"cpu": _cpu_name(), "threads": threads}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
     from rich.table import Table
 
-    table = Table("system", "GA", "PA", "FGA", "FTA", "calls / templates", "lines/s warm", "lines/s cold",
-                  "drain3 GA", "drain3 PA", title=f"log parsing ({model}) vs drain3")
+    table = Table("system", "GA", "PA", "FGA", "FTA", "calls / templates", "lines/s warm", "lines/s cold", "first lines (s)",
+                  "drain3 GA", "drain3 PA", title=f"log parsing ({report['model'] or 'no model'}, blocks of {block}) vs drain3")
     rows = list(report["systems"].items()) + [("average", report["average"])]
     for name, r in rows:
         calls = f"{r['model_calls']} / {r['true_templates']}"
+        head = f"{r['seconds_first_lines']:.1f}" + (f" ({r['first_lines']})" if "first_lines" in r else "")
         table.add_row(name, *(f"{r[k]:.3f}" for k in ("GA", "PA", "FGA", "FTA")), calls, f"{r['lines_per_s_warm']:,.0f}",
-                      f"{r['lines_per_s_cold']:,.1f}", f"{r['drain3']['GA']:.3f}", f"{r['drain3']['PA']:.3f}")
+                      f"{r['lines_per_s_cold']:,.1f}", head, f"{r['drain3']['GA']:.3f}", f"{r['drain3']['PA']:.3f}")
+    Console().print(table)
+
+
+def _print_loso_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("system", "chosen on the others (" + "/".join(report["defaults"]) + ")", "GA", "PA", "FGA", "FTA", "GA (defaults)", "PA (defaults)",
+                  title="leave-one-system-out (rules without the model)")
+    rows = list(report["systems"].items()) + [("average", report["average"])]
+    for name, r in rows:
+        chosen = "/".join(str(v) for v in r["chosen"].values()) if "chosen" in r else ""
+        table.add_row(name, chosen, *(f"{r[k]:.3f}" for k in ("GA", "PA", "FGA", "FTA")),
+                      f"{r['defaults']['GA']:.3f}", f"{r['defaults']['PA']:.3f}")
     Console().print(table)
 
 

@@ -6,11 +6,15 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 import typer
+
+# Lines grouped at a time when reading a file: a group's lines show the model what varies, and the
+# first record waits for at most this many lines to be read.
+BLOCK = 1000
 
 
 def parse(
@@ -23,6 +27,12 @@ def parse(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep reading lines appended to FILE, like tail -f (Ctrl-C stops)."),
     no_model: bool = typer.Option(False, "--no-model", help="The cache alone: unseen lines get only their certain variables."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
+    ports: str = typer.Option(None, help="An address with its port as one value (with-address) or two (apart: `<*>:<*>`); "
+                              "default: the task's log_ports."),
+    block: int = typer.Option(
+        BLOCK, min=1, help="Lines read before their unseen ones are grouped and learnt, one model call per group "
+        "(following a file, a block also ends where the lines written so far end; 1: each line on its own, "
+        "for a live pipe on stdin)."),
 ) -> None:
     """Parse a log into templates: cached templates parse their lines at once; the small model writes
     the template of each line it has not seen, which is cached for the next ones."""
@@ -39,10 +49,13 @@ def parse(
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
     open_model = None if no_model else (lambda: open_task_engine(spec, directory, threads=threads))
-    log_task = LogTask(spec, log_format=log_format, open_model=open_model)
+    if ports not in (None, "with-address", "apart"):
+        raise WorkhorseError(f"--ports must be with-address or apart, not {ports!r}", "an address with its port is one value "
+                             "(with-address) or two (apart) in your logs' convention")
+    log_task = LogTask(spec, log_format=log_format, open_model=open_model, ports=ports)
     stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
     lines = _lines(stream, follow)
-    head = list(itertools.islice(lines, DETECT_SAMPLE))
+    head = _head(lines, DETECT_SAMPLE)
     log_task.detect(head)
     console = Console(stderr=True)
     if log_task.log_format is None:
@@ -53,7 +66,8 @@ def parse(
     started, last = time.perf_counter(), 0.0
     count = 0
     try:
-        for count, record in enumerate(log_task.records(itertools.chain(head, lines)), start=1):
+        records = log_task.records_of_blocks(_blocks(itertools.chain(head, lines), block))
+        for count, record in enumerate(records, start=1):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             now = time.perf_counter()
             if now - last > 2:  # progress on stderr, so stdout stays pure JSONL
@@ -77,15 +91,49 @@ def _progress(log_task, count: int, seconds: float) -> str:
             f"{log_task.model_calls} model calls{failures}, {rate:,.0f} lines/s")
 
 
-def _lines(stream: TextIO, follow: bool) -> Iterator[str]:
+def _lines(stream: TextIO, follow: bool) -> Iterator[str | None]:
+    """The stream's lines; following a file, None each time the lines written so far are used up
+    (before waiting for more)."""
     partial = ""  # following a file, a line being written is read once it is whole
+    waiting = False
     while True:
         line = stream.readline()
         if line.endswith("\n") or (line and not follow):
             yield partial + line
-            partial = ""
+            partial, waiting = "", False
         elif follow:
             partial += line
+            if not waiting:
+                yield None
+                waiting = True
             time.sleep(0.25)
         else:
             return
+
+
+def _head(lines: Iterator[str | None], n: int) -> list[str]:
+    """Up to `n` first lines to detect the header from: fewer when a followed file has no more yet."""
+    head: list[str] = []
+    for line in lines:
+        if line is None:
+            if head:
+                break
+        else:
+            head.append(line)
+            if len(head) == n:
+                break
+    return head
+
+
+def _blocks(lines: Iterable[str | None], size: int) -> Iterator[list[str]]:
+    """Blocks of up to `size` lines, a block also ending where a followed file's lines end for now
+    (so each line is answered once the lines written with it are read, not after `size` more)."""
+    block: list[str] = []
+    for line in lines:
+        if line is not None:
+            block.append(line)
+        if block and (line is None or len(block) == size):
+            yield block
+            block = []
+    if block:
+        yield block

@@ -23,7 +23,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ CACHE_VERSION = 1
 # Loghub-2k's systems have 6 to 341 templates in 2,000 lines each; ten thousand leaves room for a
 # large system's whole log while keeping a line's wildcard-first candidates and the file bounded.
 MAX_TEMPLATES = 10_000
+# Values the lines' groups showed (package names, versions): bounded, the oldest forgotten first,
+# so a log that never repeats a value cannot grow the cache or its file without end.
+MAX_VALUES = 20_000
 
 
 class TemplateCache:
@@ -48,6 +51,8 @@ class TemplateCache:
         self._recent: OrderedDict[int, None] = OrderedDict()  # live ids, least recently matched first
         self._alias: dict[int, int] = {}  # replaced id → the id that replaced it
         self._next_id = 1
+        # tokens that groups of lines showed to be values (`grouping`), oldest first: a value wherever they turn up
+        self.values: dict[str, None] = {}
         self.hits = 0
         self.misses = 0
         self.evicted = 0
@@ -58,10 +63,11 @@ class TemplateCache:
     def __iter__(self) -> Iterator[Template]:
         return iter(self._templates.values())
 
-    def match(self, content: str) -> tuple[Template, list[str]] | None:
+    def match(self, content: str, count: bool = True) -> tuple[Template, list[str]] | None:
         """The best template for a (normalized) content and its parameter values. On a tie in
         literal text the first found wins: those indexed by the line's first word before those
-        that start with a variable, each in the order they were added."""
+        that start with a variable, each in the order they were added. `count` False: the line is
+        counted later (`tally`)."""
         best: tuple[Template, list[str]] | None = None
         word = first_word(content)
         for key in (word, None) if word is not None else (None,):
@@ -72,12 +78,31 @@ class TemplateCache:
                 if params is not None:
                     best = (template, params)
         if best is None:
-            self.misses += 1
+            self.misses += count
         else:
-            self.hits += 1
+            self.hits += count
             best[0].hits += 1
             self._recent.move_to_end(best[0].id)
         return best
+
+    def remember(self, values: Iterable[str]) -> bool:
+        """Keep values that hold a digit or punctuation (`libsqlite36:amd64`, `1:2.38.1-5+b6`); a
+        plain word can be a value in one event and a word of another (a user named `user`, and
+        `Invalid user <*>`). Whether any was new."""
+        new = False
+        for value in values:
+            if value and not value.isalpha() and value not in self.values:
+                self.values[value] = None
+                new = True
+        while len(self.values) > MAX_VALUES:
+            del self.values[next(iter(self.values))]
+        return new
+
+    def tally(self, *, hits: int, misses: int) -> None:
+        """Count lines matched with `count=False` once it is known which were parsed by a known
+        template (a block's lines: `LogParser.parse_block`)."""
+        self.hits += hits
+        self.misses += misses
 
     def add(self, text: str, example: str, spanning: frozenset[int] = frozenset()) -> Template:
         """Cache a template made for `example`; it replaces the cached templates it generalizes.
@@ -145,6 +170,7 @@ class TemplateCache:
             ],
             "recent": list(self._recent),  # least recently matched first: what goes first past the bound
             "aliases": {str(k): v for k, v in self._alias.items()},
+            "values": list(self.values),
         }
         _write_durably(path, json.dumps(data, ensure_ascii=False, indent=1))
 
@@ -184,6 +210,10 @@ def _fill(cache: TemplateCache, data: Any) -> None:
     cache._alias = {alias: _final(alias, aliases) for alias in aliases}
     next_id = _integer(_field(data, "next_id", int), "next_id")
     cache._next_id = max([next_id, *(i + 1 for i in cache._templates)])  # never hand out an id in use
+    values = _field(data, "values", list, [])  # files written before values were kept have none
+    if not all(isinstance(v, str) for v in values):
+        raise TypeError('"values" holds something other than strings')
+    cache.values = dict.fromkeys(values)
     recent = [_integer(i, "recent") for i in _field(data, "recent", list, [])]
     for template_id in recent:  # files without it (or with stale ids) keep the file's order
         if template_id in cache._recent:

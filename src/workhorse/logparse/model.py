@@ -26,6 +26,8 @@ INSTRUCTION = (
     "addresses with their ports, paths, hosts, user and object names, times and sizes) with <*>.\n\n"
 )
 RETRIEVED = 3  # cached templates shown with each new line
+# Other lines of the line's group shown before it (`grouping`): the model sees what varies.
+SHOWN_LINES = 2
 # KV cells the model's engine needs: the demonstrations, three retrieved templates with their
 # example lines, a line of up to `parser.MAX_MODEL_CHARS` characters and its answer.
 CONTEXT_TOKENS = 8192
@@ -78,16 +80,26 @@ class TemplateModel:
         self.calls = 0
         self._bias = {token: WILDCARD_BIAS for token in _wildcard_tokens(self.model)} if WILDCARD_BIAS else {}
 
-    def templates(self, contents: Sequence[str], known: Sequence[Template] = ()) -> list[str]:
-        """One template per (normalized) content, generated together in one batch."""
-        requests = [self._request(content, chunk(content), known) for content in contents]
+    def templates(
+        self, contents: Sequence[str], known: Sequence[Template] = (), *,
+        chunks: Sequence[Sequence[Chunk]] | None = None, others: Sequence[Sequence[str]] | None = None,
+    ) -> list[str]:
+        """One template per (normalized) content, generated together in one batch. `chunks`: each
+        content's chunks when some are already known to be variables (a group's values, marked
+        `variable`); `others`: lines of each content's group, shown before it."""
+        requests = [
+            self._request(content, list(chunks[i]) if chunks is not None else chunk(content), known,
+                          others[i] if others is not None else ())
+            for i, content in enumerate(contents)
+        ]
         results = self.evaluator.generate(requests)
         self.calls += len(contents)
         return [render([self.model.detokenize(result.tokens)]) for result in results]
 
-    def _request(self, content: str, chunks: list[Chunk], known: Sequence[Template]) -> GenerateRequest:
+    def _request(self, content: str, chunks: list[Chunk], known: Sequence[Template], others: Sequence[str]) -> GenerateRequest:
         shown = "".join(_block(t.example, t.text) for t in reversed(similar(content, known)))
-        tail = self.model.tokenize(shown + _block(content), add_special=False)
+        group = "".join(f"Log: {other}\n" for other in others[:SHOWN_LINES])
+        tail = self.model.tokenize(shown + group + _block(content), add_special=False)
         # Each wildcard may take more tokens than the chunk it replaces.
         n_out = len(self.model.tokenize(content, add_special=False)) + 2 * len(chunks) + 8
         return GenerateRequest(

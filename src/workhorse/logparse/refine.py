@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from workhorse.logparse.template import (
@@ -32,28 +33,39 @@ from workhorse.logparse.template import (
 
 SHARED_WORDS = 3  # words two templates must share, besides where they differ, to join
 SIBLINGS = 3  # different words seen in one place before that place is a value
+
+
+@dataclass(frozen=True)
+class Joining:
+    """The thresholds of the two joins (parameters, for leave-one-system-out checks: `bench logs --loso`)."""
+
+    shared_words: int = SHARED_WORDS
+    siblings: int = SIBLINGS
+
+
+JOINING = Joining()
 # Templates longer than this (in tokens) are never value phrases: their token-by-token comparison
 # (`SequenceMatcher`) takes time quadratic in their length, so one long line would stall the parser.
 # On Loghub-2k the longest template has 105 tokens.
 MAX_PHRASE_TOKENS = 256
 
 
-def join(new: Template, related: Iterable[Template]) -> Template:
+def join(new: Template, related: Iterable[Template], joining: Joining = JOINING) -> Template:
     """`new`, or its join with the cached templates it is the same event as."""
     siblings: Counter[str] = Counter()
     for cached in related:
-        phrase = merge_phrases(new, cached)
+        phrase = merge_phrases(new, cached, joining.shared_words)
         if phrase is not None:
             return phrase
-        sibling = merge_siblings(new, cached)
+        sibling = merge_siblings(new, cached, joining.shared_words)
         if sibling is not None:
             siblings[sibling.text] += 1
-            if siblings[sibling.text] >= SIBLINGS - 1:
+            if siblings[sibling.text] >= joining.siblings - 1:
                 return sibling
     return new
 
 
-def merge_siblings(new: Template, old: Template) -> Template | None:
+def merge_siblings(new: Template, old: Template, shared_words: int = SHARED_WORDS) -> Template | None:
     """The join of two templates of equal chunks but one word (not the first), or None
     (`join` applies it once there are enough siblings)."""
     pieces, other = template_pieces(new.text), template_pieces(old.text)
@@ -68,13 +80,13 @@ def merge_siblings(new: Template, old: Template) -> Template | None:
     if any(c.constant for c in chunk(a) + chunk(b)):
         return None
     shared = sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum()) - 1
-    if shared < SHARED_WORDS:
+    if shared < shared_words:
         return None
     text = render([p if p == q else WILDCARD for p, q in zip(pieces, other, strict=True)])
     return _checked(Template(text, example=new.example, spanning=spanning_in(text, old.example)), new, old)
 
 
-def merge_phrases(new: Template, old: Template) -> Template | None:
+def merge_phrases(new: Template, old: Template, shared_words: int = SHARED_WORDS) -> Template | None:
     """The join of two templates that differ only where a value's shape varies, or None.
 
     Templates are compared token by token (split at spaces). Where they differ, each side must be
@@ -111,7 +123,7 @@ def merge_phrases(new: Template, old: Template) -> Template | None:
             del tokens[-taken:], spans[-taken:]
         tokens.append(WILDCARD)
         spans.append((True,))
-    if shared < SHARED_WORDS:
+    if shared < shared_words:
         return None
     spanning = frozenset(i for i, flag in enumerate(f for token_spans in spans for f in token_spans) if flag)
     return _checked(Template(" ".join(tokens), example=new.example, spanning=spanning), new, old)

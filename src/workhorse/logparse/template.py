@@ -508,16 +508,18 @@ def _around_value(chunks: Sequence[Chunk], i: int) -> bool:
     return piece.text in ")]}'\"" or (piece.text in ":," and after.kind == "word" and not after.variable)
 
 
-def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD_RUN) -> str:
+def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD_RUN, values: Collection[int] = ()) -> str:
     """A template whose runs of `run` or more whole-token wildcards keep the tokens that hold no
     certain variable (`Could not connect to proxy <*> <*> <*> <*> <*> <*>` from
     `… proxy a.org:80 - Could not resolve a.org` becomes `… proxy <*> - Could not resolve <*>`).
+    `values`: token positions shown to be values by the lines of the content's group (`grouping`),
+    which stay wildcards.
 
     A small model that has written a few wildcards in a row tends to go on to the end of the line;
     the labels never do: on Loghub-2k no run of two or more whole-token variables covers a token
     without a certain variable."""
-    tokens, values = template.split(" "), content.split(" ")
-    if len(tokens) != len(values):  # a wildcard spans spaces: tokens do not line up
+    tokens, tokens_of_line = template.split(" "), content.split(" ")
+    if len(tokens) != len(tokens_of_line):  # a wildcard spans spaces: tokens do not line up
         return template
     out, i = list(tokens), 0
     while i < len(tokens):
@@ -526,17 +528,45 @@ def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD
             end += 1
         if end - i >= run:
             for k in range(i, end):
-                if not any(c.variable for c in chunk(values[k])):
-                    out[k] = values[k]
+                if k not in values and not any(c.variable for c in chunk(tokens_of_line[k])):
+                    out[k] = tokens_of_line[k]
         i = max(end, i + 1)
     return " ".join(out)
 
 
-def template_pieces(text: str) -> list[str]:
+@lru_cache(maxsize=4096)  # a new template is compared with every cached one that starts like it (`refine.join`)
+def template_pieces(text: str) -> tuple[str, ...]:
     """A template's chunks as texts, each wildcard one piece."""
     out: list[str] = []
     for i, part in enumerate(text.split(WILDCARD)):
         if i:
             out.append(WILDCARD)
         out.extend(c.text for c in chunk(part))
-    return out
+    return tuple(out)
+
+
+# An address or host name with its port, as one value (`/10.0.0.1:2181`, `msra-sa-41:9000`).
+_WITH_PORT = re.compile(rf"(/?(?:{_IP}|[A-Za-z0-9][A-Za-z0-9.-]*)):(\d{{1,5}})")
+
+
+def ports_apart(text: str, example: str, spanning: frozenset[int] = frozenset()) -> tuple[str, frozenset[int]]:
+    """The template with each wildcard whose value in `example` is an address or host with its
+    port written as two, `<*>:<*>`, and its spanning wildcards renumbered. For deployments whose
+    convention keeps the port apart (a per-deployment option, `LogParser(ports="apart")`): log
+    conventions differ here, Loghub's labels too (Zookeeper's keep two values, HDFS's one)."""
+    parts = text.split(WILDCARD)
+    values = Template(text, example=example, spanning=spanning).match(example) if example else None
+    if values is None:
+        return text, spanning
+    out, renumbered, index = [parts[0]], set(), 0
+    for i, (value, part) in enumerate(zip(values, parts[1:], strict=True)):
+        if i in spanning:
+            renumbered.add(index)
+        if _WITH_PORT.fullmatch(value):
+            out.append(WILDCARD + ":" + WILDCARD)
+            index += 2
+        else:
+            out.append(WILDCARD)
+            index += 1
+        out.append(part)
+    return "".join(out), frozenset(renumbered)

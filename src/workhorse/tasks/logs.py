@@ -8,10 +8,11 @@ saved after every new template (atomically), so an interrupted run keeps what it
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workhorse.engine import Evaluator
 from workhorse.errors import TaskSpecError
@@ -38,9 +39,11 @@ class LogTask:
         log_format: str | None = None,
         open_model: Callable[[], Evaluator] | None = None,
         cache_file: Path | None = None,
+        ports: Literal["with-address", "apart"] | None = None,
     ) -> None:
         """`open_model` gives the engine on the first cache miss (None: no model, the cache alone).
-        `cache_file`: where the cache persists (default: the task's; pass a scratch path to start empty)."""
+        `cache_file`: where the cache persists (default: the task's; pass a scratch path to start empty).
+        `ports`: an address with its port as one value or two (default: the task's `log_ports`)."""
         if spec.kind != "logs":
             raise TaskSpecError(f"task {spec.name} is a {spec.kind} task, not a logs task", "use a task with kind: logs")
         self.spec = spec
@@ -50,7 +53,8 @@ class LogTask:
         self.cache = TemplateCache.load(self.cache_file)
         self._lock = threading.Lock()  # one cache, parsed into by concurrent server batches
         model = (lambda: TemplateModel(open_model())) if open_model is not None else None
-        self._parser = LogParser(self.log_format, self.cache, model, on_learn=lambda _: self.cache.save(self.cache_file))
+        self._parser = LogParser(self.log_format, self.cache, model, on_learn=lambda _: self.cache.save(self.cache_file),
+                                 ports=ports or spec.log_ports)
 
     @property
     def model_calls(self) -> int:
@@ -67,14 +71,31 @@ class LogTask:
             self.log_format = detect_format(list(sample)[:DETECT_SAMPLE])
             self._parser.log_format = self.log_format
 
-    def parse(self, lines: Iterable[str]) -> Iterator[ParsedLine]:
-        for line in lines:
-            with self._lock:
-                parsed = self._parser.parse_line(line.rstrip("\r\n"))
-            yield parsed
+    def parse(self, lines: Iterable[str], block: int = 1) -> Iterator[ParsedLine]:
+        """Line by line (`block` 1: each line answered as it comes), or `block` lines at a time:
+        the unseen lines of a block are grouped and each group learnt once (`LogParser.parse_block`)."""
+        if block <= 1:
+            for line in lines:
+                with self._lock:
+                    parsed = self._parser.parse_line(line.rstrip("\r\n"))
+                yield parsed
+            return
+        stream = iter(lines)
+        yield from self.parse_blocks(iter(lambda: list(itertools.islice(stream, block)), []))
 
-    def records(self, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-        for parsed in self.parse(lines):
+    def parse_blocks(self, blocks: Iterable[Sequence[str]]) -> Iterator[ParsedLine]:
+        """Each block parsed together (a burst of lines appended to a followed file, say)."""
+        for batch in blocks:
+            with self._lock:
+                parsed_block = self._parser.parse_block([line.rstrip("\r\n") for line in batch])
+            yield from parsed_block
+
+    def records(self, lines: Iterable[str], block: int = 1) -> Iterator[dict[str, Any]]:
+        for parsed in self.parse(lines, block):
+            yield parsed.record(self.cache)
+
+    def records_of_blocks(self, blocks: Iterable[Sequence[str]]) -> Iterator[dict[str, Any]]:
+        for parsed in self.parse_blocks(blocks):
             yield parsed.record(self.cache)
 
     def save(self) -> None:
@@ -91,4 +112,5 @@ class LogsTask:
         self.log_task = LogTask(spec, open_model=lambda: evaluator)
 
     def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
-        return [LocalAnswer(record) for record in self.log_task.records(texts)]
+        # a request's lines are parsed together: its unseen lines grouped, one model call per group
+        return [LocalAnswer(record) for record in self.log_task.records(texts, block=max(1, len(texts)))]

@@ -213,6 +213,10 @@ class TaskSpec(_Strict):
         None, description="A logs task's header format, e.g. `<Date> <Time> <Level> <Component>: <Content>`; "
         "without it the header is detected from the first lines."
     )
+    log_ports: Literal["with-address", "apart"] = Field(
+        "with-address", description="A logs task's convention for an address with its port: one value "
+        "(`<*>`, the default) or two (`<*>:<*>`)."
+    )
     classify: ClassifyOptions = Field(default_factory=ClassifyOptions)
     embed: EmbedOptions = Field(default_factory=EmbedOptions)
     serve: ServeOptions = Field(default_factory=lambda: ServeOptions())
