@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from workhorse.evals.dpkg_log import generate
+from workhorse.evals.loghub import load_system, systems
 from workhorse.logparse import grouping
-from workhorse.logparse.loghub import load_system, systems
 from workhorse.logparse.template import WILDCARD, normalize
 
 

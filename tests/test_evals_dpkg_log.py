@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from workhorse.evals.dpkg_log import LOG_FORMAT, STATES, generate, write_loghub
+from workhorse.evals.loghub import load_system
 from workhorse.logparse.header import LogFormat
-from workhorse.logparse.loghub import load_system
 from workhorse.logparse.template import Template
 
 
