@@ -132,6 +132,10 @@ def _check_sources(parts: Sequence[Path], target: Path, size: int) -> None:
     total = sum(part.stat().st_size for part in parts)
     if total != size:
         raise _mismatch(target, "size of the parts", f"{size} bytes", f"{total} bytes")
+    _check_room(target, size)
+
+
+def _check_room(target: Path, size: int) -> None:
     free = shutil.disk_usage(target.parent).free
     if free < size:
         raise ModelError(
@@ -160,10 +164,9 @@ def assemble(
     _remove_stale_partials(target)
     _check_sources(parts, target, size)
 
-    temp = _temp_path(target)
-    digest = hashlib.sha256()
-    written = 0
-    try:
+    def concatenate(temp: Path) -> str:
+        digest = hashlib.sha256()
+        written = 0
         with temp.open("wb") as out:
             for part in parts:
                 with Path(part).open("rb") as source:
@@ -173,22 +176,9 @@ def assemble(
                         written += len(block)
                         if progress:
                             progress(written, size)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if written != size:
-            raise _mismatch(target, "size", f"{size} bytes", f"{written} bytes")
-        if actual != sha256:
-            raise _mismatch(target, "sha256", sha256, actual)
-        os.replace(temp, target)
-    except BaseException:
-        # Includes KeyboardInterrupt: an interrupted pull leaves nothing behind.
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    _fsync_dir(target.parent)
-    _write_marker(target, actual, marker_path(target))
-    return target
+        return digest.hexdigest()
+
+    return _publish(target, sha256, size, concatenate)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -205,22 +195,27 @@ def build(target: Path, sha256: str, size: int, write: Callable[[Path], None], p
     """Make `target` by `write(path)` (a conversion), checked against (sha256, size) before it
     appears under its name: like `assemble`, never a partial or unverified file."""
     target = Path(target)
-    sha256 = sha256.lower()
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(target)
-    free = shutil.disk_usage(target.parent).free
-    if free < size:
-        raise ModelError(
-            f"not enough disk space in {target.parent}: {size} bytes needed, {free} free",
-            "free some space there, or point WORKHORSE_HOME at a disk with room",
-        )
+    _check_room(target, size)
+
+    def convert(temp: Path) -> str:
+        write(temp)
+        return file_sha256(temp, progress)
+
+    return _publish(target, sha256.lower(), size, convert)
+
+
+def _publish(target: Path, sha256: str, size: int, make: Callable[[Path], str]) -> Path:
+    """`make(temp)` writes the file beside `target` and returns its SHA-256; checked against
+    (sha256, size), made durable and renamed to `target` with its marker. Whatever fails —
+    KeyboardInterrupt included — leaves no temporary file behind."""
     temp = _temp_path(target)
     try:
-        write(temp)
+        actual = make(temp)
         written = temp.stat().st_size
         if written != size:
             raise _mismatch(target, "size", f"{size} bytes", f"{written} bytes")
-        actual = file_sha256(temp, progress)
         if actual != sha256:
             raise _mismatch(target, "sha256", sha256, actual)
         with temp.open("rb") as done:

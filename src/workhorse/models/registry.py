@@ -367,17 +367,25 @@ def _materialise(spec: ModelSpec, source: PackageChunks, *, pull: bool, rebuild:
             return _assemble.assemble(parts, target, spec.sha256, spec.size_bytes, progress)
         except ChecksumMismatchError as error:
             raise _with_hint(error, spec, target, in_package=False) from error
+    cached = _cached(spec, target, rebuild=rebuild, progress=progress)
+    if cached is not None:
+        return cached
+    return _materialise(spec, source, pull=True, rebuild=False, progress=progress)
+
+
+def _cached(spec: ModelSpec, target: Path, *, rebuild: bool, progress: Progress | None) -> Path | None:
+    """Our cached `target`, verified; None when it is wrong and `rebuild` allows making it again
+    (it is removed). A bad cached file is our own product, so rebuilding it once is safe; a second
+    failure means its inputs are wrong, and that error reaches the user."""
     try:
         return _assemble.verify(target, spec.sha256, spec.size_bytes, progress=progress)
     except ChecksumMismatchError as error:
         if not rebuild:
             raise _with_hint(error, spec, target, in_package=False) from error
-    # A bad cached file is our own product, so rebuilding it once is safe; a second failure
-    # means the parts themselves are wrong, and that error reaches the user.
     for stale in (target, _assemble.marker_path(target)):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
-    return _materialise(spec, source, pull=True, rebuild=False, progress=progress)
+    return None
 
 
 def _convert(spec: ModelSpec, source: PackageConversion, *, pull: bool, rebuild: bool, progress: Progress | None) -> Path:
@@ -386,15 +394,9 @@ def _convert(spec: ModelSpec, source: PackageConversion, *, pull: bool, rebuild:
         raise ModelError(f"model {spec.name!r} is converted from a package but pins no size/sha256", "fix its ModelSpec")
     target = _cache_target(spec)
     if target.exists():
-        try:
-            return _assemble.verify(target, spec.sha256, spec.size_bytes, progress=progress)
-        except ChecksumMismatchError as error:
-            if not rebuild:
-                raise _with_hint(error, spec, target, in_package=False) from error
-        # Our own product, so converting it again is safe (as for an assembled file).
-        for stale in (target, _assemble.marker_path(target)):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+        cached = _cached(spec, target, rebuild=rebuild, progress=progress)
+        if cached is not None:
+            return cached
     elif not pull:
         raise ModelError(f"model {spec.name!r} is not converted yet", f"run `workhorse models pull {spec.name}`")
     checkpoint = _locate(source.module, source.relative)
