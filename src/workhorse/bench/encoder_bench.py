@@ -20,7 +20,14 @@ import httpx
 import numpy as np
 
 from workhorse.bench.load import closed_loop, open_loop
-from workhorse.bench.serve_bench import free_port, llama_server_command, server, side_summary, workhorse_serve_command
+from workhorse.bench.serve_bench import (
+    free_port,
+    llama_server_command,
+    metric_value,
+    server,
+    side_summary,
+    workhorse_serve_command,
+)
 
 ZIPF_S = 1.1
 CACHE_MB = 256
@@ -37,13 +44,9 @@ def zipf_stream(n_texts: int, length: int, *, s: float = ZIPF_S, seed: int = 0) 
 
 def cache_hit_rate(metrics: str) -> float | None:
     """Hits over lookups, from `/metrics`' embedding cache counters."""
-    values = {}
-    for line in metrics.splitlines():
-        for name in ("hits_total", "misses_total"):
-            if line.startswith(f"workhorse_embedding_cache_{name} "):
-                values[name] = float(line.split()[-1])
-    looked_up = values.get("hits_total", 0.0) + values.get("misses_total", 0.0)
-    return values["hits_total"] / looked_up if looked_up else None
+    hits = metric_value(metrics, "workhorse_embedding_cache_hits_total") or 0.0
+    looked_up = hits + (metric_value(metrics, "workhorse_embedding_cache_misses_total") or 0.0)
+    return hits / looked_up if looked_up else None
 
 
 def run_encoder(model: str, *, short_texts: Sequence[str], stream_texts: Sequence[str], levels: Sequence[int], clients: int,

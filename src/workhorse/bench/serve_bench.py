@@ -227,7 +227,7 @@ def run(
         config.log(f"  embed at half load ({saturation / 2:.1f} req/s): p99 {half.summary()['latency_ms']['p99']:.1f} ms")
         metrics = httpx.get(url + "/metrics").text
     report["workhorse_rss_mb_peak"] = memory.peak
-    report["workhorse_prefix_cache_hit_rate"] = _metric(metrics, "workhorse_prefix_cache_hit_rate", config.embed_model)
+    report["workhorse_prefix_cache_hit_rate"] = metric_value(metrics, "workhorse_prefix_cache_hit_rate", model=config.embed_model)
 
     # -- llama_cpp.server baselines -----------------------------------------------------------
     def llama_server(path: str, port: int, *extra: str) -> list[str]:
@@ -280,10 +280,13 @@ def short_texts(data: Dataset) -> list[str]:
     return [" ".join(ex.text.split()[:20]) for ex in data.examples]
 
 
-def _metric(text: str, name: str, model: str) -> float | None:
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of sample `name` in `/metrics` text, on the line whose labels include `labels`."""
     for line in text.splitlines():
-        if line.startswith(name + "{") and f'model="{model}"' in line:
-            return float(line.rsplit(" ", 1)[1])
+        head, _, value = line.rpartition(" ")
+        sample, _, label_text = head.partition("{")
+        if sample == name and all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
+            return float(value)
     return None
 
 
