@@ -44,21 +44,24 @@ def _checkpoint(seed: int) -> BertCheckpoint:
         "embeddings.LayerNorm.weight": np.ones(N_EMBD, np.float32),
         "embeddings.LayerNorm.bias": np.zeros(N_EMBD, np.float32),
     }
+
+    def dense(name: str, n_out: int, n_in: int) -> None:
+        tensors[f"{name}.weight"] = weights(n_out, n_in)
+        tensors[f"{name}.bias"] = weights(n_out, scale=0.02)
+
+    def layer_norm(name: str) -> None:
+        tensors[f"{name}.weight"] = np.ones(N_EMBD, np.float32)
+        tensors[f"{name}.bias"] = np.zeros(N_EMBD, np.float32)
+
     for layer in range(N_LAYER):
         prefix = f"encoder.layer.{layer}"
         for part in ("query", "key", "value"):
-            tensors[f"{prefix}.attention.self.{part}.weight"] = weights(N_EMBD, N_EMBD)
-            tensors[f"{prefix}.attention.self.{part}.bias"] = weights(N_EMBD, scale=0.02)
-        tensors[f"{prefix}.attention.output.dense.weight"] = weights(N_EMBD, N_EMBD)
-        tensors[f"{prefix}.attention.output.dense.bias"] = weights(N_EMBD, scale=0.02)
-        tensors[f"{prefix}.attention.output.LayerNorm.weight"] = np.ones(N_EMBD, np.float32)
-        tensors[f"{prefix}.attention.output.LayerNorm.bias"] = np.zeros(N_EMBD, np.float32)
-        tensors[f"{prefix}.intermediate.dense.weight"] = weights(N_FF, N_EMBD)
-        tensors[f"{prefix}.intermediate.dense.bias"] = weights(N_FF, scale=0.02)
-        tensors[f"{prefix}.output.dense.weight"] = weights(N_EMBD, N_FF)
-        tensors[f"{prefix}.output.dense.bias"] = weights(N_EMBD, scale=0.02)
-        tensors[f"{prefix}.output.LayerNorm.weight"] = np.ones(N_EMBD, np.float32)
-        tensors[f"{prefix}.output.LayerNorm.bias"] = np.zeros(N_EMBD, np.float32)
+            dense(f"{prefix}.attention.self.{part}", N_EMBD, N_EMBD)
+        dense(f"{prefix}.attention.output.dense", N_EMBD, N_EMBD)
+        layer_norm(f"{prefix}.attention.output.LayerNorm")
+        dense(f"{prefix}.intermediate.dense", N_FF, N_EMBD)
+        dense(f"{prefix}.output.dense", N_EMBD, N_FF)
+        layer_norm(f"{prefix}.output.LayerNorm")
     config = {
         "model_type": "bert", "vocab_size": len(vocab), "hidden_size": N_EMBD, "num_hidden_layers": N_LAYER,
         "num_attention_heads": N_HEAD, "intermediate_size": N_FF, "max_position_embeddings": N_POSITIONS,
