@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from workhorse.logparse.model import SHOWN_LINES, TemplateModel
 from workhorse.logparse.refine import JOINING, Joining, join
 from workhorse.logparse.template import (
     WILDCARD,
+    Chunk,
     Template,
     chunk,
     decided,
@@ -213,15 +214,10 @@ class LogParser:
         if model is not None:
             try:
                 [text] = model.templates([content], list(self.cache), chunks=[chunks])
-                text = keep_words_in_wildcard_runs(text, content, values=group.values)
             except WorkhorseError as error:  # one line the model cannot take must not end the run
                 self.model_failures += 1
                 log.warning("no template from the model for %r: %s", content[:80], error)
-            if text is not None and (Template(text, example=content).match(content) is None or _degenerate(text, content)):
-                text = None
-        if text is None:
-            text = template_from_choices(chunks, [c.variable for c in chunks])
-        return self._cache(text, content)
+        return self._cache(_template_text(text, content, chunks, group.values), content)
 
     def _cache(self, text: str, content: str) -> Template:
         """Join a learnt template with the cached ones it is the same event as, and cache it."""
@@ -265,17 +261,20 @@ class LogParser:
             content = group.lines[group.representative].content
             if all(self.cache.match(line.content, count=False) is not None for line in group.new_lines):
                 continue  # a template learnt for an earlier group covers this one (`(<*>)` covers `()`)
-            chunks = group.chunks(group.representative)
-            text = texts.get(id(group))
-            if text is not None:
-                text = keep_words_in_wildcard_runs(text, content, values=group.values)
-                if Template(text, example=content).match(content) is None or _degenerate(text, content):
-                    text = None
-            if text is None:
-                text = template_from_choices(chunks, [c.variable for c in chunks])
+            text = _template_text(texts.get(id(group)), content, group.chunks(group.representative), group.values)
             template = self._cache(text, content)
             if self._on_learn is not None:
                 self._on_learn(template)
+
+
+def _template_text(answer: str | None, content: str, chunks: list[Chunk], values: Collection[int]) -> str:
+    """The model's template for `content`, its plain words inside wildcard runs taken back, if it
+    still parses the line and is not degenerate; else the line with its certain variables only."""
+    if answer is not None:
+        answer = keep_words_in_wildcard_runs(answer, content, values=values)
+        if Template(answer, example=content).match(content) is not None and not _degenerate(answer, content):
+            return answer
+    return template_from_choices(chunks, [c.variable for c in chunks])
 
 
 def _others(group: Group) -> list[str]:
