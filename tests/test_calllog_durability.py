@@ -171,7 +171,9 @@ def test_feedback_with_a_label_the_task_does_not_have_is_refused(served):
     assert client.post(f"/v1/calls/{call_id}/feedback", json={"fields": {"label": "card"}}).status_code == 422
     assert client.get(f"/v1/calls/{call_id}").json()["feedback"] is None  # nothing refused was stored
     given = client.post(f"/v1/calls/{call_id}/feedback", json={"label": "card"})
-    assert given.status_code == 200 and given.json() == {"id": call_id, "feedback": {"label": "card"}, "checked": True}
+    assert given.status_code == 200
+    assert given.json() == {"id": call_id, "feedback": {"label": "card"}, "checked": True, "by": "api"}
+    assert client.get(f"/v1/calls/{call_id}").json()["feedback_by"] == "api"
 
 
 def test_feedback_for_a_task_no_longer_served_is_kept_unchecked(served):

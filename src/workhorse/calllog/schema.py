@@ -9,12 +9,25 @@ migrations; never edit an applied one.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from workhorse.errors import CallLogError
 
-MIGRATIONS: tuple[str, ...] = (
+Migration = str | Callable[[sqlite3.Connection], None]  # SQL statements, or a step that needs Python
+
+
+def _rollup_existing_calls(connection: sqlite3.Connection) -> None:
+    """Migration 5: add up the calls logged before the rollup existed."""
+    from workhorse.calllog.rollup import rollup_rows
+
+    cursor = connection.execute("SELECT * FROM calls ORDER BY id")
+    cursor.row_factory = sqlite3.Row
+    while rows := cursor.fetchmany(10_000):
+        rollup_rows(connection, [dict(row) for row in rows])
+
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: one row per answered call
     """
     CREATE TABLE calls (
@@ -58,6 +71,32 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN request_ref TEXT;
     CREATE INDEX calls_request_ref ON calls (request_ref) WHERE request_ref IS NOT NULL;
     """,
+    # 4: what the console shows of a call and who corrected it, and the indexes its pages walk
+    #    (newest first within a task, version, source or feedback; least confident first among
+    #    the calls nobody has reviewed); the rollup: the ledger's sums per task, version and hour
+    #    (see calllog/rollup.py), kept when retention prunes the calls themselves
+    """
+    ALTER TABLE calls ADD COLUMN details TEXT;           -- JSON: the local answer's details (top probabilities, …)
+    ALTER TABLE calls ADD COLUMN upstream_request TEXT;  -- the item as sent upstream, after redaction
+    ALTER TABLE calls ADD COLUMN feedback_by TEXT;       -- who gave the feedback
+    CREATE INDEX calls_task_id ON calls (task, id);
+    CREATE INDEX calls_task_version_id ON calls (task, task_version, id);
+    CREATE INDEX calls_source_id ON calls (source, id);
+    CREATE INDEX calls_feedback_id ON calls (task, id) WHERE feedback IS NOT NULL;
+    CREATE INDEX calls_review_confidence ON calls (task, confidence) WHERE feedback IS NULL;
+    CREATE INDEX calls_review_escalated ON calls (task, escalated DESC, confidence) WHERE feedback IS NULL;
+    CREATE INDEX calls_review_disagreement ON calls (task, confidence)
+        WHERE feedback IS NULL AND upstream_answer IS NOT NULL AND upstream_answer IS NOT output;
+    CREATE TABLE call_rollup (
+        task TEXT NOT NULL,
+        task_version INTEGER NOT NULL,     -- 0: calls logged without a version
+        hour INTEGER NOT NULL,             -- unix hours (created_at // 3600)
+        totals TEXT NOT NULL,              -- JSON: calllog.totals.CallTotals
+        PRIMARY KEY (task, task_version, hour)
+    ) WITHOUT ROWID;
+    """,
+    # 5: the rollup of the calls already logged
+    _rollup_existing_calls,
 )
 
 
@@ -92,8 +131,12 @@ def _apply_next(connection: sqlite3.Connection) -> bool:
         version = schema_version(connection)
         if version == len(MIGRATIONS):
             return False
-        for statement in _statements(MIGRATIONS[version]):
-            connection.execute(statement)
+        migration = MIGRATIONS[version]
+        if callable(migration):
+            migration(connection)
+        else:
+            for statement in _statements(migration):
+                connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {version + 1}")
     return True
 

@@ -28,12 +28,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
+from workhorse.calllog.rollup import rollup_feedback, rollup_rows
 from workhorse.calllog.schema import migrate, schema_version, write_transaction
 from workhorse.errors import CallLogError
 
 log = logging.getLogger(__name__)
 
-JSON_COLUMNS = ("output", "upstream_answer", "redactions", "final_answer", "feedback")
+JSON_COLUMNS = ("output", "details", "upstream_answer", "redactions", "final_answer", "feedback")
 # How long a connection waits for another's write lock (another process writing or pruning)
 # before its statement fails with SQLITE_BUSY.
 BUSY_TIMEOUT_S = 10.0
@@ -53,6 +54,7 @@ class CallRecord:
     task_version: int | None = None
     output: Any = None
     confidence: float | None = None
+    details: dict[str, Any] | None = None  # the local answer's details: top probabilities, validity, …
     latency_ms: float | None = None
     local_cpu_s: float | None = None
     prompt_tokens: int | None = None
@@ -61,6 +63,7 @@ class CallRecord:
     escalation_reason: str | None = None
     escalation_failed: bool = False
     upstream_model: str | None = None
+    upstream_request: str | None = None  # the item as sent upstream, after redaction
     upstream_answer: Any = None
     upstream_prompt_tokens: int | None = None
     upstream_completion_tokens: int | None = None
@@ -75,10 +78,17 @@ class CallRecord:
         values = asdict(self)
         for column in JSON_COLUMNS:
             if column in values and values[column] is not None:
-                values[column] = json.dumps(values[column], ensure_ascii=False)
+                values[column] = json.dumps(values[column], ensure_ascii=False, default=_plain)
         values["escalated"] = int(self.escalated)
         values["escalation_failed"] = int(self.escalation_failed)
         return values
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what answers carry besides plain types: numpy scalars and arrays (probabilities)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot log a value of type {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class Retention:
 
 
 # Every column a call has at the newest schema, so that rows read from an older file have them all.
-_COLUMNS = ("id", *(f.name for f in fields(CallRecord)), "feedback", "feedback_at")
+_COLUMNS = ("id", *(f.name for f in fields(CallRecord)), "feedback", "feedback_at", "feedback_by")
 
 
 class CallLog:
@@ -143,9 +153,9 @@ class CallLog:
         with CallLogError). Wait on it with `wait_committed` or `committed`."""
         return self._submit("insert", call.row())
 
-    def feedback(self, call_id: int, value: Any) -> Future:
-        """Record a correction for a call; resolves with False when there is no such call."""
-        return self._submit("feedback", (call_id, json.dumps(value, ensure_ascii=False)))
+    def feedback(self, call_id: int, value: Any, *, by: str | None = None) -> Future:
+        """Record a correction for a call, and who gave it; resolves with False when there is no such call."""
+        return self._submit("feedback", (call_id, json.dumps(value, ensure_ascii=False), by))
 
     def close(self, timeout_s: float = CALL_LOG_TIMEOUT_S) -> None:
         """Commit what is queued and stop the writer (waiting at most `timeout_s`)."""
@@ -172,43 +182,44 @@ class CallLog:
 
     # -- reading (any thread: WAL readers do not block the writer) -----------------------------
     def get(self, call_id: int) -> dict[str, Any] | None:
-        with self._reading() as connection:
+        with self.reading() as connection:
             row = connection.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
-        return _decoded(row) if row else None
+        return decoded(row) if row else None
 
     def list(self, *, task: str | None = None, limit: int = 50, since: float | None = None) -> list[dict[str, Any]]:
         """The newest calls first."""
         where, args = _filters(task, since)
-        with self._reading() as connection:
+        with self.reading() as connection:
             rows = connection.execute(f"SELECT * FROM calls {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_decoded(r) for r in rows]
+        return [decoded(r) for r in rows]
 
     def iterate(self, *, task: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
         """Every call in id order, streamed (for export)."""
         where, args = _filters(task, since)
-        with self._reading() as connection:
+        with self.reading() as connection:
             for row in connection.execute(f"SELECT * FROM calls {where} ORDER BY id", args):
-                yield _decoded(row)
+                yield decoded(row)
 
     def find_refs(self, refs: list[str]) -> dict[str, dict[str, Any]]:
         """The logged calls with these request refs (the newest of each), by ref."""
         found: dict[str, dict[str, Any]] = {}
-        with self._reading() as connection:
+        with self.reading() as connection:
             for start in range(0, len(refs), 500):  # SQLite's limit on bound parameters
                 chunk = refs[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
                 query = f"SELECT * FROM calls WHERE request_ref IN ({marks}) ORDER BY id"
                 for row in connection.execute(query, chunk):
-                    found[row["request_ref"]] = _decoded(row)
+                    found[row["request_ref"]] = decoded(row)
         return found
 
     def count(self) -> int:
-        with self._reading() as connection:
+        with self.reading() as connection:
             return connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one read; SQLite's errors become CallLogError (a 503 from the server)."""
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one read (rows as `sqlite3.Row`; decode calls with `decoded`); SQLite's
+        errors become CallLogError (a 503 from the server)."""
         try:
             with closing(self._connect()) as connection:
                 yield connection
@@ -217,7 +228,7 @@ class CallLog:
 
     def _check_readable(self) -> int:
         """The schema version of a file opened read-only, after checking it is a call log."""
-        with self._reading() as connection:
+        with self.reading() as connection:
             version = schema_version(connection)
             table = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calls'").fetchone()
         if table is None:
@@ -366,7 +377,7 @@ def _late(timeout_s: float) -> CallLogError:
 
 def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
     """Apply every job in one transaction; their results (ids, found-or-not) once committed."""
-    results = []
+    results, inserted = [], []
     with write_transaction(connection):
         for kind, payload, _ in jobs:
             if kind == "insert":
@@ -374,13 +385,24 @@ def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
                 marks = ", ".join(f":{name}" for name in payload)
                 cursor = connection.execute(f"INSERT INTO calls ({columns}) VALUES ({marks})", payload)
                 results.append(cursor.lastrowid)
+                inserted.append(payload)
             else:
-                call_id, value = payload
-                cursor = connection.execute(
-                    "UPDATE calls SET feedback = ?, feedback_at = ? WHERE id = ?", (value, time.time(), call_id)
-                )
-                results.append(cursor.rowcount == 1)
+                results.append(_correct(connection, *payload))
+        rollup_rows(connection, inserted)
     return results
+
+
+def _correct(connection: sqlite3.Connection, call_id: int, value: str, by: str | None) -> bool:
+    """Store a correction and count it in the rollup; False when there is no such call."""
+    call = connection.execute(
+        "SELECT task, task_version, created_at, final_answer, feedback FROM calls WHERE id = ?", (call_id,)
+    ).fetchone()
+    if call is None:
+        return False
+    rollup_feedback(connection, dict(call), value)
+    connection.execute("UPDATE calls SET feedback = ?, feedback_at = ?, feedback_by = ? WHERE id = ?",
+                       (value, time.time(), by, call_id))
+    return True
 
 
 def _settle(future: Future, result: Any = None, *, error: BaseException | None = None) -> None:
@@ -413,7 +435,7 @@ def _filters(task: str | None, since: float | None) -> tuple[str, tuple]:
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
-def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+def decoded(row: sqlite3.Row) -> dict[str, Any]:
     values = dict.fromkeys(_COLUMNS) | dict(row)  # columns an older file lacks read as None
     for column in JSON_COLUMNS:
         if values.get(column) is not None:

@@ -23,6 +23,7 @@ class Escalation:
     completion_tokens: int | None = None
     cost: float | None = None
     redactions: dict[str, int] | None = None
+    request: str | None = None  # the item as it was sent, after redaction
 
 
 def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, text: str, reason: str, *,
@@ -37,8 +38,8 @@ def escalate_one(spec: TaskSpec, upstream: UpstreamClient, prices: PriceTable, t
     try:
         reply = upstream.ask(messages_for(spec, redacted), answer_schema(spec), deadline=deadline)
     except UpstreamError:
-        return Escalation(reason, failed=True, redactions=counts)
+        return Escalation(reason, failed=True, redactions=counts, request=redacted)
     value = redactor.restore_value(task_answer(spec, reply.value))
     cost = prices.upstream_cost(upstream.options.model, reply.prompt_tokens, reply.completion_tokens)
     return Escalation(reason, value, prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                      cost=cost, redactions=counts)
+                      cost=cost, redactions=counts, request=redacted)

@@ -25,6 +25,7 @@ from workhorse.serve.settings import ServeSettings
 from workhorse.serve.state import ServerState
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+CONSOLE = "/ui"  # signs its visitors in with a key of its own and a session cookie (console/access.py)
 # A client still sending a refused body does not read the answer until it has sent it all: bodies
 # up to this size are read and dropped so that it sees its 413; larger ones end the connection.
 DRAIN_BYTES = 16 * 1024 * 1024
@@ -65,6 +66,10 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
     app.include_router(openai_routes.router)
     app.include_router(task_routes.router)
     app.include_router(call_routes.router)
+    if settings.console:
+        from workhorse.console import routes as console
+
+        console.install(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -155,7 +160,7 @@ class _Guard:
                 await _reply(counting_send, 421, f"this server does not answer to the host {_host_name(scope)!r}: "
                              "address it by a loopback name, or list the name in allowed_hosts")
                 return
-            if self.keys and not path.startswith(OPEN_PATHS) and not self._authorised(scope):
+            if self.keys and not path.startswith(OPEN_PATHS) and not _console(path) and not self._authorised(scope):
                 await _reply(counting_send, 401, "missing or wrong API key: send Authorization: Bearer <key>",
                              {"WWW-Authenticate": "Bearer"})
                 return
@@ -216,6 +221,10 @@ async def _drain(receive: Receive, budget: int) -> bool:
     return False
 
 
+def _console(path: str) -> bool:
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
+
+
 def _host_name(scope: Scope) -> str:
     """The request's Host header without its port ("[::1]:8080" → "::1")."""
     host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
@@ -242,6 +251,8 @@ def _route_label(path: str) -> str:
     """A bounded label set for metrics: task names are not labels here (they are in latency)."""
     if path.startswith("/v1/tasks/"):
         return "/v1/tasks/{name}"
+    if _console(path):
+        return CONSOLE
     return path if path.startswith(("/v1/", "/healthz", "/readyz", "/metrics")) else "other"
 
 

@@ -27,6 +27,7 @@ class Feedback(BaseModel):
     labels: list[str] | None = Field(None, description="The correct labels (multi-label classify).")
     fields: dict[str, Any] | None = Field(None, description="The correct fields (extract, convert).")
     note: str | None = Field(None, max_length=2000)
+    by: str | None = Field(None, max_length=200, description="Who gives the correction (logged with it; default: api).")
 
     @model_validator(mode="after")
     def _one_correction(self) -> Feedback:
@@ -53,24 +54,34 @@ async def show_call(request: Request, call_id: int = CallId) -> dict[str, Any]:
 @router.post("/{call_id}/feedback")
 async def feedback(body: Feedback, request: Request, call_id: int = CallId) -> dict[str, Any]:
     """Record the right answer for a call: training data for the small model, and accuracy in
-    `workhorse calls stats`. A label the call's task does not have is refused (422)."""
+    `workhorse calls stats`. A label the call's task does not have, or fields its schema refuses,
+    are refused (422)."""
+    return await record_correction(request, call_id, body, by=body.by or "api")
+
+
+async def record_correction(request: Request, call_id: int, body: Feedback, *, by: str) -> dict[str, Any]:
+    """Check a correction against the call's task and log it with who gave it (the API and the
+    console's review queue alike)."""
     log = _log(request)
     row = await asyncio.to_thread(log.get, call_id)
     if row is None:
         raise ApiError(404, f"no call with id {call_id}")
     served = request.app.state.workhorse.tasks.get(row["task"])
-    checked = served is not None and _check_labels(body, served.spec)
-    value = body.model_dump(exclude_none=True)
-    if not await committed(log.feedback(call_id, value)):  # pruned since it was read
+    checked = served is not None and _check(body, served.spec)
+    value = body.model_dump(exclude_none=True, exclude={"by"})
+    if not await committed(log.feedback(call_id, value, by=by)):  # pruned since it was read
         raise ApiError(404, f"no call with id {call_id}")
-    return {"id": call_id, "feedback": value, "checked": checked}
+    return {"id": call_id, "feedback": value, "checked": checked, "by": by}
 
 
-def _check_labels(body: Feedback, spec: TaskSpec) -> bool:
-    """A classify task's correction names its labels (or its out-of-scope label); 422 otherwise.
-    False when there was nothing to check against."""
+def _check(body: Feedback, spec: TaskSpec) -> bool:
+    """A classify task's correction names its labels (or its out-of-scope label); an extract or
+    convert task's fields are valid against its answer schema; 422 otherwise. False when there
+    was nothing to check against."""
+    if spec.kind in ("extract", "convert"):
+        return _check_fields(body, spec)
     if spec.kind != "classify":
-        return False  # extract and convert answers have no fixed set to check against
+        return False
     if body.fields is not None:
         raise ApiError(422, f"task {spec.name} is a classify task: correct it with `label` or `labels`", param="fields")
     allowed = spec.label_names
@@ -81,4 +92,24 @@ def _check_labels(body: Feedback, spec: TaskSpec) -> bool:
     if unknown:
         raise ApiError(422, f"task {spec.name} has no label {', '.join(map(repr, unknown))}; its labels: {', '.join(allowed)}",
                        param="label" if body.label is not None else "labels")
+    return True
+
+
+def _check_fields(body: Feedback, spec: TaskSpec) -> bool:
+    """Fields valid against the task's own object schema (extract; convert to an object)."""
+    import jsonschema
+
+    from workhorse.escalation.request import answer_schema
+
+    if body.fields is None:
+        raise ApiError(422, f"task {spec.name} is an {spec.kind} task: correct it with `fields`", param="label")
+    schema = answer_schema(spec)
+    if schema is not spec.schema_:
+        return False  # a converted value that is not an object: nothing in `fields` to check it with
+    try:
+        jsonschema.validate(body.fields, schema)
+    except jsonschema.ValidationError as error:
+        where = "/".join(str(part) for part in error.absolute_path) or "the answer"
+        raise ApiError(422, f"the fields do not fit task {spec.name}'s schema at {where}: {error.message}",
+                       param="fields") from None
     return True

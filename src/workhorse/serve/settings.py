@@ -76,6 +76,9 @@ class ServeSettings(BaseSettings):
         "answered without evaluating it, the least recently used vectors are dropped first; 0 turns the cache off.",
     )
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for requests in flight.")
+    console: bool = Field(
+        True, description="Serve the web console at /ui: the call log, the review queue, task versions and log templates.",
+    )
     log_calls: bool = Field(True, description="Record every task call in the call log (answers wait for the commit).")
     call_log: str | None = Field(None, description="The call log file (default: calls.db in $WORKHORSE_HOME).")
     retention_days: float | None = Field(None, gt=0, description="Delete logged calls older than this.")

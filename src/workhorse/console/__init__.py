@@ -1,0 +1,1 @@
+"""The web console served by `workhorse serve` at /ui."""
