@@ -42,7 +42,7 @@ class _Steps:
     def __init__(self, stop_after: int | None = None) -> None:
         self.total, self.steps, self.losses, self.stop_after = 0, 0, [], stop_after
 
-    def start(self, total_tokens: int) -> None:
+    def start(self, total_tokens: int, done_tokens: int = 0) -> None:
         self.total = total_tokens
 
     def step(self, tokens: int, loss: float) -> None:

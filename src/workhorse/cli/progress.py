@@ -29,6 +29,7 @@ class Progress:
         self.total = total
         self.unit = unit
         self.done = 0
+        self._before = 0  # done before this run (a resumed job): not part of its rate
         self._stream = stream
         self._started = time.monotonic()
         self._next_share = PLAIN_STEP
@@ -55,9 +56,16 @@ class Progress:
                 while self._next_share <= share:
                     self._next_share = round(self._next_share + PLAIN_STEP, 9)  # 20 × 0.05 is 1.0, not 1.0000000000000002
 
+    def already(self, n: int) -> None:
+        """Work a resumed job did before: counted as done, left out of the rate and the ETA."""
+        self.done += n
+        self._before += n
+        if self._live is not None:
+            self._live.reset(self._bar, completed=self.done, total=self.total)
+
     def rate(self) -> float:
         elapsed = time.monotonic() - self._started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self._before) / elapsed if elapsed > 0 else 0.0
 
     def close(self) -> None:
         if self._live is not None:

@@ -56,9 +56,10 @@ class LoraOptions:
 
 
 class StepProgress(Protocol):
-    """What a LoRA run says as it goes: the tokens of all its steps up front, then each step's."""
+    """What a LoRA run says as it goes: the tokens of all its steps up front (and of those a
+    resumed run already did), then each step's."""
 
-    def start(self, total_tokens: int) -> None: ...
+    def start(self, total_tokens: int, done_tokens: int = 0) -> None: ...
 
     def step(self, tokens: int, loss: float) -> None: ...
 
@@ -108,9 +109,7 @@ def train_steps(torch: Any, model: Any, loss_of: Callable[[np.ndarray], Any], le
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (len(plan) - step) / max(1, len(plan) - warmup))))
     start = _resume(torch, key, model, extra, optimizer, schedule)
     if steps:
-        steps.start(sum(lengths[i] for batch in plan for i in batch))
-        if start:
-            steps.step(sum(lengths[i] for batch in plan[:start] for i in batch), float("nan"))
+        steps.start(sum(lengths[i] for batch in plan for i in batch), sum(lengths[i] for batch in plan[:start] for i in batch))
     model.train()
     loss_value, trained_tokens, started = float("nan"), 0, time.perf_counter()
     for step in range(start, len(plan)):

@@ -49,6 +49,8 @@ class TrainOutcome:
 class Bar(Protocol):
     def advance(self, n: int = 1, *, detail: str | None = None) -> None: ...
 
+    def already(self, n: int) -> None: ...
+
 
 class Phases(Protocol):
     """Progress by phase: each phase of a run (embedding, training steps, each side of the gate)
@@ -65,9 +67,11 @@ class _StepBar:
         self._bar: Bar | None = None
         self._stack = ExitStack()
 
-    def start(self, total_tokens: int) -> None:
+    def start(self, total_tokens: int, done_tokens: int = 0) -> None:
         if self._phases:
             self._bar = self._stack.enter_context(self._phases(self._label, total_tokens, unit="tokens"))
+            if done_tokens:
+                self._bar.already(done_tokens)
 
     def step(self, tokens: int, loss: float) -> None:
         if self._bar:
