@@ -208,3 +208,48 @@ def test_an_older_log_is_upgraded_in_place(tmp_path):
     assert rows[1]["input"] == "old" and rows[1]["upstream_prompt_estimate"] is None
     assert rows[new_id]["upstream_prompt_estimate"] == 321
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_upgrading_adds_up_the_calls_already_logged_into_the_rollup(tmp_path):
+    from workhorse.calllog.rollup import read_rollup
+    from workhorse.calllog.totals import CallTotals
+
+    path = tmp_path / "calls.db"
+    connection = sqlite3.connect(path)
+    for migration in MIGRATIONS[:3]:
+        connection.executescript(migration)
+    connection.execute("PRAGMA user_version = 3")
+    rows = [(3600.5 * i, "t", 1 + i % 2, "m", f"item {i}", '"a"', '"a"' if i % 3 else '"b"', "local", 10.0 + i,
+             '{"label": "a"}' if i % 4 == 0 else None) for i in range(40)]
+    connection.executemany("INSERT INTO calls (created_at, task, task_version, model, input, output, final_answer, source, "
+                           "latency_ms, feedback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    connection.commit()
+    connection.close()
+    with CallLog(path) as log:
+        expected = CallTotals()
+        for call in log.iterate():
+            expected.add(call)
+        new_id = log.record(_call(1)).result(10)
+        with log.reading() as reading:
+            hours = read_rollup(reading)
+    rolled = CallTotals()
+    for (task, version, hour), totals in hours:
+        if task == "t":
+            rolled.merge(totals)
+    assert rolled == expected and rolled.calls == 40 and rolled.judged == 10
+    assert rolled.correct == sum(1 for i in range(0, 40, 4) if i % 3)  # final answer "a" where it was right
+    assert {version for (task, version, _), _ in hours if task == "t"} == {1, 2} and new_id == 41
+
+
+def test_a_new_correction_replaces_the_old_one_in_the_rollup(tmp_path):
+    from workhorse.calllog.rollup import read_rollup
+
+    with CallLog(tmp_path / "calls.db") as log:
+        call_id = log.record(_call(1)).result(10)
+        answer = log.get(call_id)["final_answer"]
+        log.feedback(call_id, {"label": "wrong"}, by="a").result(10)
+        log.feedback(call_id, {"label": answer}, by="b").result(10)
+        with log.reading() as reading:
+            [(_, totals)] = [entry for entry in read_rollup(reading)]
+        assert log.get(call_id)["feedback_by"] == "b"
+    assert (totals.judged, totals.correct) == (1, 1)

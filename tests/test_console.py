@@ -292,3 +292,22 @@ def test_in_a_real_browser(server, served, tmp_path):
     assert corrected[third]["feedback"] == {"label": answer}
     assert {c["feedback_by"] for c in corrected.values()} == {"reviewer-1"}
     assert all(time.time() - c["feedback_at"] < 300 for c in corrected.values())
+
+
+def test_promote_and_roll_back_from_the_tasks_page(server, tiny_gguf):
+    from workhorse.tasks import store
+
+    spec = store.parse_task(CLASSIFY.format(model=tiny_gguf, url="http://127.0.0.1:9/v1").replace("toy-intents", "toy-stored"))
+    store.save_task(spec.model_copy(update={"version": 1}))
+    store.save_task(spec.model_copy(update={"version": 2}))
+    with _client(server) as client:
+        page = client.get("/ui/tasks").text
+        assert 'id="task-toy-stored"' in page and "<td>v1</td>" in page
+        csrf = _csrf(page)
+        assert client.post("/ui/tasks/toy-stored/promote", data={"version": "1"}).status_code == 403  # no token
+        promoted = client.post("/ui/tasks/toy-stored/promote", data={"version": "1", "csrf": csrf})
+        assert promoted.status_code == 303 and store.active_version("toy-stored") == 1
+        assert store.promotions("toy-stored")[-1]["reason"] == "console: console"
+        assert client.post("/ui/tasks/toy-stored/promote", data={"version": "7", "csrf": csrf}).status_code == 404
+        assert client.post("/ui/tasks/toy-stored/rollback", data={"csrf": csrf}).status_code == 303
+    assert store.active_version("toy-stored") == 2

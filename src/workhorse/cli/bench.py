@@ -503,3 +503,33 @@ def _print_flywheel_table(report: dict) -> None:
                    f"escalation for 98 % {100 * ceiling['escalation_rate_for_98']:.1f} %")
     typer.echo(f"data: {data['seed_rows']} seed, {data['validation_rows']} validation, {data['traffic_rows']} traffic of "
                f"{data['traffic_pool_rows']} in the pool, {data['test_split_rows']} test; wall time {report['seconds'] / 60:.1f} min")
+
+
+@app.command("console")
+def console_pages(
+    calls: int = typer.Option(1_000_000, min=1, help="Calls in the log the pages read."),
+    db: Path = typer.Option(None, help="The call log to fill and read (default: console-bench.db in $WORKHORSE_HOME); "
+                            "an existing one is read as it is unless --refill."),
+    refill: bool = typer.Option(False, help="Fill the log anew even if it exists."),
+    repeat: int = typer.Option(15, min=2, help="Requests per page."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The console's pages over a call log of a million calls: p50/p95 render time per page."""
+    from rich.console import Console
+
+    from workhorse.bench.console_bench import run
+    from workhorse.paths import workhorse_home
+
+    console = Console(stderr=True)
+    report = run(db or workhorse_home() / "console-bench.db", calls, repeat=repeat, refill=refill, log=console.print)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    if report["fill"]:
+        fill = report["fill"]
+        typer.echo(f"filled {fill['calls']:,} calls in {fill['fill_seconds']:.0f} s ({fill['calls_per_s']:,.0f} calls/s, "
+                   f"{fill['file_mb']:.0f} MiB)")
+    typer.echo(f"{'page':<40} {'p50 ms':>8} {'p95 ms':>8}")
+    for name, page in report["pages"].items():
+        typer.echo(f"{name:<40} {page['p50_ms']:>8.1f} {page['p95_ms']:>8.1f}")
+    typer.echo(f"worst p95: {report['worst_p95_ms']:.1f} ms ({report['worst_page']}); target {report['target_ms']} ms")

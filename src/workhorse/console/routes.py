@@ -317,7 +317,8 @@ async def tasks(request: Request, message: str = "") -> Response:
 
     session = _session(request)
     state = request.app.state.workhorse
-    names = sorted(set(state.tasks) | set(await asyncio.to_thread(store.list_task_names)))
+    logged = await _read(request, queries.task_names) if state.call_log is not None else []
+    names = sorted(set(state.tasks) | set(await asyncio.to_thread(store.list_task_names)) | set(logged))
     listing = []
     for name in names:
         served = state.tasks.get(name)
