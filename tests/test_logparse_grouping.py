@@ -13,7 +13,7 @@ from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.grouping import Evidence, group_lines
 from workhorse.logparse.header import LogFormat
 from workhorse.logparse.parser import LogParser
-from workhorse.logparse.template import Template, keep_words_in_wildcard_runs, template_from_choices
+from workhorse.logparse.template import Template, keep_bracketed_words, keep_words_in_wildcard_runs, template_from_choices
 
 
 def _template(group) -> str:
@@ -271,3 +271,12 @@ def test_logs_parse_takes_the_ports_convention(tmp_path):
     assert {r["template"] for r in records} == {"Accepted socket connection from <*>:<*>"}
     bad = CliRunner().invoke(app, ["logs", "parse", str(log), "--no-model", "--ports", "sideways"])
     assert bad.exit_code != 0
+
+
+def test_a_wildcard_the_model_wrote_into_a_bracketed_word_is_taken_back():
+    line = "install libc6:amd64 <none> 2.36-9"
+    assert Template("install <*> <<*> <*>").match(line) is not None  # it parses the line, with `none>` as a value
+    assert keep_bracketed_words("install <*> <<*> <*>", line) == "install <*> <none> <*>"
+    assert keep_bracketed_words("install <*> <*> <*>", line) == "install <*> <none> <*>"
+    assert keep_bracketed_words("install <*> <*>", line) == "install <*> <*>"  # tokens do not line up: as it was
+    assert keep_bracketed_words("status <*>", "status <42>") == "status <*>"  # a number in brackets is a value

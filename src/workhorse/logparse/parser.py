@@ -46,6 +46,7 @@ from workhorse.logparse.template import (
     chunk,
     decided,
     first_word,
+    keep_bracketed_words,
     keep_words_in_wildcard_runs,
     normalize,
     ports_apart,
@@ -271,7 +272,7 @@ def _template_text(answer: str | None, content: str, chunks: list[Chunk], values
     """The model's template for `content`, its plain words inside wildcard runs taken back, if it
     still parses the line and is not degenerate; else the line with its certain variables only."""
     if answer is not None:
-        answer = keep_words_in_wildcard_runs(answer, content, values=values)
+        answer = keep_words_in_wildcard_runs(keep_bracketed_words(answer, content), content, values=values)
         if Template(answer, example=content).match(content) is not None and not _degenerate(answer, content):
             return answer
     return template_from_choices(chunks, [c.variable for c in chunks])

@@ -534,6 +534,21 @@ def keep_words_in_wildcard_runs(template: str, content: str, run: int = WILDCARD
     return " ".join(out)
 
 
+# A word in angle brackets (`<none>`, `<init>`): a placeholder the program prints, not a value.
+_BRACKETED_WORD = re.compile(r"<[A-Za-z][A-Za-z_-]*>")
+
+
+def keep_bracketed_words(template: str, content: str) -> str:
+    """A template with the line's bracketed words (`<none>`) put back where the model wrote a
+    wildcard into them: `<<*>` reads as a literal `<` before a wildcard, which then swallows
+    `none>`, and the line's groups would split on what is a constant."""
+    tokens, tokens_of_line = template.split(" "), content.split(" ")
+    if len(tokens) != len(tokens_of_line):
+        return template
+    return " ".join(line_token if WILDCARD in token and _BRACKETED_WORD.fullmatch(line_token) else token
+                    for token, line_token in zip(tokens, tokens_of_line, strict=True))
+
+
 @lru_cache(maxsize=4096)  # a new template is compared with every cached one that starts like it (`refine.join`)
 def template_pieces(text: str) -> tuple[str, ...]:
     """A template's chunks as texts, each wildcard one piece."""
