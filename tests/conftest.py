@@ -48,3 +48,18 @@ def real_model_path(tmp_path_factory: pytest.TempPathFactory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (see postgres_server.py). Without PostgreSQL
+    installed the tests that need it are skipped, except under CI, where they fail."""
+    import os
+
+    import postgres_server
+
+    if postgres_server.binaries() is None and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL is not installed (scripts/setup --test installs it)")
+    server = postgres_server.start()
+    yield server
+    server.stop()

@@ -19,9 +19,13 @@ def models_dir() -> Path:
     return path
 
 
-def call_log_path() -> Path:
-    """The call log (SQLite): `WORKHORSE_CALL_LOG`, else `calls.db` in the workhorse home."""
-    return Path(os.environ.get("WORKHORSE_CALL_LOG") or workhorse_home() / "calls.db")
+def call_log_path() -> Path | str:
+    """The call log: `WORKHORSE_CALL_LOG` (a SQLite file, or a `postgresql://` URL, kept a string),
+    else `calls.db` in the workhorse home."""
+    chosen = os.environ.get("WORKHORSE_CALL_LOG")
+    if chosen and chosen.startswith(("postgresql://", "postgres://")):
+        return chosen
+    return Path(chosen or workhorse_home() / "calls.db")
 
 
 def prices_path() -> Path:

@@ -7,11 +7,11 @@ after the calls themselves are gone."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from workhorse.calllog.database import Db
 from workhorse.calllog.totals import CallTotals
 
 Key = tuple[str, int, int]  # task, version (0: none), unix hour
@@ -21,17 +21,17 @@ def key_of(row: dict[str, Any]) -> Key:
     return row["task"], row.get("task_version") or 0, int(row["created_at"] // 3600)
 
 
-def rollup_rows(connection: sqlite3.Connection, rows: Iterable[dict[str, Any]]) -> None:
+def rollup_rows(connection: Db, rows: Iterable[dict[str, Any]]) -> None:
     """Add calls, as stored (JSON columns encoded), to their hours' totals. Inside the caller's
     write transaction."""
     by_key: dict[Key, CallTotals] = defaultdict(CallTotals)
     for row in rows:
         by_key[key_of(row)].add(_judgeable(row))
-    for key, totals in by_key.items():
-        _merge_into(connection, key, totals)
+    for key in sorted(by_key):  # one order for every writer: two batches never wait on each other's rows
+        _merge_into(connection, key, by_key[key])
 
 
-def rollup_feedback(connection: sqlite3.Connection, call: dict[str, Any], feedback_json: str) -> None:
+def rollup_feedback(connection: Db, call: dict[str, Any], feedback_json: str) -> None:
     """Count a correction of a stored call, replacing the one it had (if any)."""
     totals = CallTotals()
     final_answer = _loads(call["final_answer"])
@@ -41,7 +41,7 @@ def rollup_feedback(connection: sqlite3.Connection, call: dict[str, Any], feedba
     _merge_into(connection, key_of(call), totals)
 
 
-def read_rollup(connection: sqlite3.Connection, *, since: float | None = None, until: float | None = None,
+def read_rollup(connection: Db, *, since: float | None = None, until: float | None = None,
                 task: str | None = None) -> list[tuple[Key, CallTotals]]:
     """The hours that overlap [since, until), oldest first."""
     clauses, args = [], []
@@ -59,12 +59,15 @@ def read_rollup(connection: sqlite3.Connection, *, since: float | None = None, u
     return [((task_name, version, hour), CallTotals.from_json(text)) for task_name, version, hour, text in rows]
 
 
-def _merge_into(connection: sqlite3.Connection, key: Key, totals: CallTotals) -> None:
-    found = connection.execute("SELECT totals FROM call_rollup WHERE task = ? AND task_version = ? AND hour = ?", key).fetchone()
-    if found is not None:
-        totals = CallTotals.from_json(found[0]).merge(totals)
-    connection.execute("INSERT OR REPLACE INTO call_rollup (task, task_version, hour, totals) VALUES (?, ?, ?, ?)",
-                       (*key, totals.to_json()))
+def _merge_into(connection: Db, key: Key, totals: CallTotals) -> None:
+    """Add to an hour's totals: the row made if missing, then read locked (other processes writing
+    the same log wait for this transaction) and written back."""
+    connection.execute("INSERT INTO call_rollup (task, task_version, hour, totals) VALUES (?, ?, ?, '{}') "
+                       "ON CONFLICT (task, task_version, hour) DO NOTHING", key)
+    [found] = connection.execute("SELECT totals FROM call_rollup WHERE task = ? AND task_version = ? AND hour = ?"
+                                 + connection.lock_rows, key).fetchone()
+    connection.execute("UPDATE call_rollup SET totals = ? WHERE task = ? AND task_version = ? AND hour = ?",
+                       (CallTotals.from_json(found).merge(totals).to_json(), *key))
 
 
 def _judgeable(row: dict[str, Any]) -> dict[str, Any]:

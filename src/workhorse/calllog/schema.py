@@ -11,20 +11,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from workhorse.errors import CallLogError
 
-Migration = str | Callable[[sqlite3.Connection], None]  # SQL statements, or a step that needs Python
+Migration = str | Callable[[Any], None]  # SQL statements, or a step that needs Python (given the `Db`)
 
 
-def _rollup_existing_calls(connection: sqlite3.Connection) -> None:
+def _rollup_existing_calls(db) -> None:
     """Migration 5: add up the calls logged before the rollup existed."""
     from workhorse.calllog.rollup import rollup_rows
 
-    cursor = connection.execute("SELECT * FROM calls ORDER BY id")
-    cursor.row_factory = sqlite3.Row
+    cursor = db.execute("SELECT * FROM calls ORDER BY id")
     while rows := cursor.fetchmany(10_000):
-        rollup_rows(connection, [dict(row) for row in rows])
+        rollup_rows(db, [dict(row) for row in rows])
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -100,7 +100,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def schema_version(connection: sqlite3.Connection) -> int:
+def schema_version(connection) -> int:
     """The migrations applied to this database; a newer one than this workhorse knows is refused."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
@@ -111,33 +111,34 @@ def schema_version(connection: sqlite3.Connection) -> int:
     return version
 
 
-def migrate(connection: sqlite3.Connection) -> int:
-    """Apply the migrations this database has not seen; returns the schema version.
+def migrate(db) -> int:
+    """Apply the migrations this SQLite database (a `database.SqliteDb`) has not seen; returns the
+    schema version.
 
-    `connection` must be in autocommit mode (`isolation_level=None`). The version is read again
+    The connection must be in autocommit mode (`isolation_level=None`). The version is read again
     inside each migration's write transaction: two processes opening a fresh file at once then
     take turns, and the second finds the work done instead of creating the tables twice.
     """
-    if schema_version(connection) == len(MIGRATIONS):  # versions only grow: nothing to do, no lock taken
+    if schema_version(db) == len(MIGRATIONS):  # versions only grow: nothing to do, no lock taken
         return len(MIGRATIONS)
-    while _apply_next(connection):
+    while _apply_next(db):
         pass
     return len(MIGRATIONS)
 
 
-def _apply_next(connection: sqlite3.Connection) -> bool:
+def _apply_next(db) -> bool:
     """Apply the next migration atomically with its version bump; False when there is none."""
-    with write_transaction(connection):  # the write lock, before the version is read
-        version = schema_version(connection)
+    with db.write():  # the write lock, before the version is read
+        version = schema_version(db)
         if version == len(MIGRATIONS):
             return False
         migration = MIGRATIONS[version]
         if callable(migration):
-            migration(connection)
+            migration(db)
         else:
-            for statement in _statements(migration):
-                connection.execute(statement)
-        connection.execute(f"PRAGMA user_version = {version + 1}")
+            for statement in statements(migration):
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version + 1}")
     return True
 
 
@@ -157,7 +158,7 @@ def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _statements(script: str) -> list[str]:
+def statements(script: str) -> list[str]:
     """A script's statements, one each, for `execute` inside a transaction (`executescript`
     would commit first). `complete_statement` knows semicolons inside strings and triggers."""
     statements, pending = [], ""

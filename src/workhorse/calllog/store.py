@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
+from workhorse.calllog.database import Db, open_database
 from workhorse.calllog.rollup import rollup_feedback, rollup_rows
-from workhorse.calllog.schema import migrate, schema_version, write_transaction
 from workhorse.errors import CallLogError
 
 log = logging.getLogger(__name__)
@@ -109,12 +108,13 @@ _COLUMNS = ("id", *(f.name for f in fields(CallRecord)), "feedback", "feedback_a
 
 
 class CallLog:
-    """The call log at `path`: opened for writing (migrated, with a writer thread), or with
-    `CallLog.open_readonly` for reading only."""
+    """The call log at `target` — a SQLite file, or a PostgreSQL URL (`postgresql://…`): opened for
+    writing (migrated, with a writer thread), or with `CallLog.open_readonly` for reading only."""
 
-    def __init__(self, path: str | Path, *, retention: Retention = Retention(), batch_max: int = 512,
+    def __init__(self, target: str | Path, *, retention: Retention = Retention(), batch_max: int = 512,
                  busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False) -> None:
-        self.path = Path(path)
+        self.database = open_database(target, readonly=readonly, busy_timeout_s=busy_timeout_s)
+        self.path = self.database.where  # for messages: the file, or the URL without its password
         self.retention = retention
         self.batch_max = batch_max
         self.busy_timeout_s = busy_timeout_s
@@ -124,20 +124,22 @@ class CallLog:
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
         if readonly:
-            self.schema_version = self._check_readable()
+            try:
+                self.schema_version = self.database.check_readable()
+            except self.database.errors as error:
+                raise self.database.error("read", error) from error
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with closing(self._connect_writer()) as connection:
-                self.schema_version = migrate(connection)
-        except sqlite3.Error as error:
-            raise self._error("open", error) from error
+            with closing(self.database.connect_writer()) as db:
+                self.schema_version = self.database.migrate(db)
+        except self.database.errors as error:
+            raise self.database.error("open", error) from error
         self._writer = threading.Thread(target=self._write_loop, name="calllog-writer", daemon=True)
         self._writer.start()
 
     @classmethod
     def open_readonly(cls, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> CallLog:
-        """For reading only (SQLite's `mode=ro`): nothing is migrated, no writer is started, and a
+        """For reading only (SQLite's `mode=ro`, PostgreSQL's read-only transactions): nothing is migrated, no writer is started, and a
         log of an older schema reads with the newer columns as None."""
         return cls(path, busy_timeout_s=busy_timeout_s, readonly=True)
 
@@ -164,11 +166,14 @@ class CallLog:
                 return
             self._closed = True
             if self._writer is None:
+                self.database.close()
                 return
             self._queue.put(_STOP)
         self._writer.join(timeout_s)
         if self._writer.is_alive():  # its waiters get CallLogError at their own deadlines
             log.warning("the call log %s did not finish writing within %.0f s", self.path, timeout_s)
+            return
+        self.database.close()
 
     def _submit(self, kind: str, payload: Any) -> Future:
         with self._lock:
@@ -197,7 +202,7 @@ class CallLog:
         """Every call in id order, streamed (for export)."""
         where, args = _filters(task, since)
         with self.reading() as connection:
-            for row in connection.execute(f"SELECT * FROM calls {where} ORDER BY id", args):
+            for row in connection.stream(f"SELECT * FROM calls {where} ORDER BY id", args):
                 yield decoded(row)
 
     def find_refs(self, refs: list[str]) -> dict[str, dict[str, Any]]:
@@ -217,65 +222,18 @@ class CallLog:
             return connection.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
     @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one read (rows as `sqlite3.Row`; decode calls with `decoded`); SQLite's
-        errors become CallLogError (a 503 from the server)."""
+    def reading(self) -> Iterator[Db]:
+        """A connection for one read (rows by column name or position; decode calls with
+        `decoded`); the database's errors become CallLogError (a 503 from the server)."""
         try:
-            with closing(self._connect()) as connection:
-                yield connection
-        except sqlite3.Error as error:
-            raise self._error("read", error) from error
-
-    def _check_readable(self) -> int:
-        """The schema version of a file opened read-only, after checking it is a call log."""
-        with self.reading() as connection:
-            version = schema_version(connection)
-            table = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calls'").fetchone()
-        if table is None:
-            raise CallLogError(f"{self.path} is not a call log (it has no calls table)", _HINT_NOT_A_LOG)
-        return version
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.readonly:  # mode=ro: this connection can neither migrate nor write
-            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                         timeout=self.busy_timeout_s, isolation_level=None)
-        else:
-            connection = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        return connection
-
-    def _connect_writer(self) -> sqlite3.Connection:
-        connection = self._connect()
-        try:
-            self._use_wal(connection)
-            connection.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    def _use_wal(self, connection: sqlite3.Connection) -> None:
-        """Switch a file to WAL (it stays so). The switch needs the file to itself for a moment,
-        and when another connection opens a fresh file at the same time SQLite answers BUSY at
-        once instead of waiting: wait here, as long as for a lock."""
-        deadline = time.monotonic() + self.busy_timeout_s
-        while True:
-            try:
-                connection.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as error:
-                if getattr(error, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-
-    def _error(self, action: str, error: BaseException) -> CallLogError:
-        name = getattr(error, "sqlite_errorname", "") or ""
-        hint = next((text for prefix, text in _HINTS if name.startswith(prefix)), "check the file and its disk")
-        return CallLogError(f"cannot {action} the call log {self.path}: {error}", hint)
+            with closing(self.database.connect()) as db:
+                yield db
+        except self.database.errors as error:
+            raise self.database.error("read", error) from error
 
     # -- the writer thread ----------------------------------------------------------------------
     def _write_loop(self) -> None:
-        connection: sqlite3.Connection | None = None
+        connection: Db | None = None
         next_prune = 0.0  # monotonic time: the first batch prunes
         while True:
             jobs = self._next_batch()
@@ -297,16 +255,16 @@ class CallLog:
                 break
         return jobs
 
-    def _write_batch(self, connection: sqlite3.Connection | None, jobs: list) -> sqlite3.Connection | None:
+    def _write_batch(self, connection: Db | None, jobs: list) -> Db | None:
         """Commit `jobs` and resolve their futures. On any error every job fails with CallLogError
         and the connection is dropped (the next batch opens a fresh one): the writer goes on."""
         if not jobs:
             return connection
         try:
-            connection = connection or self._connect_writer()
+            connection = connection or self.database.connect_writer()
             results = _commit(connection, jobs)
         except Exception as error:  # not only SQLite's: nothing may end the writer while callers wait
-            failure = self._error("write", error)
+            failure = self.database.error("write", error)
             log.error("%s", failure)
             for _, _, future in jobs:
                 _settle(future, error=failure)
@@ -316,9 +274,9 @@ class CallLog:
             _settle(future, result)
         return connection
 
-    def _prune_safely(self, connection: sqlite3.Connection | None) -> sqlite3.Connection | None:
+    def _prune_safely(self, connection: Db | None) -> Db | None:
         try:
-            connection = connection or self._connect_writer()
+            connection = connection or self.database.connect_writer()
             self._prune(connection)
             return connection
         except Exception as error:  # retried at the next prune; the calls stay meanwhile
@@ -326,9 +284,9 @@ class CallLog:
             _discard(connection)
             return None
 
-    def _prune(self, connection: sqlite3.Connection) -> None:
+    def _prune(self, connection: Db) -> None:
         """Delete old calls, in one transaction; calls with feedback are kept."""
-        with write_transaction(connection):
+        with connection.write():
             if self.retention.days is not None:
                 connection.execute("DELETE FROM calls WHERE feedback IS NULL AND created_at < ?",
                                    (time.time() - self.retention.days * 86400,))
@@ -338,20 +296,6 @@ class CallLog:
                     "(SELECT id FROM calls WHERE feedback IS NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (self.retention.max_rows,),
                 )
-
-
-_HINT_NOT_A_LOG = "pass the call log that `workhorse serve` or `workhorse run` writes (--db FILE)"
-# Hints by SQLite's error name (its prefix): what to do about a failed open, read or write.
-_HINTS = (
-    ("SQLITE_BUSY", "another process holds the call log's write lock; try again"),
-    ("SQLITE_LOCKED", "another process holds the call log's write lock; try again"),
-    ("SQLITE_FULL", "the disk is full: free some space"),
-    ("SQLITE_IOERR", "the disk refused a read or write: check its free space and health"),
-    ("SQLITE_NOTADB", _HINT_NOT_A_LOG),
-    ("SQLITE_CORRUPT", "the file is damaged: restore it from a backup, or move it aside to start a new log"),
-    ("SQLITE_READONLY", "the file or its folder is read-only: give this process write access"),
-    ("SQLITE_CANTOPEN", "check that the file exists and can be opened"),
-)
 
 
 def wait_committed(future: Future, timeout_s: float = CALL_LOG_TIMEOUT_S) -> Any:
@@ -375,16 +319,13 @@ def _late(timeout_s: float) -> CallLogError:
                         "the disk is slow or another process holds the call log's write lock; try again")
 
 
-def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
+def _commit(connection: Db, jobs: list) -> list[Any]:
     """Apply every job in one transaction; their results (ids, found-or-not) once committed."""
     results, inserted = [], []
-    with write_transaction(connection):
+    with connection.write():
         for kind, payload, _ in jobs:
             if kind == "insert":
-                columns = ", ".join(payload)
-                marks = ", ".join(f":{name}" for name in payload)
-                cursor = connection.execute(f"INSERT INTO calls ({columns}) VALUES ({marks})", payload)
-                results.append(cursor.lastrowid)
+                results.append(connection.insert("calls", payload))
                 inserted.append(payload)
             else:
                 results.append(_correct(connection, *payload))
@@ -392,10 +333,10 @@ def _commit(connection: sqlite3.Connection, jobs: list) -> list[Any]:
     return results
 
 
-def _correct(connection: sqlite3.Connection, call_id: int, value: str, by: str | None) -> bool:
+def _correct(connection: Db, call_id: int, value: str, by: str | None) -> bool:
     """Store a correction and count it in the rollup; False when there is no such call."""
     call = connection.execute(
-        "SELECT task, task_version, created_at, final_answer, feedback FROM calls WHERE id = ?", (call_id,)
+        "SELECT task, task_version, created_at, final_answer, feedback FROM calls WHERE id = ?" + connection.lock_rows, (call_id,)
     ).fetchone()
     if call is None:
         return False
@@ -416,11 +357,11 @@ def _settle(future: Future, result: Any = None, *, error: BaseException | None =
         future.set_result(result)
 
 
-def _discard(connection: sqlite3.Connection | None) -> None:
+def _discard(connection: Db | None) -> None:
     if connection is not None:
         try:
             connection.close()
-        except sqlite3.Error:
+        except Exception:  # already broken: the error that dropped it is the one reported
             pass
 
 
@@ -435,7 +376,7 @@ def _filters(task: str | None, since: float | None) -> tuple[str, tuple]:
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
-def decoded(row: sqlite3.Row) -> dict[str, Any]:
+def decoded(row: Any) -> dict[str, Any]:
     values = dict.fromkeys(_COLUMNS) | dict(row)  # columns an older file lacks read as None
     for column in JSON_COLUMNS:
         if values.get(column) is not None:

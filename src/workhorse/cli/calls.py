@@ -23,11 +23,12 @@ def open_call_log(db: str | None) -> CallLog:
     from pathlib import Path
 
     from workhorse.calllog import CallLog
+    from workhorse.calllog.database import is_postgres
     from workhorse.errors import WorkhorseError
     from workhorse.paths import call_log_path
 
-    path = Path(db) if db else call_log_path()
-    if not path.is_file():
+    path = db if db and is_postgres(db) else Path(db) if db else call_log_path()
+    if not is_postgres(path) and not Path(path).is_file():
         raise WorkhorseError(f"no call log at {path}", "calls are logged by `workhorse serve` and `workhorse run`; or pass --db FILE")
     return CallLog.open_readonly(path)
 

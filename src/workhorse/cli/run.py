@@ -19,7 +19,7 @@ def run(
     batch: int = typer.Option(32, min=1, help="Items per engine call."),
     threads: int = typer.Option(2, min=1, help="llama.cpp threads."),
     log: bool = typer.Option(True, "--log/--no-log", help="Record every answer in the call log (the flywheel learns from it)."),
-    call_log: Path = typer.Option(None, "--call-log", help="The call log file (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME, as for serve)."),
+    call_log: str = typer.Option(None, "--call-log", help="The call log: a SQLite file or a postgresql:// URL (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME, as for serve)."),
     escalate: bool = typer.Option(True, "--escalate/--no-escalate", help="Send what the task's escalation policy selects to its upstream."),
 ) -> None:
     """Answer every item of FILE with TASK, streaming one JSON line per item.

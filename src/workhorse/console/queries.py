@@ -5,11 +5,12 @@ corrected, and the overview from the rollup's hourly sums."""
 
 from __future__ import annotations
 
-import sqlite3
+import json
 from collections import defaultdict
 from dataclasses import dataclass, fields
 from typing import Any
 
+from workhorse.calllog.database import Db
 from workhorse.calllog.rollup import read_rollup
 from workhorse.calllog.store import decoded
 from workhorse.calllog.totals import CallTotals
@@ -19,10 +20,10 @@ REVIEW_BATCH = 20
 TEMPLATE_WINDOW = 20_000  # a logs task's newest calls counted on its templates page
 _LIST_COLUMNS = ("id, created_at, task, task_version, source, confidence, escalated, escalation_failed, latency_ms, "
                  "substr(input, 1, 300) AS input, final_answer, feedback")
-REVIEW_MODES = {
+REVIEW_MODES = {  # the extra condition (`{distinct}`: `Db.distinct`) and the order
     "confidence": ("", "confidence, id"),
     "escalated": ("", "escalated DESC, confidence, id"),
-    "disagreement": (" AND upstream_answer IS NOT NULL AND upstream_answer IS NOT output", "confidence, id"),
+    "disagreement": (" AND upstream_answer IS NOT NULL AND upstream_answer {distinct} output", "confidence, id"),
 }
 
 
@@ -40,7 +41,8 @@ class CallFilter:
     until: float | None = None
     text: str | None = None  # in the input, case-insensitively (ASCII)
 
-    def where(self) -> tuple[list[str], list[Any]]:
+    def where(self, like: str = "LIKE") -> tuple[list[str], list[Any]]:
+        """SQL conditions and their arguments; `like`: the database's case-insensitive LIKE (`Db.like`)."""
         clauses: list[str] = []
         args: list[Any] = []
         for column, operator, value in (
@@ -54,7 +56,7 @@ class CallFilter:
         if self.feedback is not None:
             clauses.append("feedback IS NOT NULL" if self.feedback else "feedback IS NULL")
         if self.text:
-            clauses.append("input LIKE ? ESCAPE '\\'")
+            clauses.append(f"input {like} ? ESCAPE '\\'")
             args.append("%" + self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         return clauses, args
 
@@ -62,10 +64,10 @@ class CallFilter:
         return all(getattr(self, f.name) is None for f in fields(self))
 
 
-def list_calls(connection: sqlite3.Connection, chosen: CallFilter, *, before: int | None = None,
+def list_calls(connection: Db, chosen: CallFilter, *, before: int | None = None,
                limit: int = PAGE_SIZE) -> tuple[list[dict[str, Any]], int | None]:
     """A page of calls, newest first, and the `before` of the next page (None on the last)."""
-    clauses, args = chosen.where()
+    clauses, args = chosen.where(connection.like)
     if before is not None:
         clauses.append("id < ?")
         args.append(before)
@@ -76,16 +78,17 @@ def list_calls(connection: sqlite3.Connection, chosen: CallFilter, *, before: in
     return page, (page[-1]["id"] if len(rows) > limit else None)
 
 
-def get_call(connection: sqlite3.Connection, call_id: int) -> dict[str, Any] | None:
+def get_call(connection: Db, call_id: int) -> dict[str, Any] | None:
     row = connection.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
     return decoded(row) if row else None
 
 
-def review_queue(connection: sqlite3.Connection, task: str, mode: str, *, skip: frozenset[int] = frozenset(),
+def review_queue(connection: Db, task: str, mode: str, *, skip: frozenset[int] = frozenset(),
                  limit: int = REVIEW_BATCH) -> list[dict[str, Any]]:
     """The next calls nobody corrected, the least sure first: by confidence; escalated ones first;
     or only those where the upstream's answer differs from the small model's."""
     extra, order = REVIEW_MODES[mode]
+    extra = extra.format(distinct=connection.distinct)
     skipped = f" AND id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
     rows = connection.execute(
         f"SELECT * FROM calls WHERE task = ? AND feedback IS NULL{extra}{skipped} ORDER BY {order} LIMIT ?",
@@ -94,7 +97,7 @@ def review_queue(connection: sqlite3.Connection, task: str, mode: str, *, skip: 
     return [decoded(row) for row in rows]
 
 
-def review_counts(connection: sqlite3.Connection, task: str) -> dict[str, int]:
+def review_counts(connection: Db, task: str) -> dict[str, int]:
     """Corrected calls of a task (the feedback index), for the queue's heading."""
     corrected = connection.execute("SELECT COUNT(*) FROM calls WHERE task = ? AND feedback IS NOT NULL", (task,)).fetchone()[0]
     return {"corrected": corrected}
@@ -107,7 +110,7 @@ class Overview:
     total: CallTotals
 
 
-def overview(connection: sqlite3.Connection, *, since: float | None, task: str | None = None) -> Overview:
+def overview(connection: Db, *, since: float | None, task: str | None = None) -> Overview:
     """Sums per task and version, and per hour (the charts), from the rollup."""
     by_version: dict[tuple[str, int], CallTotals] = defaultdict(CallTotals)
     by_hour: dict[int, CallTotals] = defaultdict(CallTotals)
@@ -119,7 +122,7 @@ def overview(connection: sqlite3.Connection, *, since: float | None, task: str |
     return Overview(dict(sorted(by_version.items())), dict(sorted(by_hour.items())), total)
 
 
-def corrected_calls(connection: sqlite3.Connection, task: str, *, limit: int = 20_000) -> list[dict[str, Any]]:
+def corrected_calls(connection: Db, task: str, *, limit: int = 20_000) -> list[dict[str, Any]]:
     """A task's corrected calls, newest first (the feedback index): the accuracy–escalation curve's data."""
     rows = connection.execute(
         "SELECT id, task_version, output, confidence, feedback FROM calls WHERE task = ? AND feedback IS NOT NULL "
@@ -127,20 +130,21 @@ def corrected_calls(connection: sqlite3.Connection, task: str, *, limit: int = 2
     return [decoded(row) for row in rows]
 
 
-def template_counts(connection: sqlite3.Connection, task: str, *, window: int = TEMPLATE_WINDOW) -> dict[int, dict[str, Any]]:
+def template_counts(connection: Db, task: str, *, window: int = TEMPLATE_WINDOW) -> dict[int, dict[str, Any]]:
     """Per template id of a logs task, over its newest `window` calls: lines, and the newest line."""
     counts: dict[int, dict[str, Any]] = {}
     rows = connection.execute(
-        "SELECT json_extract(output, '$.template_id'), json_extract(output, '$.template'), input "
+        f"SELECT {connection.json_integer('output', 'template_id')}, output, input "
         "FROM calls WHERE task = ? ORDER BY id DESC LIMIT ?", (task, window))
-    for template_id, text, line in rows:
+    for template_id, output, line in rows:
         if template_id is None:
             continue
-        entry = counts.setdefault(template_id, {"template": text, "lines": 0, "example": line})
-        entry["lines"] += 1
+        if template_id not in counts:
+            counts[template_id] = {"template": json.loads(output).get("template"), "lines": 0, "example": line}
+        counts[template_id]["lines"] += 1
     return counts
 
 
-def task_names(connection: sqlite3.Connection) -> list[str]:
+def task_names(connection: Db) -> list[str]:
     """Tasks with logged calls (from the rollup: a few rows an hour, not the calls)."""
     return [row[0] for row in connection.execute("SELECT DISTINCT task FROM call_rollup ORDER BY task")]

@@ -80,7 +80,7 @@ class ServeSettings(BaseSettings):
         True, description="Serve the web console at /ui: the call log, the review queue, task versions and log templates.",
     )
     log_calls: bool = Field(True, description="Record every task call in the call log (answers wait for the commit).")
-    call_log: str | None = Field(None, description="The call log file (default: calls.db in $WORKHORSE_HOME).")
+    call_log: str | None = Field(None, description="The call log: a SQLite file or a postgresql:// URL (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME).")
     retention_days: float | None = Field(None, gt=0, description="Delete logged calls older than this.")
     retention_rows: int | None = Field(None, ge=1, description="Keep at most this many logged calls (the newest).")
 
