@@ -21,6 +21,12 @@ def run(
     log: bool = typer.Option(True, "--log/--no-log", help="Record every answer in the call log (the flywheel learns from it)."),
     call_log: str = typer.Option(None, "--call-log", help="The call log: a SQLite file or a postgresql:// URL (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME, as for serve)."),
     escalate: bool = typer.Option(True, "--escalate/--no-escalate", help="Send what the task's escalation policy selects to its upstream."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS|local",
+                            help="Run on Ray: a cluster's address (ray://… or host:port), or `local` for a Ray on this machine "
+                                 "(needs the ray extra; JSONL, CSV or Parquet with an id column; --out required)."),
+    actors: int = typer.Option(1, min=1, help="--ray: actors, each with one engine."),
+    cpus_per_actor: int = typer.Option(None, min=1, help="--ray: CPUs per actor, also its llama.cpp threads (default: --threads)."),
+    id_field: str = typer.Option("id", help="--ray: the column holding each row's id."),
 ) -> None:
     """Answer every item of FILE with TASK, streaming one JSON line per item.
 
@@ -40,6 +46,10 @@ def run(
     from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.store import load_task
 
+    if ray is not None:
+        _run_on_ray(task, source, out, fmt, field, id_field, batch, ray, actors, cpus_per_actor or threads,
+                    (call_log or call_log_path()) if log else None, escalate)
+        return
     spec, directory = load_task(task)
     fmt = fmt or ("jsonl" if source == "-" else guess_format(source))
     if fmt not in FORMATS:
@@ -105,6 +115,38 @@ def run(
             calls.close()
         engine.close()
     notes.print(_summary(pipeline.tally.summary(), counts, log_path, bar.rate()))
+
+
+def _run_on_ray(task: str, source: str, out: Path | None, fmt: str | None, field: str, id_field: str, batch: int,
+                address: str, actors: int, cpus: int, log_to: Any, escalate: bool) -> None:
+    from rich.console import Console
+
+    from workhorse.cli.progress import progress
+    from workhorse.errors import WorkhorseError
+    from workhorse.scale.ray_batch import RayJob, run_on_ray
+
+    if out is None:
+        raise WorkhorseError("--ray writes its answers to a file", "add --out answers.jsonl")
+    if source == "-" or not Path(source).exists():
+        raise WorkhorseError(f"--ray reads a file or folder, not {source!r}", "give the input's path")
+    try:
+        import ray  # noqa: F401
+    except ModuleNotFoundError:
+        raise WorkhorseError("--ray needs Ray", "pip install 'workhorse[ray]'") from None
+    chosen = fmt or ("parquet" if source.endswith(".parquet") or Path(source).is_dir() else _guess(source))
+    job = RayJob(task, source, out, chosen, field=field, id_field=id_field, actors=actors, cpus_per_actor=cpus, batch=batch,
+                 log_to=str(log_to) if log_to else None, escalate=escalate, address=None if address == "local" else address)
+    done = _done_ids(out)
+    with progress(f"{task} on Ray ({actors} × {cpus} CPU)", None) as bar:
+        report = run_on_ray(job, done, on_batch=bar.advance)
+    Console(stderr=True).print(f"{report['answered']} answered ({bar.rate():,.1f}/s), {report['skipped']} already done; "
+                               f"answers in {out}" + (f"; calls logged to {log_to}" if log_to else ""), markup=False)
+
+
+def _guess(source: str) -> str:
+    from workhorse.datafile import guess_format
+
+    return guess_format(source)
 
 
 def _summary(tally: dict[str, Any], counts: dict[str, int], log_path: Path | None, rate: float) -> str:

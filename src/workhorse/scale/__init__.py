@@ -1,0 +1,1 @@
+"""Past one process: Ray for batch jobs."""
