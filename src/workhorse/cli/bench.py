@@ -533,3 +533,46 @@ def console_pages(
     for name, page in report["pages"].items():
         typer.echo(f"{name:<40} {page['p50_ms']:>8.1f} {page['p95_ms']:>8.1f}")
     typer.echo(f"worst p95: {report['worst_p95_ms']:.1f} ms ({report['worst_page']}); target {report['target_ms']} ms")
+
+
+@app.command("scale")
+def scale(
+    data: str = typer.Option("bitext_cs:test", help="Tickets for the job (repeated to --items rows)."),
+    items: int = typer.Option(5000, min=1, help="Rows in the job."),
+    task: str = typer.Option("bitext-intents", help="The classify task; trained from --train if missing."),
+    train: str = typer.Option("bitext_cs:train", help="Training data used when the task does not exist yet."),
+    threads: int = typer.Option(2, help="llama.cpp threads of the plain run (the Ray runs use the same cores in total)."),
+    batch: int = typer.Option(32, help="Items per engine call."),
+    repeat: int = typer.Option(2, min=1, help="Rounds of the three configurations, in alternation."),
+    postgres: str = typer.Option(None, help="A PostgreSQL URL for the call log's write rate (an empty database; "
+                                 "without it only SQLite's is measured)."),
+    writers: int = typer.Option(8, min=1, help="Concurrent writers for the call log's write rate."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """A plain `workhorse run` against Ray with 1 and 2 actors on the same cores; the call log's write rate."""
+    import tempfile
+
+    from rich.console import Console
+
+    from workhorse.bench.scale_bench import cpu_count, log_write_rates, time_runs, write_items
+    from workhorse.evals.datasets import load
+
+    console = Console(stderr=True)
+    _ensure_trained(task, train, threads, console)
+    with tempfile.TemporaryDirectory(prefix="workhorse-scale-") as scratch:
+        path = Path(scratch) / "items.jsonl"
+        write_items([example.text for example in load(data).examples], items, path)
+        report = time_runs(task, path, threads=threads, batch=batch, repeat=repeat, workdir=Path(scratch), log=console.print)
+    report["call_log_write"] = log_write_rates(postgres, writers=writers)
+    report["machine"] = {"cpu": _cpu_name(), "cores": cpu_count()}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for name, config in report["configs"].items():
+        runs = ", ".join(f"{rate:.1f}" for rate in config["runs_items_per_s"])
+        typer.echo(f"{name:<10} {config['items_per_s']:>8.1f} items/s (runs: {runs})")
+    typer.echo(f"Ray's best ({report['ray_best_config']}) / plain: {report['ratio']:.3f}; overhead "
+               f"{report['ray_overhead_ms_per_item']:.2f} ms per item; answers differing: {report['answers_differing_from_plain']}")
+    for kind, rate in report["call_log_write"].items():
+        if rate:
+            typer.echo(f"call log ({kind}), {rate['writers']} writers: {rate['calls_per_s']:,.0f} calls/s")
