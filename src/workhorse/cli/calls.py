@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="The call log: every answered call, with its escalation, cost and feedback.", no_args_is_help=True)
 
-DB_HELP = "The call log (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME)."
+DB_HELP = "The call log: a SQLite file or a postgresql:// URL (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME)."
 
 
 def open_call_log(db: str | None) -> CallLog:
