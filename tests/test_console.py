@@ -61,6 +61,10 @@ schema:
   required: [order_id]
   additionalProperties: false
 """
+LOGS = "name: toy-logs\nkind: logs\nmodel: {model}\n"
+LOG_LINES = ["Accepted password for alice from 10.0.0.1 port 22 ssh2", "Accepted password for bob from 10.0.0.2 port 2222 ssh2",
+             "Failed password for root from 10.0.0.3 port 22 ssh2", "session opened for user alice",
+             "session opened for user bob", "Connection closed by 10.0.0.9"]
 KEY = "console-test-key"
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -71,7 +75,9 @@ def served(tmp_path_factory, tiny_gguf) -> Iterator[tuple[ServerState, ServeSett
     with GoldTeacher(GOLD) as teacher:
         (directory / "toy-intents.yaml").write_text(CLASSIFY.format(model=tiny_gguf, url=teacher.url))
         (directory / "toy-order.yaml").write_text(EXTRACT.format(model=tiny_gguf))
-        settings = ServeSettings(models=[str(tiny_gguf)], tasks=[str(directory / "toy-intents.yaml"), str(directory / "toy-order.yaml")],
+        (directory / "toy-logs.yaml").write_text(LOGS.format(model=tiny_gguf))
+        tasks = [str(directory / f"{name}.yaml") for name in ("toy-intents", "toy-order", "toy-logs")]
+        settings = ServeSettings(models=[str(tiny_gguf)], tasks=tasks,
                                  threads=1, n_ctx=2048, n_slots=4, call_log=str(directory / "calls.db"), task_reload_s=0)
         state = ServerState(settings)
         state.load()
@@ -89,6 +95,7 @@ def server(served) -> Iterator[str]:
             assert httpx.post(f"{live.url}/v1/tasks/toy-intents", json={"input": text}, timeout=60).status_code == 200
         for text in ("order A-1234 is late", "no order here"):
             assert httpx.post(f"{live.url}/v1/tasks/toy-order", json={"input": text}, timeout=60).status_code == 200
+        assert httpx.post(f"{live.url}/v1/tasks/toy-logs", json={"inputs": LOG_LINES}, timeout=120).status_code == 200
         yield live.url
 
 
@@ -112,15 +119,18 @@ def test_every_page_renders_from_the_call_log(server):
     with _client(server) as client:
         overview = client.get("/ui")
         assert overview.status_code == 200
-        assert re.search(r'id="total-calls">10<', overview.text)  # 8 classify + 2 extract calls
+        assert re.search(r'id="total-calls">16<', overview.text)  # 8 classify, 2 extract and 6 log lines
         assert overview.text.count("<svg") == 3 and "toy-intents" in overview.text
         listing = client.get("/ui/calls")
-        assert listing.status_code == 200 and listing.text.count('<tr class="source-') == 10
+        assert listing.status_code == 200 and listing.text.count('<tr class="source-') == 16
         escalated = client.get("/ui/calls", params={"source": "upstream"})
         assert escalated.text.count('<tr class="source-upstream"') == 3  # the three items over 30 characters
         assert 'class="source-local"' not in escalated.text
         for path in ("/ui/review", "/ui/review/toy-intents", "/ui/review/toy-order", "/ui/tasks", "/ui/templates"):
             assert client.get(path).status_code == 200, path
+        templates = client.get("/ui/templates/toy-logs").text
+        counted = [int(n) for n in re.findall(r"</code></td><td>(\d+)</td>", templates)]
+        assert counted and sum(counted) == len(LOG_LINES)  # every logged line under one learnt template
 
 
 def test_a_call_page_shows_what_was_sent_upstream_and_the_alternatives(server, served):
@@ -280,7 +290,7 @@ def test_in_a_real_browser(server, served, tmp_path):
             page.keyboard.press("a")  # accept the answer as right
             expect(cards.nth(3)).to_be_visible()
 
-            for path, name in (("/ui/tasks", "tasks"), ("/ui/templates", "templates"), ("/ui?range=24h", "overview-24h")):
+            for path, name in (("/ui/tasks", "tasks"), ("/ui/templates/toy-logs", "templates"), ("/ui?range=24h", "overview-24h")):
                 page.goto(f"{server}{path}")
                 page.screenshot(path=shots / f"{name}.png", full_page=True)
         finally:

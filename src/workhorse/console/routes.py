@@ -397,9 +397,11 @@ async def log_templates(request: Request, task: str) -> Response:
 
     session = _session(request)
     counts = await _read(request, queries.template_counts, task)
-    cache = await asyncio.to_thread(TemplateCache.load, cache_path(task))
+    served = request.app.state.workhorse.tasks.get(task)
+    live = getattr(served.pipeline.local, "log_task", None) if served is not None and served.pipeline is not None else None
+    learnt = live.templates() if live is not None else list(await asyncio.to_thread(TemplateCache.load, cache_path(task)))
     rows = []
-    for template in cache:
+    for template in learnt:
         seen = counts.get(template.id, {})
         rows.append({"id": template.id, "template": template.text, "hits": template.hits, "recent": seen.get("lines", 0),
                      "example": seen.get("example") or template.example})

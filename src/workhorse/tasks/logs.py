@@ -20,6 +20,7 @@ from workhorse.logparse.cache import TemplateCache
 from workhorse.logparse.header import LogFormat, detect_format
 from workhorse.logparse.model import TemplateModel
 from workhorse.logparse.parser import LogParser, ParsedLine
+from workhorse.logparse.template import Template
 from workhorse.paths import workhorse_home
 from workhorse.tasks.answer import LocalAnswer
 from workhorse.tasks.spec import TaskSpec
@@ -101,6 +102,11 @@ class LogTask:
     def save(self) -> None:
         with self._lock:
             self.cache.save(self.cache_file)
+
+    def templates(self) -> list[Template]:
+        """The learnt templates now (a copy: server batches may be adding to the cache)."""
+        with self._lock:
+            return list(self.cache)
 
 
 class LogsTask:
