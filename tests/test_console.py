@@ -216,6 +216,8 @@ def test_the_rollup_agrees_with_the_calls(served, server):
     with state.call_log.reading() as connection:
         for _, totals in read_rollup(connection):
             rolled.merge(totals)
+    assert rolled.local_cpu_s == pytest.approx(expected.local_cpu_s)  # summed in another order
+    rolled.local_cpu_s = expected.local_cpu_s
     assert rolled == expected
 
 
@@ -321,3 +323,16 @@ def test_promote_and_roll_back_from_the_tasks_page(server, tiny_gguf):
         assert client.post("/ui/tasks/toy-stored/promote", data={"version": "7", "csrf": csrf}).status_code == 404
         assert client.post("/ui/tasks/toy-stored/rollback", data={"csrf": csrf}).status_code == 303
     assert store.active_version("toy-stored") == 2
+
+
+def test_without_keys_the_console_answers_only_this_machine(served):
+    state, settings, _ = served
+    app = create_app(settings, state=state)
+
+    async def visit(client: tuple[str, int]) -> int:
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return (await http.get("/ui/login")).status_code
+
+    assert asyncio.run(visit(("10.0.0.5", 5555))) == 403
+    assert asyncio.run(visit(("127.0.0.1", 5555))) == 200

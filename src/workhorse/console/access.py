@@ -2,8 +2,8 @@
 
 With API keys configured, the console asks for one once and keeps a session cookie (HttpOnly,
 SameSite=Strict, signed with a secret made when the server starts: a restart signs everyone out).
-Without keys the server only listens on loopback (`workhorse serve` refuses otherwise) and the
-console hands out a session on the first page. Either way every state-changing request carries
+Without keys the console answers only loopback clients (routes.py) and hands out a session on the
+first page. Either way every state-changing request carries
 the session's CSRF token, so a page on another site cannot submit corrections or promotions
 through the user's browser; the Host check of the app stops DNS-rebinding reads."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -26,12 +26,24 @@ from workhorse.console.charts import lines, stacked_bars
 from workhorse.errors import WorkhorseError
 from workhorse.serve.call_routes import Feedback, record_correction
 from workhorse.serve.errors import ApiError
+from workhorse.tasks.spec import is_loopback
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["when"] = lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") if t else ""
 templates.env.filters["short"] = lambda v, n=120: (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))[:n]
-router = APIRouter(prefix="/ui", include_in_schema=False)
+def _loopback_unless_keys(request: Request) -> None:
+    """Without API keys nobody has to sign in, so the console answers only this machine: a server
+    bound to the network without keys (which `workhorse serve` warns about) keeps its console shut."""
+    if _access(request).needs_key:
+        return
+    client = request.client.host if request.client else ""
+    if not is_loopback(client):
+        raise ApiError(403, "the console answers only this machine when the server has no API keys: "
+                            "set api_keys to use it from elsewhere")
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(_loopback_unless_keys)])
 RANGES = {"24h": 24 * 3600, "7d": 7 * 86400, "30d": 30 * 86400, "all": None}
 SOURCES = ("local", "upstream", "fallback")
 MAX_BARS = 48
