@@ -92,6 +92,12 @@ def serve(**flags: Any) -> None:
         logging.getLogger("workhorse.serve").warning(
             "listening on %s without API keys: anyone who can reach this port can use it (set --api-key)", settings.host
         )
+    if settings.ray:
+        from workhorse.scale.ray_serve import run
+
+        run(settings, settings.ray, max_replicas=settings.ray_max_replicas,
+            cpus_per_replica=settings.ray_cpus_per_replica or settings.threads)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -75,6 +75,14 @@ class ServeSettings(BaseSettings):
         description="Memory for cached embedding vectors (/v1/embeddings and embed tasks), in MiB: a repeated text is "
         "answered without evaluating it, the least recently used vectors are dropped first; 0 turns the cache off.",
     )
+    ray: str | None = Field(
+        None, description="Serve as replicas on Ray Serve: a cluster's address, or `local` for a Ray on this machine "
+        "(needs the ray extra; docs/scale.md).",
+    )
+    ray_max_replicas: int = Field(1, ge=1, description="With ray: replicas to scale up to on ongoing requests.")
+    ray_cpus_per_replica: float | None = Field(
+        None, gt=0, description="With ray: CPUs per replica, also its llama.cpp threads (unset: `threads`).",
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for requests in flight.")
     console: bool = Field(
         True, description="Serve the web console at /ui: the call log, the review queue, task versions and log templates.",
