@@ -14,18 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_serve import CLASSIFY_TASK
 
 from workhorse.calllog import CallLog
 
 pytest.importorskip("ray", reason="the ray extra is not installed")
 
-TASK = """
-name: toy-intents
-kind: classify
-model: {model}
-instructions: Classify the request.
-labels: [{{name: refund}}, {{name: login}}, {{name: card}}]
-"""
 
 
 def _items(path: Path, n: int) -> Path:
@@ -49,7 +43,7 @@ def _answers(path: Path) -> list[dict]:
 @pytest.fixture
 def task(tmp_path, tiny_gguf) -> Path:
     path = tmp_path / "toy-intents.yaml"
-    path.write_text(TASK.format(model=tiny_gguf))
+    path.write_text(CLASSIFY_TASK.format(model=tiny_gguf))
     return path
 
 

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_serve import CLASSIFY_TASK
 
 pytest.importorskip("ray.serve", reason="the ray extra is not installed")
 
-TASK = """
-name: toy-intents
-kind: classify
-model: {model}
-instructions: Classify the request.
-labels: [{{name: refund}}, {{name: login}}, {{name: card}}]
-"""
 TEXTS = ["refund please", "cannot login", "card blocked", "my card was charged twice, refund me"]
 
 
@@ -59,7 +53,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_ray_serve_answers_as_plain_serve_does(tmp_path, tiny_gguf):
-    (tmp_path / "toy-intents.yaml").write_text(TASK.format(model=tiny_gguf))
+    (tmp_path / "toy-intents.yaml").write_text(CLASSIFY_TASK.format(model=tiny_gguf))
     plain, plain_url = _serve(tmp_path, tiny_gguf)
     try:
         expected = httpx.post(f"{plain_url}/v1/tasks/toy-intents", json={"inputs": TEXTS}, timeout=60).json()["answers"]

@@ -414,21 +414,21 @@ def test_task_calls_are_logged_and_take_feedback(server):
     assert both.status_code == 422 and "exactly one" in both.json()["error"]["message"]
 
 
-def test_sigkill_under_load_loses_no_acknowledged_call(tiny_gguf, tasks_dir, tmp_path):
+def acknowledged_before_sigkill(tiny_gguf: Path, task_file: Path, call_log: str, *, clients: int = 6,
+                                at_least: int = 60) -> list[int]:
+    """Start `workhorse serve` with `call_log`, load it from `clients` threads, SIGKILL it once
+    `at_least` answers came back; the call ids the clients saw acknowledged."""
     import signal
-    import socket
-    import sqlite3
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from workhorse.bench.serve_bench import free_port
+
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    db = tmp_path / "calls.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "workhorse.cli", "serve", "--model", str(tiny_gguf), "--port", str(port), "--threads", "1",
-         "--task", str(tasks_dir / "toy-intents.yaml"), "--call-log", str(db)],
+         "--task", str(task_file), "--call-log", call_log],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     acknowledged: list[int] = []
@@ -439,19 +439,19 @@ def test_sigkill_under_load_loses_no_acknowledged_call(tiny_gguf, tasks_dir, tmp
             i = 0
             while not stop.is_set():
                 try:
-                    response = http.post("/v1/tasks/toy-intents", json={"input": f"ticket {worker}-{i}"})
+                    response = http.post("/v1/tasks/toy-intents", json={"inputs": [f"ticket {worker}-{i}", f"item {worker}-{i}"]})
                 except httpx.HTTPError:
                     return  # the server is gone
                 if response.status_code == 200:
-                    acknowledged.append(response.json()["call_id"])
+                    acknowledged.extend(answer["call_id"] for answer in response.json()["answers"])
                 i += 1
 
     try:
-        _wait_for(lambda: _ready(url), timeout=60)
-        threads = [threading.Thread(target=client, args=(w,)) for w in range(6)]
+        _wait_for(lambda: _ready(url), timeout=120)
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
         for thread in threads:
             thread.start()
-        _wait_for(lambda: len(acknowledged) >= 60, timeout=60)
+        _wait_for(lambda: len(acknowledged) >= at_least, timeout=120)
         process.send_signal(signal.SIGKILL)
         process.wait(30)
         stop.set()
@@ -461,6 +461,14 @@ def test_sigkill_under_load_loses_no_acknowledged_call(tiny_gguf, tasks_dir, tmp
         if process.poll() is None:
             process.kill()
             process.wait(30)
+    return acknowledged
+
+
+def test_sigkill_under_load_loses_no_acknowledged_call(tiny_gguf, tasks_dir, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "calls.db"
+    acknowledged = acknowledged_before_sigkill(tiny_gguf, tasks_dir / "toy-intents.yaml", str(db))
     connection = sqlite3.connect(db)
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     present = {row[0] for row in connection.execute("SELECT id FROM calls")}
