@@ -131,7 +131,7 @@ def time_pages(path: Path, calls: int, *, repeat: int = 15, log: Callable[[str],
     state.call_log = CallLog(path)
     results: dict[str, Any] = {}
     try:
-        with TestClient(create_app(settings, state=state), base_url="http://127.0.0.1") as client:
+        with TestClient(create_app(settings, state=state), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as client:
             for name, url in pages(path, calls).items():
                 times = []
                 for _ in range(repeat + 1):
