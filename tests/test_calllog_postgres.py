@@ -15,8 +15,8 @@ from workhorse.calllog import CallLog, CallRecord
 from workhorse.calllog.rollup import read_rollup
 from workhorse.calllog.store import wait_committed
 from workhorse.calllog.totals import CallTotals
-from workhorse.console import queries
 from workhorse.errors import CallLogError
+from workhorse.serve.console import queries
 
 _names = count()
 

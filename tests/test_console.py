@@ -159,7 +159,7 @@ def test_calls_are_paged_by_keyset_and_filtered(server):
 
 def test_keyset_pagination_walks_every_call_once(tmp_path):
     from workhorse.calllog.store import CallRecord, wait_committed
-    from workhorse.console.queries import CallFilter, list_calls
+    from workhorse.serve.console.queries import CallFilter, list_calls
 
     with CallLog(tmp_path / "calls.db") as log:
         for i in range(23):

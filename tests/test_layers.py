@@ -18,7 +18,8 @@ LAYERS: list[set[str]] = [
     {"escalation"},
     {"pipeline"},
     {"flywheel"},  # training from the log; `bench flywheel` measures it
-    {"serve", "bench"},
+    {"serve"},  # with the console (serve/console)
+    {"bench", "scale"},  # benchmarks measure the server too; Ray runs the pipeline and the server
     {"cli"},
 ]
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}

@@ -67,7 +67,7 @@ def create_app(settings: ServeSettings, *, state: ServerState | None = None) -> 
     app.include_router(task_routes.router)
     app.include_router(call_routes.router)
     if settings.console:
-        from workhorse.console import routes as console
+        from workhorse.serve.console import routes as console
 
         console.install(app)
 

@@ -20,11 +20,11 @@ from fastapi.templating import Jinja2Templates
 
 from workhorse.calllog.prices import PriceTable
 from workhorse.calllog.totals import CallTotals
-from workhorse.console import queries
-from workhorse.console.access import COOKIE, SESSION_S, ConsoleAccess, Session
-from workhorse.console.charts import lines, stacked_bars
 from workhorse.errors import WorkhorseError
 from workhorse.serve.call_routes import Feedback, record_correction
+from workhorse.serve.console import queries
+from workhorse.serve.console.access import COOKIE, SESSION_S, ConsoleAccess, Session
+from workhorse.serve.console.charts import lines, stacked_bars
 from workhorse.serve.errors import ApiError
 from workhorse.tasks.spec import is_loopback
 
