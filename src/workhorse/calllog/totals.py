@@ -205,9 +205,14 @@ def savings(all_large: float | None, actual: float | None) -> float | None:
 
 
 def matches(answer: Any, feedback: Any) -> bool:
-    """Feedback is a corrected label (a string or {"label": …}), labels or fields (as the server stores them)."""
+    return answer == corrected_answer(feedback)
+
+
+def corrected_answer(feedback: Any) -> Any:
+    """The right answer a correction gives: a corrected label (a string or {"label": …}), labels or
+    fields (as the server stores them)."""
     if isinstance(feedback, dict):
         for key in ("label", "labels", "fields"):
             if key in feedback:
-                return answer == feedback[key]
-    return answer == feedback
+                return feedback[key]
+    return feedback

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from workhorse.calllog.database import Db
@@ -59,9 +59,6 @@ class CallFilter:
             clauses.append(f"input {like} ? ESCAPE '\\'")
             args.append("%" + self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         return clauses, args
-
-    def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
 
 
 def list_calls(connection: Db, chosen: CallFilter, *, before: int | None = None,

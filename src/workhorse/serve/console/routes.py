@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from workhorse.calllog.prices import PriceTable
-from workhorse.calllog.totals import CallTotals
+from workhorse.calllog.totals import CallTotals, corrected_answer
 from workhorse.errors import WorkhorseError
 from workhorse.serve.call_routes import Feedback, record_correction
 from workhorse.serve.console import queries
@@ -339,7 +339,7 @@ async def tasks(request: Request, message: str = "") -> Response:
         judged = [c for c in corrected if c["confidence"] is not None and c["output"] is not None]
         chart = None
         if len(judged) >= 2:
-            truth = [_corrected_answer(c["feedback"]) for c in judged]
+            truth = [corrected_answer(c["feedback"]) for c in judged]
             curve = escalation_curve(truth, [c["output"] for c in judged], [c["confidence"] for c in judged])
             chart = lines(f"Accuracy by escalation rate ({len(judged)} corrected calls, perfect upstream)",
                           [f"{p['escalation_rate']:.0%}" for p in curve], {"accuracy": [p["accuracy"] for p in curve]}, top=1.0)
@@ -349,24 +349,17 @@ async def tasks(request: Request, message: str = "") -> Response:
 
 
 def _versions(name: str) -> list[dict[str, Any]]:
+    """A stored task's versions with their gate reports; the active one is the promoted one, else the latest."""
     from workhorse.tasks import store
 
-    active = store.active_version(name)
+    versions = store.task_versions(name)
+    active = store.active_version(name) or (max(versions) if versions else None)
     found = []
-    for version in store.task_versions(name):
+    for version in versions:
         gate_file = store.tasks_dir() / name / f"v{version}" / "gate.json"
         gate = json.loads(gate_file.read_text()) if gate_file.is_file() else None
-        found.append({"version": version, "active": version == active or (active is None and version == max(store.task_versions(name))),
-                      "gate": gate})
+        found.append({"version": version, "active": version == active, "gate": gate})
     return found
-
-
-def _corrected_answer(feedback: Any) -> Any:
-    if isinstance(feedback, dict):
-        for key in ("label", "labels", "fields"):
-            if key in feedback:
-                return feedback[key]
-    return feedback
 
 
 @router.post("/tasks/{name}/promote")
