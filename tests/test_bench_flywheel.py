@@ -154,3 +154,19 @@ def test_the_teacher_answers_with_the_gold_label_over_http_even_when_the_item_wa
         finally:
             client.close()
         assert teacher.stats.requests == 3 and teacher.stats.by_normalised == 1
+
+
+def test_a_lora_round_trains_an_adapter_and_gates_it(tiny_gguf, labelled, tmp_path):
+    """`--method lora`: round 1 trains LoRA with the head on the log's dataset, exports the adapter
+    for llama.cpp and gates the candidate on the same validation rows as head mode."""
+    pytest.importorskip("peft", reason="the train extra is not installed")
+    train, test, _ = labelled
+    workdir = tmp_path / "run"
+    report = _bench(tiny_gguf, train, test, workdir, "--rounds", "1", "--budget", "0.25", "--method", "lora",
+                    "--no-gold-ceiling")
+    assert report["method"] == "lora" and [r["round"] for r in report["rounds"]] == [0, 1]
+    trained = report["rounds"][1]
+    assert ROUND_KEYS <= set(trained) and trained["candidate_version"] == 2
+    assert trained["lora"]["steps"] > 0 and trained["gate"]["incumbent_accuracy"] is not None
+    assert trained["version"] == (2 if trained["promoted"] else 1) and 0.0 <= trained["test_accuracy"] <= 1.0
+    assert (workdir / "home" / "tasks" / "flywheel" / "v2" / "adapter.gguf").is_file()

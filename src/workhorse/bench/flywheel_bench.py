@@ -33,7 +33,6 @@ from typing import Any
 from workhorse.bench.teacher import TEACHER_MODEL, GoldTeacher
 from workhorse.calllog import CallLog
 from workhorse.calllog.prices import DEFAULT_PRICES, PriceTable
-from workhorse.engine import Evaluator
 from workhorse.errors import WorkhorseError
 from workhorse.escalation.curve import escalation_curve, rate_for_accuracy
 from workhorse.escalation.policy import threshold_for_rate
@@ -44,7 +43,7 @@ from workhorse.flywheel.dataset import BuildOptions, Built, build_dataset
 from workhorse.flywheel.split import SplitPercents, normalise
 from workhorse.flywheel.train import Phases, TrainOutcome, train_and_gate
 from workhorse.pipeline import Answer, build_pipeline
-from workhorse.tasks.engines import engine_config, open_engine
+from workhorse.tasks.engines import TaskEngines, engine_config
 from workhorse.tasks.spec import EscalationOptions, TaskSpec, UpstreamOptions
 from workhorse.tasks.store import load_task
 
@@ -179,9 +178,9 @@ def run(config: FlywheelConfig, *, progress: Progress = quiet, log: Callable[[st
             teacher, upstream_options, prices = None, config.upstream, config.prices or PriceTable()
             teacher_name = f"{config.upstream.model} at {config.upstream.base_url}"
         call_log = stack.enter_context(CallLog(config.workdir / "calls.db"))
-        engine = open_engine(config.model, engine_config(threads=config.threads, kinds=["classify"]))
-        stack.callback(engine.close)
-        loop = _Loop(config, engine, validation, test_split, progress, log)
+        # An engine per (model, adapter): a LoRA version answers on its own adapter, the others share the model's.
+        engines = stack.enter_context(TaskEngines(engine_config(threads=config.threads, kinds=["classify"])))
+        loop = _Loop(config, engines, validation, test_split, progress, log)
 
         rounds = []
         round_started = time.perf_counter()
@@ -227,12 +226,12 @@ def run(config: FlywheelConfig, *, progress: Progress = quiet, log: Callable[[st
 
 
 class _Loop:
-    """The steps of a round, sharing the run's engine, validation rows and test measurements."""
+    """The steps of a round, sharing the run's engines, validation rows and test measurements."""
 
-    def __init__(self, config: FlywheelConfig, engine: Evaluator, validation: Dataset, test: Dataset,
+    def __init__(self, config: FlywheelConfig, engines: TaskEngines, validation: Dataset, test: Dataset,
                  progress: Progress, log: Callable[[str], None]) -> None:
         self.config = config
-        self.engine = engine
+        self.engines = engines
         self.validation = validation
         self.test = test
         self.progress = progress
@@ -271,8 +270,9 @@ class _Loop:
                                        privacy=spec.escalation.privacy, upstream=upstream)
         escalating = spec.model_copy(update={"escalation": escalation})
         client = UpstreamClient(upstream)
-        sending = build_pipeline(escalating, directory, self.engine, call_log=call_log, upstream=client, prices=prices)
-        local = build_pipeline(spec, directory, self.engine, call_log=call_log, escalate=False, prices=prices)
+        engine = self.engines.for_task(spec, directory)
+        sending = build_pipeline(escalating, directory, engine, call_log=call_log, upstream=client, prices=prices)
+        local = build_pipeline(spec, directory, engine, call_log=call_log, escalate=False, prices=prices)
         try:
             with self.progress(f"round {number}: traffic through v{spec.version}", len(traffic)) as bar:
                 done = 0
@@ -373,7 +373,7 @@ class _Loop:
 
     def _answers(self, spec: TaskSpec, directory: Path, data: Dataset, label: str) -> list[Answer]:
         """Local answers only: no escalation, nothing logged."""
-        pipeline = build_pipeline(spec, directory, self.engine, escalate=False)
+        pipeline = build_pipeline(spec, directory, self.engines.for_task(spec, directory), escalate=False)
         answers: list[Answer] = []
         try:
             with self.progress(label, len(data.examples)) as bar:

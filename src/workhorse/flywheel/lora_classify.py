@@ -86,7 +86,8 @@ def fit_lora(spec: TaskSpec, data: Dataset, model: LlamaModel, *, options: LoraO
     head, _ = train_head(base_features[fit_rows], [labels[i] for i in fit_rows], seed=options.seed)
     index = {label: i for i, label in enumerate(head.labels)}
     y = np.array([index[label] for label in labels])
-    start_accuracy = float((head.logits(base_features[calibration_rows]).argmax(axis=1) == y[calibration_rows]).mean())
+    start_accuracy = (float((head.logits(base_features[calibration_rows]).argmax(axis=1) == y[calibration_rows]).mean())
+                      if calibration_rows else float("nan"))  # too few rows per label to hold any out
     trainable = _TrainableHead(torch, head, device)
     key = run_key(spec.name, model.path, spec.classify.model_dump(mode="json"), ([tokens[i], labels[i]] for i in fit_rows), options)
     fit_tokens, target = [tokens[i] for i in fit_rows], torch.tensor(y[fit_rows], dtype=torch.long)
@@ -98,11 +99,13 @@ def fit_lora(spec: TaskSpec, data: Dataset, model: LlamaModel, *, options: LoraO
     trained = train_steps(torch, lora_model, loss_of, [len(t) for t in fit_tokens], options, key, steps,
                           extra={"coef": trainable.coef, "intercept": trainable.intercept})
 
-    calibration_features = _embed(torch, reader, [tokens[i] for i in calibration_rows], options.batch_size)
-    with torch.no_grad():
-        calibration_logits = trainable.logits(torch.tensor(calibration_features, device=device)).cpu().numpy()
-    temperature = fit_temperature(calibration_logits, y[calibration_rows]) if calibration_rows else head.temperature
-    accuracy = float((calibration_logits.argmax(axis=1) == y[calibration_rows]).mean()) if calibration_rows else float("nan")
+    temperature, accuracy = head.temperature, float("nan")  # without calibration rows: the plain head's temperature
+    if calibration_rows:
+        calibration_features = _embed(torch, reader, [tokens[i] for i in calibration_rows], options.batch_size)
+        with torch.no_grad():
+            calibration_logits = trainable.logits(torch.tensor(calibration_features, device=device)).cpu().numpy()
+        temperature = fit_temperature(calibration_logits, y[calibration_rows])
+        accuracy = float((calibration_logits.argmax(axis=1) == y[calibration_rows]).mean())
     final = trainable.as_head(temperature)
 
     directory = version_dir(spec)
