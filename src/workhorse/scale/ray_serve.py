@@ -101,8 +101,11 @@ def _settings_json(settings: Any) -> str:
     return json.dumps(values)
 
 
-def run(settings: Any, address: str, *, max_replicas: int, cpus_per_replica: float, blocking: bool = True) -> Any:
-    """Start (or join) Ray, start Ray Serve's proxy on the settings' host and port, deploy."""
+def run(settings: Any, address: str, *, max_replicas: int, cpus_per_replica: float, blocking: bool = True) -> None:
+    """Start (or join) Ray, start Ray Serve's proxy on the settings' host and port, deploy; with
+    `blocking`, serve until interrupted (Ctrl+C shuts the replicas down)."""
+    import time
+
     import ray
     from ray import serve
 
@@ -111,16 +114,14 @@ def run(settings: Any, address: str, *, max_replicas: int, cpus_per_replica: flo
                  num_cpus=None if address != "local" else max_replicas * cpus_per_replica + 1,
                  include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    handle = serve.run(deployment(settings, max_replicas=max_replicas, cpus_per_replica=cpus_per_replica),
-                       name=DEPLOYMENT, route_prefix="/", blocking=False)
+    serve.run(deployment(settings, max_replicas=max_replicas, cpus_per_replica=cpus_per_replica),
+              name=DEPLOYMENT, route_prefix="/", blocking=False)
     log.info("serving on Ray Serve at http://%s:%d (up to %d replicas of %g CPUs)", settings.host, settings.port,
              max_replicas, cpus_per_replica)
-    if blocking:
-        try:
-            while True:
-                import time
-
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.shutdown()
-    return handle
+    if not blocking:
+        return
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
