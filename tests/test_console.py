@@ -250,6 +250,8 @@ def test_in_a_real_browser(server, served, tmp_path):
     go to $WORKHORSE_CONSOLE_SHOTS (else a temporary folder)."""
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=30_000)  # a loaded CI machine: each check waits up to 30 s before it fails
+
     assert BROWSER is not None, "CI must have Chromium: scripts/setup --test installs it"
     shots = Path(os.environ.get("WORKHORSE_CONSOLE_SHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -262,6 +264,7 @@ def test_in_a_real_browser(server, served, tmp_path):
         page.on("pageerror", lambda error: elsewhere.append(f"script error: {error}"))
         try:
             page.goto(f"{server}/ui/login")
+            expect(page.locator("input[name=name]")).to_be_focused()  # autofocus: keys typed before it are lost
             page.keyboard.type("reviewer-1")
             page.keyboard.press("Enter")
             page.wait_for_url(f"{server}/ui")
@@ -278,6 +281,7 @@ def test_in_a_real_browser(server, served, tmp_path):
             page.screenshot(path=shots / "call.png", full_page=True)
 
             page.goto(f"{server}/ui/review/toy-intents")
+            expect(page.locator("#queue[data-ready=true]")).to_have_count(1)  # its script has taken the keyboard
             cards = page.locator("article.card")
             first, second, third = (cards.nth(i).get_attribute("data-call") for i in range(3))
             choices = [cards.nth(0).locator("button[data-label]").nth(1).get_attribute("data-label")]

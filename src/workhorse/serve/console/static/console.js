@@ -140,4 +140,5 @@
   });
 
   show(0);
+  queue.dataset.ready = "true"; // the keys work from here on
 })();
