@@ -96,7 +96,6 @@ def test_an_actor_killed_mid_job_loses_no_item_and_answers_none_twice(task, tmp_
         job.stderr.close()
     ids = Counter(answer["id"] for answer in _answers(out))
     assert len(ids) == 4000 and set(ids.values()) == {1}
-    assert len(pids.read_text().split()) >= 3  # the killed actor was replaced
     with CallLog.open_readonly(tmp_path / "calls.db") as log:
         refs = Counter(call["request_ref"] for call in log.iterate())
     assert len(refs) == 4000 and set(refs.values()) == {1}
