@@ -19,11 +19,19 @@ def models_dir() -> Path:
     return path
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(target: str | Path) -> bool:
+    """A call log given as a PostgreSQL URL rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
 def call_log_path() -> Path | str:
     """The call log: `WORKHORSE_CALL_LOG` (a SQLite file, or a `postgresql://` URL, kept a string),
     else `calls.db` in the workhorse home."""
     chosen = os.environ.get("WORKHORSE_CALL_LOG")
-    if chosen and chosen.startswith(("postgresql://", "postgres://")):
+    if chosen and is_postgres(chosen):
         return chosen
     return Path(chosen or workhorse_home() / "calls.db")
 

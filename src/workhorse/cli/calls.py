@@ -23,9 +23,8 @@ def open_call_log(db: str | None) -> CallLog:
     from pathlib import Path
 
     from workhorse.calllog import CallLog
-    from workhorse.calllog.database import is_postgres
     from workhorse.errors import WorkhorseError
-    from workhorse.paths import call_log_path
+    from workhorse.paths import call_log_path, is_postgres
 
     path = db if db and is_postgres(db) else Path(db) if db else call_log_path()
     if not is_postgres(path) and not Path(path).is_file():
