@@ -42,7 +42,7 @@ def run(
     from workhorse.datafile import FORMATS, BadRow, guess_format, open_rows, read_rows
     from workhorse.errors import WorkhorseError
     from workhorse.paths import call_log_path
-    from workhorse.pipeline import Answer, build_pipeline
+    from workhorse.pipeline import build_pipeline
     from workhorse.tasks.engines import open_task_engine
     from workhorse.tasks.store import load_task
 
@@ -76,18 +76,15 @@ def run(
     ref_prefix = f"run:{out.resolve()}#" if out and calls else None
 
     def flush() -> None:
-        refs = [ref_prefix + row.key for row in pending] if ref_prefix else [None] * len(pending)
-        logged = calls.find_refs(refs) if calls and ref_prefix else {}  # type: ignore[arg-type]
-        fresh = [i for i, ref in enumerate(refs) if ref not in logged]
-        answers = {}
-        if fresh:
-            ran = pipeline.run([pending[i].text for i in fresh], refs=[refs[i] for i in fresh] if ref_prefix else None)
-            answers = dict(zip(fresh, ran, strict=True))
-        for i, row in enumerate(pending):
-            answer = answers[i] if i in answers else Answer.from_call(logged[refs[i]])
+        texts = [row.text for row in pending]
+        if ref_prefix:
+            answers, recovered = pipeline.run_once(texts, [ref_prefix + row.key for row in pending])
+        else:
+            answers, recovered = pipeline.run(texts), 0
+        for row, answer in zip(pending, answers, strict=True):
             sink.write(json.dumps({"id": row.key} | answer.as_dict(), ensure_ascii=False) + "\n")
         sink.flush()
-        counts["recovered"] += len(pending) - len(fresh)
+        counts["recovered"] += recovered
         bar.advance(len(pending))
         pending.clear()
 

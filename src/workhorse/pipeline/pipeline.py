@@ -94,6 +94,18 @@ class Pipeline:
                 records.append(self._record(text, answer, final, escalation, local_s, refs[i] if refs else None))
         return self._logged(finals, records)
 
+    def run_once(self, texts: Sequence[str], refs: Sequence[str]) -> tuple[list[Answer], int]:
+        """`run` for items a batch job names (`refs`), answering from the call log those it already
+        logged (a job resumed after a crash between the log's commit and its output's write, or a
+        batch Ray retried after its actor died): no item is answered or logged twice. Returns the
+        answers in order and how many came from the log."""
+        logged = self.call_log.find_refs(list(refs)) if self.call_log is not None else {}
+        fresh = [i for i, ref in enumerate(refs) if ref not in logged]
+        ran = self.run([texts[i] for i in fresh], refs=[refs[i] for i in fresh]) if fresh else []
+        answered = dict(zip(fresh, ran, strict=True))
+        answers = [answered[i] if i in answered else Answer.from_call(logged[ref]) for i, ref in enumerate(refs)]
+        return answers, len(refs) - len(fresh)
+
     def fallback(self, texts: Sequence[str], *, waited_ms: float) -> list[Answer]:
         """The task's fallback answer for items whose deadline passed before the model answered,
         logged with source `fallback` (the local answer, if it comes later, is not used)."""

@@ -56,8 +56,8 @@ class TaskActor:
 
         self.spec, directory = load_task(task)
         self.engine = open_task_engine(self.spec, directory, threads=threads)
-        self.calls = CallLog(log_to) if log_to else None
-        self.pipeline = build_pipeline(self.spec, directory, self.engine, call_log=self.calls, escalate=escalate)
+        calls = CallLog(log_to) if log_to else None
+        self.pipeline = build_pipeline(self.spec, directory, self.engine, call_log=calls, escalate=escalate)
         self.ref_prefix, self.field, self.id_field = ref_prefix, field, id_field
         pid_file = os.environ.get("WORKHORSE_RAY_PID_FILE")  # lets a test find the actor processes
         if pid_file:
@@ -65,22 +65,12 @@ class TaskActor:
                 handle.write(f"{os.getpid()}\n")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        from workhorse.pipeline import Answer
-
         ids = [str(key) for key in batch[self.id_field]]
         texts = [str(text) for text in batch[self.field]]
         refs = [self.ref_prefix + key for key in ids]
-        logged = self.calls.find_refs(refs) if self.calls else {}
-        fresh = [i for i, ref in enumerate(refs) if ref not in logged]
-        answers = {}
-        if fresh:
-            ran = self.pipeline.run([texts[i] for i in fresh], refs=[refs[i] for i in fresh] if self.calls else None)
-            answers = dict(zip(fresh, ran, strict=True))
-        lines = []
-        for i, key in enumerate(ids):
-            answer = answers[i] if i in answers else Answer.from_call(logged[refs[i]])
-            lines.append(json.dumps({"id": key} | answer.as_dict(), ensure_ascii=False))
-        return {"line": lines}
+        answers, _ = self.pipeline.run_once(texts, refs)
+        return {"line": [json.dumps({"id": key} | answer.as_dict(), ensure_ascii=False)
+                         for key, answer in zip(ids, answers, strict=True)]}
 
 
 def run_on_ray(job: RayJob, done: set[str], *, on_batch: Callable[[int], None] = lambda _: None) -> dict[str, Any]:
