@@ -126,3 +126,17 @@ def test_serve_killed_under_load_keeps_every_acknowledged_call(url, tiny_gguf, t
         logged = {call["id"]: call["input"] for call in log.iterate()}
     assert len(acknowledged) >= 300 and set(acknowledged) <= set(logged)
     assert all(logged[i].startswith(("ticket ", "item ")) for i in acknowledged)
+
+
+def test_the_sqlite_migrations_build_the_postgres_schema(url):
+    """One list of migrations for both: SQLite's REAL becomes 8-byte floats (unix seconds keep
+    their fraction), its `IS NOT` between columns PostgreSQL's `IS DISTINCT FROM`."""
+    with CallLog(url) as log, log.reading() as db:
+        types = dict(db.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'calls'")
+                     .fetchall())
+        [index] = db.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'calls_review_disagreement'").fetchone()
+        [identity] = db.execute("SELECT is_identity FROM information_schema.columns "
+                                "WHERE table_name = 'calls' AND column_name = 'id'").fetchone()
+    assert types["created_at"] == types["confidence"] == "double precision" and types["id"] == "bigint"
+    assert identity == "YES" and "IS DISTINCT FROM" in index
+    assert {"details", "upstream_request", "feedback_by", "request_ref"} <= set(types)

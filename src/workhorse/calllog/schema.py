@@ -132,14 +132,19 @@ def _apply_next(db) -> bool:
         version = schema_version(db)
         if version == len(MIGRATIONS):
             return False
-        migration = MIGRATIONS[version]
-        if callable(migration):
-            migration(db)
-        else:
-            for statement in statements(migration):
-                db.execute(statement)
+        apply_migration(db, MIGRATIONS[version])
         db.execute(f"PRAGMA user_version = {version + 1}")
     return True
+
+
+def apply_migration(db, migration: Migration, dialect: Callable[[str], str] = lambda statement: statement) -> None:
+    """Run one migration on `db` inside the caller's transaction: its statements one by one, put
+    into the database's dialect (PostgreSQL's, see postgres.py), or its Python step."""
+    if callable(migration):
+        migration(db)
+        return
+    for statement in _statements(migration):
+        db.execute(dialect(statement))
 
 
 @contextmanager
@@ -158,7 +163,7 @@ def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def statements(script: str) -> list[str]:
+def _statements(script: str) -> list[str]:
     """A script's statements, one each, for `execute` inside a transaction (`executescript`
     would commit first). `complete_statement` knows semicolons inside strings and triggers."""
     statements, pending = [], ""
