@@ -132,7 +132,7 @@ def _run_on_ray(task: str, source: str, out: Path | None, fmt: str | None, field
         raise WorkhorseError("--ray needs Ray", "pip install 'workhorse[ray]'") from None
     chosen = fmt or ("parquet" if source.endswith(".parquet") or Path(source).is_dir() else _guess(source))
     job = RayJob(task, source, out, chosen, field=field, id_field=id_field, actors=actors, cpus_per_actor=cpus, batch=batch,
-                 log_to=str(log_to) if log_to else None, escalate=escalate, address=None if address == "local" else address)
+                 log_to=str(log_to) if log_to else None, escalate=escalate, address=address)
     done = _done_ids(out)
     with progress(f"{task} on Ray ({actors} × {cpus} CPU)", None) as bar:
         report = run_on_ray(job, done, on_batch=bar.advance)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workhorse.errors import WorkhorseError
+from workhorse.scale.cluster import LOCAL, join_ray
 
 READERS = {"jsonl": "read_json", "csv": "read_csv", "parquet": "read_parquet"}
 
@@ -41,7 +42,7 @@ class RayJob:
     batch: int = 32
     log_to: str | None = None  # the call log (None: not logged)
     escalate: bool = True
-    address: str | None = None  # a running cluster (None: a local one on this machine)
+    address: str = LOCAL  # a running cluster's, or `local` for a Ray on this machine
 
 
 class TaskActor:
@@ -79,12 +80,7 @@ def run_on_ray(job: RayJob, done: set[str], *, on_batch: Callable[[int], None] =
 
     if job.fmt not in READERS:
         raise WorkhorseError(f"--ray reads {', '.join(READERS)} files, not {job.fmt}", "convert the file, or run without --ray")
-    started_here = not ray.is_initialized()
-    if started_here:
-        # A local Ray gets the actors' CPUs and one more: Ray Data's reading tasks need a CPU of their
-        # own to run beside actors holding all the others (without it the job waits forever).
-        ray.init(address=job.address, num_cpus=None if job.address else job.actors * job.cpus_per_actor + 1,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started_here = join_ray(job.address, job.actors * job.cpus_per_actor, quiet_workers=True)
     _quiet(ray)
     try:
         rows = getattr(ray.data, READERS[job.fmt])(job.source)

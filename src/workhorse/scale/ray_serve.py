@@ -16,6 +16,8 @@ import asyncio
 import logging
 from typing import Any
 
+from workhorse.scale.cluster import join_ray
+
 log = logging.getLogger(__name__)
 DEPLOYMENT = "workhorse"
 TARGET_ONGOING_REQUESTS = 8  # per replica: a replica batches this many requests' items well
@@ -106,13 +108,9 @@ def run(settings: Any, address: str, *, max_replicas: int, cpus_per_replica: flo
     `blocking`, serve until interrupted (Ctrl+C shuts the replicas down)."""
     import time
 
-    import ray
     from ray import serve
 
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address,
-                 num_cpus=None if address != "local" else max_replicas * cpus_per_replica + 1,
-                 include_dashboard=False, configure_logging=False)
+    join_ray(address, max_replicas * cpus_per_replica)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(deployment(settings, max_replicas=max_replicas, cpus_per_replica=cpus_per_replica),
               name=DEPLOYMENT, route_prefix="/", blocking=False)
