@@ -19,11 +19,6 @@ def summarise(calls: Iterable[dict[str, Any]], prices: PriceTable, *, large_mode
     by_task: dict[str, CallTotals] = defaultdict(CallTotals)
     for call in calls:
         by_task[call["task"]].add(call)
-    return summarise_totals(by_task, prices, large_model=large_model)
-
-
-def summarise_totals(by_task: dict[str, CallTotals], prices: PriceTable, *, large_model: str | None = None) -> dict[str, Any]:
-    """The same report from totals already added up (the call log's rollup)."""
     tasks = {name: totals.report(prices, large_model=large_model) for name, totals in sorted(by_task.items())}
     total: dict[str, Any] = {"calls": sum(t["calls"] for t in tasks.values())}
     for key in _SUMMED:
