@@ -82,10 +82,8 @@ def _changing(request: Request, token: str | None) -> Session:
 
 
 def _page(request: Request, name: str, session: Session, **context: Any) -> HTMLResponse:
-    state = request.app.state.workhorse
     response = templates.TemplateResponse(request, name, {
-        "who": session.who, "csrf": _access(request).csrf_token(session), "needs_key": _access(request).needs_key,
-        "log_on": state.call_log is not None, **context,
+        "who": session.who, "csrf": _access(request).csrf_token(session), "needs_key": _access(request).needs_key, **context,
     })
     cookie = getattr(request.state, "new_cookie", None)
     if cookie is not None:
