@@ -52,11 +52,16 @@ def time_runs(task: str, data: Path, *, threads: int, batch: int, repeat: int, w
             if done.returncode != 0:
                 raise RuntimeError(f"{name} failed: {done.stderr[-2000:]}")
             seconds[name].append(elapsed)
-            answers[name] = {a["id"]: a["answer"] for a in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+            answers[name] = {a["id"]: (a["answer"], a.get("confidence"))
+                             for a in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
             log(f"{name}, round {round_number + 1}: {rows / elapsed:.1f} items/s ({elapsed:.1f} s)")
     plain = answers["plain"]
-    mismatches = {name: sum(1 for key, value in plain.items() if found.get(key) != value) + abs(len(found) - len(plain))
+    missing = {name: abs(len(found) - len(plain)) for name, found in answers.items()}
+    mismatches = {name: sum(1 for key, (label, _) in plain.items() if found.get(key, (None,))[0] != label) + missing[name]
                   for name, found in answers.items() if name != "plain"}
+    # The confidence to the last bit: the same batches give the same arithmetic.
+    inexact = {name: sum(1 for key, value in plain.items() if found.get(key) != value) + missing[name]
+               for name, found in answers.items() if name != "plain"}
     rates = {name: [rows / s for s in runs] for name, runs in seconds.items()}
     best_ray = max((name for name in CONFIGS if name != "plain"), key=lambda name: statistics.median(rates[name]))
     plain_rate, ray_rate = statistics.median(rates["plain"]), statistics.median(rates[best_ray])
@@ -71,6 +76,7 @@ def time_runs(task: str, data: Path, *, threads: int, batch: int, repeat: int, w
         "ratio": ray_rate / plain_rate,
         "ray_overhead_ms_per_item": 1000 * (statistics.median(seconds[best_ray]) - statistics.median(seconds["plain"])) / rows,
         "answers_differing_from_plain": mismatches,
+        "confidences_differing_from_plain": inexact,
     }
 
 

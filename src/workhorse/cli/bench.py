@@ -572,7 +572,8 @@ def scale(
         runs = ", ".join(f"{rate:.1f}" for rate in config["runs_items_per_s"])
         typer.echo(f"{name:<10} {config['items_per_s']:>8.1f} items/s (runs: {runs})")
     typer.echo(f"Ray's best ({report['ray_best_config']}) / plain: {report['ratio']:.3f}; overhead "
-               f"{report['ray_overhead_ms_per_item']:.2f} ms per item; answers differing: {report['answers_differing_from_plain']}")
+               f"{report['ray_overhead_ms_per_item']:.2f} ms per item; answers differing: {report['answers_differing_from_plain']}; "
+               f"confidences differing: {report['confidences_differing_from_plain']}")
     for kind, rate in report["call_log_write"].items():
         if rate:
             typer.echo(f"call log ({kind}), {rate['writers']} writers: {rate['calls_per_s']:,.0f} calls/s")

@@ -1,9 +1,11 @@
 """`/v1/calls/{id}` and `/v1/calls/{id}/feedback`: a logged call, and a correction for it.
 
-A correction for a call of a served classify task is checked against the task's labels (422
-naming them). A call whose task this server no longer serves cannot be checked: its correction
-is stored as given (it is the most valuable row of the log, and the training loop checks it
-against the task it trains), and the answer says `"checked": false` (as for kinds without labels)."""
+A correction is checked against the call's task as served here, else as stored (serve --ray
+serves each model's tasks on its own replicas): a classify task's labels, an extract or convert
+task's schema (422 naming what is wrong). A call whose task is neither served nor stored cannot
+be checked: its correction is stored as given (it is the most valuable row of the log, and the
+training loop checks it against the task it trains), and the answer says `"checked": false` (as
+for kinds without labels)."""
 
 from __future__ import annotations
 
@@ -66,8 +68,8 @@ async def record_correction(request: Request, call_id: int, body: Feedback, *, b
     row = await asyncio.to_thread(log.get, call_id)
     if row is None:
         raise ApiError(404, f"no call with id {call_id}")
-    served = request.app.state.workhorse.tasks.get(row["task"])
-    checked = served is not None and _check(body, served.spec)
+    spec = await asyncio.to_thread(request.app.state.workhorse.spec_of, row["task"])
+    checked = spec is not None and _check(body, spec)
     value = body.model_dump(exclude_none=True, exclude={"by"})
     if not await committed(log.feedback(call_id, value, by=by)):  # pruned since it was read
         raise ApiError(404, f"no call with id {call_id}")

@@ -56,6 +56,13 @@ def status_for(error: WorkhorseError) -> tuple[int, dict[str, str]]:
     return 400, {}
 
 
+def answer_for(error: WorkhorseError) -> JSONResponse:
+    """The HTTP answer to a WorkhorseError: its status, and its message with the fix."""
+    status, headers = status_for(error)
+    message = f"{error.message} ({error.hint})" if error.hint else error.message
+    return JSONResponse(error_body(status, message), status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -63,9 +70,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WorkhorseError)
     async def _workhorse_error(_: Request, error: WorkhorseError) -> JSONResponse:
-        status, headers = status_for(error)
-        message = f"{error.message} ({error.hint})" if error.hint else error.message
-        return JSONResponse(error_body(status, message), status, headers=headers)
+        return answer_for(error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

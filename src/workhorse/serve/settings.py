@@ -87,6 +87,11 @@ class ServeSettings(BaseSettings):
     console: bool = Field(
         True, description="Serve the web console at /ui: the call log, the review queue, task versions and log templates.",
     )
+    console_secret: SecretStr | None = Field(
+        None, description="Signs the console's session cookies (unset: a new secret at each start, which signs everyone "
+        "out). Set the same one on servers that share an address behind a load balancer; serve --ray sets one for its "
+        "replicas.",
+    )
     log_calls: bool = Field(True, description="Record every task call in the call log (answers wait for the commit).")
     call_log: str | None = Field(None, description="The call log: a SQLite file or a postgresql:// URL (default: $WORKHORSE_CALL_LOG, else calls.db in $WORKHORSE_HOME).")
     retention_days: float | None = Field(None, gt=0, description="Delete logged calls older than this.")

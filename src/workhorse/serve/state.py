@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from workhorse.calllog import CallLog, Retention
 from workhorse.engine import Adapter, EngineWorker, JsonSchemaConstraint, LlamaModel
@@ -236,8 +236,14 @@ class ServedTask:
 
 
 class ServerState:
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, *, tasks: list[str] | None = None, peer_tasks: list[str] = ()) -> None:
+        """`tasks`: serve these (names or files) rather than the settings' choice. `peer_tasks`:
+        tasks that other replicas of the same server serve (`serve --ray` runs a deployment per
+        model), known here to check their corrections and to list them in the console."""
         self.settings = settings
+        self._task_references = tasks
+        self._peer_references = list(peer_tasks)
+        self.peer_tasks: dict[str, TaskSpec] = {}
         self.metrics = Metrics()
         self.models: dict[str, ServedModel] = {}
         self.tasks: dict[str, ServedTask] = {}
@@ -268,9 +274,12 @@ class ServerState:
 
         settings = self.settings
         resolved = {r.name: r for r in (resolve(reference) for reference in settings.models)}
-        tasks = self._task_specs(list(resolved))
+        tasks = place_tasks(settings, list(resolved), self._task_references)
+        from workhorse.tasks.store import load_task
+
+        self.peer_tasks = {spec.name: spec for spec, _ in map(load_task, self._peer_references)}
         for name, model in resolved.items():
-            kinds = {spec.kind for spec, _, on in tasks if on == name}
+            kinds = {placed.spec.kind for placed in tasks if placed.model == name}
             loaded = LlamaModel(model.path, name=name)
             threads = settings.encoder_threads if loaded.is_encoder else settings.threads
             config = engine_config(threads=threads, n_ctx=settings.n_ctx, n_slots=settings.n_slots, kinds=kinds)
@@ -284,42 +293,18 @@ class ServerState:
 
             retention = Retention(days=settings.retention_days, max_rows=settings.retention_rows)
             self.call_log = CallLog(settings.call_log or call_log_path(), retention=retention)
-        for spec, directory, on in tasks:
-            task = ServedTask.build(spec, directory, self.models[on], settings, self.metrics, self.call_log,
-                                    self.embedding_cache)
-            self.tasks[spec.name] = task
+        for placed in tasks:
+            task = ServedTask.build(placed.spec, placed.directory, self.models[placed.model], settings, self.metrics,
+                                    self.call_log, self.embedding_cache)
+            self.tasks[placed.spec.name] = task
             try:
                 task.warm_up()
             except WorkhorseError as error:  # answered again, with its fix, on the task's requests
-                log.warning("task %s did not warm up: %s", spec.name, error)
+                log.warning("task %s did not warm up: %s", placed.spec.name, error)
         # What is loaded lives as long as the server: kept out of the collector's full passes,
         # which would otherwise walk it (tens of ms, on the event loop's thread too) again and again.
         gc.freeze()
         self.ready = True
-
-    def _task_specs(self, models: list[str]) -> list[tuple[TaskSpec, Path | None, str]]:
-        """The tasks to serve, each with its directory and the loaded model it runs on."""
-        from workhorse.tasks.store import EXAMPLES_DIR, list_task_names, load_task
-
-        named = self.settings.tasks
-        found = []
-        for name in named or sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))}):
-            try:
-                spec, directory = load_task(name)
-                model = resolve_name(spec.model)
-            except WorkhorseError as error:
-                if named:  # asked for by name: a broken task is a startup error
-                    raise
-                log.warning("not serving task %s: %s", name, error)
-                continue
-            if model in models:
-                found.append((spec, directory, model))
-            elif named:
-                raise TaskError(
-                    f"task {spec.name} needs model {spec.model}, which is not loaded",
-                    f"add it to the models setting (loaded: {', '.join(models)})",
-                )
-        return found
 
     async def watch_task_store(self, interval_s: float) -> None:
         """Serve each store task's active version as it changes (see `reload_changed_tasks`)."""
@@ -365,13 +350,25 @@ class ServerState:
             swapped.append(name)
         return swapped
 
+    def served_names(self) -> list[str]:
+        """The tasks this server answers: here, or on a peer replica."""
+        return sorted({*self.tasks, *self.peer_tasks})
+
+    def spec_of(self, name: str) -> TaskSpec | None:
+        """The task as the server answers it: the version served here, else the active stored
+        version (which a peer replica swaps in), else a peer's task file; None for none of them."""
+        from workhorse.tasks.store import load_task
+
+        if name in self.tasks:
+            return self.tasks[name].spec
+        try:
+            return load_task(name)[0]
+        except WorkhorseError:
+            return self.peer_tasks.get(name)
+
     def embedding_model(self) -> str:
         """The model of a /v1/embeddings request that names none."""
-        from workhorse.models import DEFAULT_ENCODER_MODEL
-
-        if self.settings.embedding_model:
-            return self.settings.embedding_model
-        return DEFAULT_ENCODER_MODEL if DEFAULT_ENCODER_MODEL in self.models else next(iter(self.models))
+        return default_embedding_model(self.settings, list(self.models))
 
     def model(self, name: str) -> ServedModel:
         if name not in self.models:
@@ -394,6 +391,50 @@ class ServerState:
             model.close()  # with the engines of replaced versions that had not retired yet
         if self.call_log is not None:
             self.call_log.close()
+
+
+class PlacedTask(NamedTuple):
+    reference: str  # as the settings name it (a name or a file), or the store's name
+    spec: TaskSpec
+    directory: Path | None
+    model: str  # the loaded model it runs on
+
+
+def place_tasks(settings: ServeSettings, models: list[str], references: list[str] | None = None) -> list[PlacedTask]:
+    """The tasks to serve on the loaded `models`, each with the model it runs on: `references`
+    when given, else those the settings name (one on a model not loaded is an error), else every
+    stored and example task whose model is loaded."""
+    from workhorse.tasks.store import EXAMPLES_DIR, list_task_names, load_task
+
+    named = settings.tasks if references is None else references
+    chosen = named if named or references is not None else sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))})
+    found = []
+    for reference in chosen:
+        try:
+            spec, directory = load_task(reference)
+            model = resolve_name(spec.model)
+        except WorkhorseError as error:
+            if named:  # asked for by name: a broken task is a startup error
+                raise
+            log.warning("not serving task %s: %s", reference, error)
+            continue
+        if model in models:
+            found.append(PlacedTask(reference, spec, directory, model))
+        elif named:
+            raise TaskError(
+                f"task {spec.name} needs model {spec.model}, which is not loaded",
+                f"add it to the models setting (loaded: {', '.join(models)})",
+            )
+    return found
+
+
+def default_embedding_model(settings: ServeSettings, models: list[str]) -> str:
+    """The model of a /v1/embeddings request that names none, among the loaded `models`."""
+    from workhorse.models import DEFAULT_ENCODER_MODEL
+
+    if settings.embedding_model:
+        return settings.embedding_model
+    return DEFAULT_ENCODER_MODEL if DEFAULT_ENCODER_MODEL in models else models[0]
 
 
 def resolve_name(reference: str) -> str:

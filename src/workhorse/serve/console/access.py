@@ -1,7 +1,8 @@
 """Who may use the console: a signed session cookie, and a CSRF token for every change.
 
 With API keys configured, the console asks for one once and keeps a session cookie (HttpOnly,
-SameSite=Strict, signed with a secret made when the server starts: a restart signs everyone out).
+SameSite=Strict, signed with the `console_secret` setting, else with a secret made when the server
+starts: a restart then signs everyone out).
 Without keys the console answers only loopback clients (routes.py) and hands out a session on the
 first page. Either way every state-changing request carries
 the session's CSRF token, so a page on another site cannot submit corrections or promotions
@@ -31,9 +32,9 @@ class Session:
 
 
 class ConsoleAccess:
-    def __init__(self, keys: list[bytes]) -> None:
+    def __init__(self, keys: list[bytes], secret: bytes | None = None) -> None:
         self.keys = keys
-        self._secret = secrets.token_bytes(32)
+        self._secret = secret or secrets.token_bytes(32)
 
     @property
     def needs_key(self) -> bool:

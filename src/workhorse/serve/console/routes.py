@@ -114,7 +114,8 @@ def install(app) -> None:
     from fastapi.staticfiles import StaticFiles
 
     settings = app.state.settings
-    app.state.console_access = ConsoleAccess(settings.api_key_values())
+    secret = settings.console_secret.get_secret_value().encode() if settings.console_secret else None
+    app.state.console_access = ConsoleAccess(settings.api_key_values(), secret)
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
@@ -271,8 +272,8 @@ def _pretty(value: Any) -> str:
 async def review_index(request: Request) -> Response:
     session = _session(request)
     names = await _read(request, queries.task_names)
-    served = request.app.state.workhorse.tasks
-    reviewable = [name for name in names if name not in served or served[name].spec.kind in ("classify", "extract", "convert")]
+    reviewable = await asyncio.to_thread(_of_kinds, request.app.state.workhorse, names, ("classify", "extract", "convert"),
+                                         unknown=True)
     return _page(request, "review_index.html", session, task_names=reviewable)
 
 
@@ -283,13 +284,22 @@ async def review(request: Request, task: str, mode: str = Query("confidence", pa
     skipped = frozenset(int(part) for part in skip.split(",") if part.strip().isdigit())
     items = await _read(request, queries.review_queue, task, mode, skip=frozenset(sorted(skipped)[-200:]))
     counts = await _read(request, queries.review_counts, task)
-    served = request.app.state.workhorse.tasks.get(task)
-    spec = served.spec if served else None
+    spec = await asyncio.to_thread(request.app.state.workhorse.spec_of, task)
     labels = _labels(spec) if spec else []
     kind = spec.kind if spec else ("classify" if items and isinstance(items[0]["final_answer"], str) else "extract")
     cards = [{"call": item, "choices": _choices(item, labels), "answer_json": _pretty(item["final_answer"])} for item in items]
     return _page(request, "review.html", session, task=task, mode=mode, cards=cards, labels=labels, kind=kind,
-                 counts=counts, skip=",".join(str(i) for i in sorted(skipped)[-200:]), served=served is not None)
+                 counts=counts, skip=",".join(str(i) for i in sorted(skipped)[-200:]), known=spec is not None)
+
+
+def _of_kinds(state, names: list[str], kinds: tuple[str, ...], *, unknown: bool = False) -> list[str]:
+    """The tasks among `names` of one of `kinds` (and, with `unknown`, those the server does not know)."""
+    found = []
+    for name in names:
+        spec = state.spec_of(name)
+        if spec.kind in kinds if spec is not None else unknown:
+            found.append(name)
+    return found
 
 
 def _labels(spec) -> list[str]:
@@ -328,10 +338,11 @@ async def tasks(request: Request, message: str = "") -> Response:
     session = _session(request)
     state = request.app.state.workhorse
     logged = await _read(request, queries.task_names) if state.call_log is not None else []
-    names = sorted(set(state.tasks) | set(await asyncio.to_thread(store.list_task_names)) | set(logged))
+    answered = state.served_names()
+    names = sorted(set(answered) | set(await asyncio.to_thread(store.list_task_names)) | set(logged))
     listing = []
     for name in names:
-        served = state.tasks.get(name)
+        served = await asyncio.to_thread(state.spec_of, name) if name in answered else None
         versions = await asyncio.to_thread(_versions, name)
         corrected = await _read(request, queries.corrected_calls, name) if state.call_log is not None else []
         judged = [c for c in corrected if c["confidence"] is not None and c["output"] is not None]
@@ -341,8 +352,8 @@ async def tasks(request: Request, message: str = "") -> Response:
             curve = escalation_curve(truth, [c["output"] for c in judged], [c["confidence"] for c in judged])
             chart = lines(f"Accuracy by escalation rate ({len(judged)} corrected calls, perfect upstream)",
                           [f"{p['escalation_rate']:.0%}" for p in curve], {"accuracy": [p["accuracy"] for p in curve]}, top=1.0)
-        listing.append({"name": name, "kind": served.spec.kind if served else None,
-                        "serving": served.spec.version if served else None, "versions": versions, "chart": chart})
+        listing.append({"name": name, "kind": served.kind if served else None,
+                        "serving": served.version if served else None, "versions": versions, "chart": chart})
     return _page(request, "tasks.html", session, tasks=listing, message=message)
 
 
@@ -389,7 +400,7 @@ async def rollback(request: Request, name: str, csrf: str = Form("")) -> Respons
 async def templates_index(request: Request) -> Response:
     session = _session(request)
     state = request.app.state.workhorse
-    names = [name for name, served in state.tasks.items() if served.spec.kind == "logs"]
+    names = await asyncio.to_thread(_of_kinds, state, state.served_names(), ("logs",))
     return _page(request, "templates_index.html", session, task_names=names)
 
 
