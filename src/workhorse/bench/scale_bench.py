@@ -62,6 +62,8 @@ def time_runs(task: str, data: Path, *, threads: int, batch: int, repeat: int, w
     # The confidence to the last bit: the same batches give the same arithmetic.
     inexact = {name: sum(1 for key, value in plain.items() if found.get(key) != value) + missing[name]
                for name, found in answers.items() if name != "plain"}
+    largest = {name: max((abs((found[key][1] or 0) - (value[1] or 0)) for key, value in plain.items() if key in found), default=0.0)
+               for name, found in answers.items() if name != "plain"}
     rates = {name: [rows / s for s in runs] for name, runs in seconds.items()}
     best_ray = max((name for name in CONFIGS if name != "plain"), key=lambda name: statistics.median(rates[name]))
     plain_rate, ray_rate = statistics.median(rates["plain"]), statistics.median(rates[best_ray])
@@ -77,6 +79,7 @@ def time_runs(task: str, data: Path, *, threads: int, batch: int, repeat: int, w
         "ray_overhead_ms_per_item": 1000 * (statistics.median(seconds[best_ray]) - statistics.median(seconds["plain"])) / rows,
         "answers_differing_from_plain": mismatches,
         "confidences_differing_from_plain": inexact,
+        "largest_confidence_difference": largest,
     }
 
 

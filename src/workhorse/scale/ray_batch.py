@@ -27,6 +27,7 @@ from workhorse.errors import WorkhorseError
 from workhorse.scale.cluster import LOCAL, join_ray
 
 READERS = {"jsonl": "read_json", "csv": "read_csv", "parquet": "read_parquet"}
+BATCHES_PER_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,11 @@ def run_on_ray(job: RayJob, done: set[str], *, on_batch: Callable[[int], None] =
                                      f"name the column with {option}; a distributed read has no line numbers to use as ids")
         if done:
             rows = rows.filter(lambda row, skip=frozenset(done): str(row[job.id_field]) not in skip)
-        # Blocks of exactly `batch` rows, in order: each engine call then holds the same items as a
-        # plain `run`'s, and so gives the same numbers (llama.cpp's arithmetic for an item depends on
-        # the other items in its batch; Ray Data would otherwise cut batches at its own block ends).
-        rows = rows.repartition(target_num_rows_per_block=job.batch, strict=True)
+        # Blocks of a whole number of batches, in order: each engine call then holds the same items
+        # as a plain `run`'s, and so gives the same numbers (llama.cpp's arithmetic for an item
+        # depends on the other items in its batch; Ray Data would otherwise cut batches at its own
+        # block ends). Several batches a block: fewer, larger tasks for Ray to hand out.
+        rows = rows.repartition(target_num_rows_per_block=job.batch * BATCHES_PER_BLOCK, strict=True)
         ref_prefix = f"run:{job.out.resolve()}#"
         answered = rows.map_batches(
             TaskActor, batch_size=job.batch, batch_format="numpy", num_cpus=job.cpus_per_actor,
