@@ -69,16 +69,16 @@ class ModelReplica:
         self.state.load()
         self.app = create_app(settings, state=self.state)
         self.board = board
-        self._background: list[asyncio.Task] = []
+        self._posting: asyncio.Task | None = None  # started with the app, in the replica's loop
 
     async def _start(self) -> None:
         """Run the app's startup (the task-store watcher) and start posting metrics, once, in the
         replica's loop."""
-        if self._background:
+        if self._posting is not None:
             return
+        self._posting = asyncio.create_task(self._post_metrics())
         self._lifespan = self.app.router.lifespan_context(self.app)
         await self._lifespan.__aenter__()
-        self._background.append(asyncio.create_task(self._post_metrics()))
 
     async def check_health(self) -> None:
         await self._start()  # Ray Serve checks a new replica at once: its metrics are on the board before any request

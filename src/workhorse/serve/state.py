@@ -271,12 +271,11 @@ class ServerState:
 
     def load(self) -> None:
         from workhorse.models import resolve
+        from workhorse.tasks.store import load_task
 
         settings = self.settings
         resolved = {r.name: r for r in (resolve(reference) for reference in settings.models)}
         tasks = place_tasks(settings, list(resolved), self._task_references)
-        from workhorse.tasks.store import load_task
-
         self.peer_tasks = {spec.name: spec for spec, _ in map(load_task, self._peer_references)}
         for name, model in resolved.items():
             kinds = {placed.spec.kind for placed in tasks if placed.model == name}
@@ -407,9 +406,12 @@ def place_tasks(settings: ServeSettings, models: list[str], references: list[str
     from workhorse.tasks.store import EXAMPLES_DIR, list_task_names, load_task
 
     named = settings.tasks if references is None else references
-    chosen = named if named or references is not None else sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))})
+    if not named and references is None:
+        named_or_all = sorted({*list_task_names(), *(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))})
+    else:
+        named_or_all = named
     found = []
-    for reference in chosen:
+    for reference in named_or_all:
         try:
             spec, directory = load_task(reference)
             model = resolve_name(spec.model)
