@@ -239,6 +239,23 @@ def test_with_api_keys_the_console_asks_for_one(keyed_server):
         assert client.get("/ui/calls").status_code == 303  # a tampered cookie is no session
 
 
+def test_servers_sharing_a_console_secret_share_sessions(served):
+    """Two servers behind one address (or serve --ray's replicas): a session signed by one is good
+    on the other when they share `console_secret`, and only then."""
+    state, settings, _ = served
+    shared = {"api_keys": [KEY], "console_secret": "one-secret-for-both"}
+    first = ServeSettings(**settings.model_dump(exclude={"api_keys"}) | shared)
+    with LiveServer(create_app(first, state=state)) as one, LiveServer(create_app(first, state=state)) as two, \
+            LiveServer(create_app(ServeSettings(**settings.model_dump(exclude={"api_keys"}), api_keys=[KEY]), state=state)) as other:
+        with _client(one.url) as client:
+            assert client.post("/ui/login", data={"key": KEY, "name": "sam", "next": "/ui"}).status_code == 303
+            cookie = client.cookies["workhorse_console"]
+        for url, expected in ((two.url, 200), (other.url, 303)):
+            with _client(url) as client:
+                client.cookies.set("workhorse_console", cookie, path="/ui")
+                assert client.get("/ui/calls").status_code == expected
+
+
 def test_the_console_answers_only_to_loopback_host_names(server):
     rebound = httpx.get(f"{server}/ui/calls", headers={"Host": "attacker.example"})
     assert rebound.status_code == 421
