@@ -27,11 +27,14 @@ def _items(path: Path, n: int) -> Path:
     return path
 
 
-def _workhorse(*args: str, env: dict[str, str] | None = None, wait: bool = True):
+def _workhorse(*args: str, env: dict[str, str] | None = None, errors: Path | None = None):
+    """Run the CLI to its end; with `errors`, start it and return, its stderr going to that file
+    (a pipe nobody reads while it runs would stop it once full)."""
     command = [sys.executable, "-m", "workhorse.cli", *args]
     environment = os.environ | (env or {})
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+    if errors is not None:
+        with errors.open("w") as sink:
+            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink, env=environment)
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
 
 
@@ -79,20 +82,20 @@ def test_an_actor_killed_mid_job_loses_no_item_and_answers_none_twice(task, tmp_
     out, pids = tmp_path / "ray.jsonl", tmp_path / "actors.pids"
     job = _workhorse("run", str(task), str(items), "-o", str(out), "--ray", "local", "--actors", "2", "--cpus-per-actor", "1",
                      "--batch", "8", "--call-log", str(tmp_path / "calls.db"), env={"WORKHORSE_RAY_PID_FILE": str(pids)},
-                     wait=False)
+                     errors=tmp_path / "job.err")
     try:
         deadline = time.monotonic() + 300
         while not (out.is_file() and len(out.read_text().splitlines()) >= 400):
-            assert job.poll() is None, job.stderr.read()
+            assert job.poll() is None, (tmp_path / "job.err").read_text()
             assert time.monotonic() < deadline, "the job wrote nothing"
             time.sleep(0.1)
         victim = int(pids.read_text().split()[0])
         os.kill(victim, signal.SIGKILL)
-        assert job.wait(600) == 0, job.stderr.read()
+        assert job.wait(600) == 0, (tmp_path / "job.err").read_text()
     finally:
         if job.poll() is None:
             job.kill()
-        job.stderr.close()
+            job.wait()
     ids = Counter(answer["id"] for answer in _answers(out))
     assert len(ids) == 4000 and set(ids.values()) == {1}
     with CallLog.open_readonly(tmp_path / "calls.db") as log:

@@ -36,7 +36,11 @@ def _serve(tmp_path: Path, models: list[Path], *extra: str) -> tuple[subprocess.
         command += ["--model", str(model)]
     for task in ("toy-intents", "toy-intents-b"):
         command += ["--task", str(tmp_path / f"{task}.yaml")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Into a file, not a pipe: nobody reads Ray's log lines while the server runs, and a full pipe
+    # would stop the server at its next write (its shutdown writes many).
+    errors = tmp_path / f"serve-{port}.err"
+    with errors.open("w") as sink:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while True:
@@ -47,17 +51,18 @@ def _serve(tmp_path: Path, models: list[Path], *extra: str) -> tuple[subprocess.
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise AssertionError(f"the server did not start: {process.stderr.read()[-3000:]}")
+            process.wait()
+            raise AssertionError(f"the server did not start: {errors.read_text()[-3000:]}")
         time.sleep(0.5)
 
 
 def _stop(process: subprocess.Popen) -> None:
     process.send_signal(2)  # Ctrl+C: Ray Serve shuts its replicas down
     try:
-        process.wait(60)
+        process.wait(120)
     except subprocess.TimeoutExpired:
         process.kill()
-    process.stderr.close()
+        process.wait()
 
 
 def _asked(url: str, second_model: Path) -> dict:
