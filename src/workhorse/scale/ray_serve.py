@@ -98,7 +98,7 @@ class ModelReplica:
     async def handle(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Any]:
         """Answer one request: first {"status", "headers"}, then the body's chunks as the app sends them."""
         await self._start()
-        messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # None: the app has returned
         gone = asyncio.Event()
         sent = False
 
@@ -110,19 +110,19 @@ class ModelReplica:
             await gone.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            await messages.put(message)
+        async def answer() -> None:
+            try:
+                await self.app(scope | {"root_path": ""}, receive, messages.put)
+            finally:
+                messages.put_nowait(None)
 
-        app = asyncio.create_task(self.app(scope | {"root_path": ""}, receive, send))
+        app = asyncio.create_task(answer())
         try:
             while True:
-                next_message = asyncio.create_task(messages.get())
-                await asyncio.wait({next_message, app}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_message.done():  # the app ended without a message left to send
-                    next_message.cancel()
+                message = await messages.get()
+                if message is None:  # the app ended without a message left to send
                     await app  # its exception, if it raised one
                     return
-                message = next_message.result()
                 if message["type"] == "http.response.start":
                     yield {"status": message["status"], "headers": message.get("headers", [])}
                 elif message["type"] == "http.response.body":
@@ -179,10 +179,12 @@ class Ingress:
 
     async def _merged(self, kind: str, scope: dict[str, Any], body: bytes) -> Any:
         """The request answered by every model's deployment (each checks the key and the Host),
-        the answers merged; the first refusal is the answer when one refuses."""
+        the answers merged; the first refusal is the answer when one refuses. For `/metrics` one
+        deployment's checks do (every replica's exposition is on the board)."""
         from starlette.responses import JSONResponse, Response
 
-        answers = await asyncio.gather(*(self._whole(handle, scope, body) for handle in self.models.values()))
+        asked = list(self.models.values())[:1] if kind == "metrics" else self.models.values()
+        answers = await asyncio.gather(*(self._whole(handle, scope, body) for handle in asked))
         for status, headers, content in answers:
             if status != 200:
                 return Response(content, status_code=status, headers=headers)

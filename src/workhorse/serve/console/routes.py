@@ -342,7 +342,7 @@ async def tasks(request: Request, message: str = "") -> Response:
     names = sorted(set(answered) | set(await asyncio.to_thread(store.list_task_names)) | set(logged))
     listing = []
     for name in names:
-        served = await asyncio.to_thread(state.spec_of, name) if name in answered else None
+        spec = await asyncio.to_thread(state.spec_of, name) if name in answered else None
         versions = await asyncio.to_thread(_versions, name)
         corrected = await _read(request, queries.corrected_calls, name) if state.call_log is not None else []
         judged = [c for c in corrected if c["confidence"] is not None and c["output"] is not None]
@@ -352,8 +352,8 @@ async def tasks(request: Request, message: str = "") -> Response:
             curve = escalation_curve(truth, [c["output"] for c in judged], [c["confidence"] for c in judged])
             chart = lines(f"Accuracy by escalation rate ({len(judged)} corrected calls, perfect upstream)",
                           [f"{p['escalation_rate']:.0%}" for p in curve], {"accuracy": [p["accuracy"] for p in curve]}, top=1.0)
-        listing.append({"name": name, "kind": served.kind if served else None,
-                        "serving": served.version if served else None, "versions": versions, "chart": chart})
+        listing.append({"name": name, "kind": spec.kind if spec else None,
+                        "serving": spec.version if spec else None, "versions": versions, "chart": chart})
     return _page(request, "tasks.html", session, tasks=listing, message=message)
 
 
