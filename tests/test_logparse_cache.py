@@ -73,6 +73,34 @@ def test_a_tie_goes_to_the_template_of_the_lines_first_word():
     assert cache.match("a b c")[0] is word_first
 
 
+def test_a_template_whose_first_or_last_word_runs_into_a_wildcard_is_found():
+    """`blk_<*>` starts lines whose first word is `blk_1`, `blk_2`…: such a template is indexed as
+    starting (or ending) with a variable, not under `blk_`, which no line starts with."""
+    cache = TemplateCache()
+    starts = cache.add("blk_<*> is done", "blk_1 is done")
+    ends = cache.add("served <*> in <*>ms", "served 3 in 12ms")
+    assert cache.match("blk_42 is done") == (starts, ["42"])
+    assert cache.match("served 4 in 9ms") == (ends, ["4", "9"])
+
+
+def test_a_line_is_tried_only_against_templates_of_its_spaces_unless_a_wildcard_spans_them():
+    cache = TemplateCache()
+    fixed = cache.add("job <*> done", "job 1 done")
+    spanning = cache.add("job <*> failed", "job at Wed Jul 27 failed")  # its example's value has spaces
+    assert fixed.spaces == 2 and spanning.spaces is None
+    assert cache.match("job 7 done") == (fixed, ["7"])
+    assert cache.match("job 7 8 done") is None
+    assert cache.match("job at Thu Jul 28 failed") == (spanning, ["at Thu Jul 28"])
+
+
+def test_a_generalized_template_leaves_the_index_with_the_one_it_replaced():
+    cache = TemplateCache()
+    narrow = cache.add("Invalid user admin from <*>", "Invalid user admin from 1.2.3.4")
+    broad = cache.add("Invalid user <*> from <*>", "Invalid user bob from 1.2.3.4")
+    assert cache.resolve(narrow.id) is broad and len(cache) == 1
+    assert cache.match("Invalid user admin from 5.6.7.8") == (broad, ["admin", "5.6.7.8"])
+
+
 # -- the file --------------------------------------------------------------------------------------
 def test_saving_syncs_the_file_and_its_folder_and_leaves_no_scratch_file(tmp_path: Path, monkeypatch):
     synced: list[str] = []

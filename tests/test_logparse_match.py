@@ -110,6 +110,37 @@ def test_values(text, spanning, line, values):
     assert Matcher(text.split(WILDCARD), spanning).match(line).values == values
 
 
+# -- the cache's path: a normalized line cut at its spaces, one token at a time --------------------
+_WORDS = st.sampled_from(["a", "b", ":", "a:", "ab", "1", "(", ")", "=", WILDCARD])
+_TOKENS = st.lists(_WORDS, min_size=1, max_size=4).map("".join)
+
+
+@st.composite
+def _normalized_templates_and_lines(draw: st.DrawFn) -> tuple[str, str]:
+    text = " ".join(draw(st.lists(_TOKENS, min_size=1, max_size=5)))
+    if draw(st.booleans()):  # a line of the template's shape, its wildcards filled without spaces
+        line = "".join(draw(st.sampled_from(["", "a", "1", ":", "a:b", "(x)"])) if piece == "" else piece
+                       for piece in re.split(f"({re.escape(WILDCARD)})", text)).replace(WILDCARD, "")
+        if draw(st.booleans()):
+            at = draw(st.integers(0, max(len(line) - 1, 0)))
+            line = line[:at] + draw(st.sampled_from(["a", ":", " ", "1"])) + line[at + 1:]
+    else:
+        line = " ".join(draw(st.lists(st.lists(st.sampled_from(["a", "b", ":", "1", "("]), min_size=1, max_size=4)
+                                      .map("".join), min_size=1, max_size=5)))
+    return text, " ".join(line.split())
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_normalized_templates_and_lines())
+def test_the_cache_path_gives_the_values_of_the_whole_line_matcher(case):
+    """`match_tokens` (the template's tokens compared with the line's) and `match` (the whole line)
+    agree on every normalized line: values, and whether it matches at all."""
+    text, line = case
+    template = Template(text)
+    assert template.match_tokens(line, line.split(" ")) == template.match(line) == _reference(
+        text.split(WILDCARD), set(), line)
+
+
 # -- the work: linear in the line, and capped --------------------------------------------------------
 _SEPARATORS = st.sampled_from([":", " ", ".", "/", "-", "=", ",", "1", "a"])
 

@@ -1,8 +1,10 @@
 """The template cache: lines of a known template are parsed without the model.
 
-Templates are indexed by their first literal word, so a line is tried against the few templates
-that start like it (and those that start with a variable). When several match, the one with the
-most literal text wins: the most specific explanation of the line.
+Templates are indexed by their first and last literal words and their spaces, so a line is tried
+against the few templates that start and end like it (or with a variable there) and have as many
+spaces as it has: a wildcard covers no space, unless it is one of the few that span (those are
+tried whatever the line's spaces). When several match, the one with the most literal text wins:
+the most specific explanation of the line.
 
 A new template that generalizes cached ones (`Invalid user <*> from <*>` after
 `Invalid user admin from <*>`) replaces them; the replaced ids stay valid as aliases, so lines
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from workhorse.errors import WorkhorseError
-from workhorse.logparse.template import Template, first_word
+from workhorse.logparse.template import Template, first_word, last_word
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class TemplateCache:
         self.max_templates = max_templates
         self._templates: dict[int, Template] = {}  # live templates by id, in the order they were added
         self._by_word: dict[str | None, list[Template]] = defaultdict(list)
+        # the same templates for matching, by first word, last word and spaces (None: a wildcard spans spaces)
+        self._index: dict[tuple[str | None, str | None, int | None], list[Template]] = defaultdict(list)
         self._recent: OrderedDict[int, None] = OrderedDict()  # live ids, least recently matched first
         self._alias: dict[int, int] = {}  # replaced id → the id that replaced it
         self._next_id = 1
@@ -65,16 +69,15 @@ class TemplateCache:
 
     def match(self, content: str, count: bool = True) -> tuple[Template, list[str]] | None:
         """The best template for a (normalized) content and its parameter values. On a tie in
-        literal text the first found wins: those indexed by the line's first word before those
-        that start with a variable, each in the order they were added. `count` False: the line is
-        counted later (`tally`)."""
+        literal text the first found wins, in `_candidates`' order, each list in the order its
+        templates were added. `count` False: the line is counted later (`tally`)."""
         best: tuple[Template, list[str]] | None = None
-        word = first_word(content)
-        for key in (word, None) if word is not None else (None,):
-            for template in self._by_word.get(key, ()):
+        tokens = content.split(" ")
+        for candidates in self._candidates(content, len(tokens) - 1):
+            for template in candidates:
                 if best is not None and template.literal_chars <= best[0].literal_chars:
                     continue
-                params = template.match(content)
+                params = template.match_tokens(content, tokens)
                 if params is not None:
                     best = (template, params)
         if best is None:
@@ -84,6 +87,20 @@ class TemplateCache:
             best[0].hits += 1
             self._recent.move_to_end(best[0].id)
         return best
+
+    def _candidates(self, content: str, spaces: int) -> Iterator[list[Template]]:
+        """The lists of templates that may match `content`: those that start with its first word
+        before those that start with a variable; of each, those without a spanning wildcard before
+        those with one; of each, those that end with its last word before those that end with a
+        variable."""
+        first, last = first_word(content), last_word(content)
+        index = self._index
+        for start in (first, None) if first is not None else (None,):
+            for count in (spaces, None):
+                if last is not None and (found := index.get((start, last, count))):
+                    yield found
+                if found := index.get((start, None, count)):
+                    yield found
 
     def remember(self, values: Iterable[str]) -> bool:
         """Keep values that hold a digit or punctuation (`libsqlite36:amd64`, `1:2.38.1-5+b6`); a
@@ -143,12 +160,18 @@ class TemplateCache:
     def _insert(self, template: Template) -> None:
         self._templates[template.id] = template
         self._by_word[template.first_word].append(template)
+        self._index_of(template).append(template)
         self._recent[template.id] = None
 
     def _remove(self, template: Template) -> None:
         del self._templates[template.id]
         del self._recent[template.id]
         self._by_word[template.first_word].remove(template)
+        self._index_of(template).remove(template)
+
+    def _index_of(self, template: Template) -> list[Template]:
+        """The list of `match`'s index that holds the template."""
+        return self._index[(template.first_word, template.last_word, template.spaces)]
 
     def _evict_beyond(self, limit: int) -> None:
         while len(self._templates) > limit:

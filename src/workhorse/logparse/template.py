@@ -22,6 +22,7 @@ from bisect import bisect_left
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import NamedTuple
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 WILDCARD = "<*>"
 
 # Punctuation that separates chunks; everything else that is not a space belongs to word chunks.
-_SPLIT = re.compile(r"(\s+|[=,;:()\[\]{}\"'<>|#/@.+\-!?*&%$~^`\\])")
+_PUNCTUATION = r"=,;:()\[\]{}\"'<>|#/@.+\-!?*&%$~^`\\"
+_SPLIT = re.compile(rf"(\s+|[{_PUNCTUATION}])")
 _SPACES = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+")
 _DIGIT_RUN = re.compile(r"\d{4,}")
@@ -166,13 +168,19 @@ class Template:
     hits: int = 0
     spanning: frozenset[int] = frozenset()  # indexes of wildcards that match spaces too
     literal_chars: int = field(init=False)
+    # The spaces every line of the template has (its wildcards cover none), None when one spans
+    # spaces: the cache tries a line only against templates with as many (`TemplateCache.match`).
+    spaces: int | None = field(init=False)
     _matcher: Matcher = field(init=False, repr=False, compare=False)
+    _tokens: TokenMatcher | None = field(init=False, repr=False, compare=False)  # None: a wildcard spans spaces
     _gave_up: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.spanning = frozenset(self.spanning) | spanning_in(self.text, self.example)
         self._matcher = Matcher(self.text.split(WILDCARD), self.spanning)
         self.literal_chars = self._matcher.literal_chars
+        self.spaces = None if self.spanning else sum(part.count(" ") for part in self._matcher.parts)
+        self._tokens = None if self.spanning else TokenMatcher(self.text)
 
     @property
     def n_params(self) -> int:
@@ -183,9 +191,24 @@ class Template:
         """The first chunk when it is literal (the cache's index key), else None."""
         return first_word(self.text)
 
+    @property
+    def last_word(self) -> str | None:
+        """The last chunk when it is literal (the cache's other index key), else None."""
+        return last_word(self.text)
+
     def match(self, content: str) -> list[str] | None:
         """The parameter values when the (normalized) content is a line of this template."""
         result = self._matcher.match(content)
+        if result.gave_up:
+            self._report_giving_up(content, result)
+        return result.values
+
+    def match_tokens(self, content: str, tokens: Sequence[str]) -> list[str] | None:
+        """`match` for a normalized content (single spaces) and the same cut at its spaces: the
+        cache's lines, cut once for all the templates it tries."""
+        if self._tokens is None:
+            return self.match(content)
+        result = self._tokens.match(tokens)
         if result.gave_up:
             self._report_giving_up(content, result)
         return result.values
@@ -308,6 +331,48 @@ class Matcher:
 _NO_MATCH = MatchResult(None, 0)
 
 
+class TokenMatcher:
+    """Normalized lines (single spaces) cut at their spaces against a template whose wildcards span
+    none. The line's i-th space is then the template's i-th, so each token matches on its own: the
+    literal tokens are compared all at once (where most templates tried on a line fail), and a token
+    with one wildcard needs a prefix and a suffix. The values are `Matcher`'s, each wildcard as
+    short as the rest of its token allows."""
+
+    __slots__ = ("_literal_texts", "_literals", "_slots", "size")
+
+    def __init__(self, text: str) -> None:
+        tokens = text.split(" ")
+        self.size = len(tokens)
+        literal = [i for i, token in enumerate(tokens) if WILDCARD not in token]
+        self._literals = itemgetter(*literal) if literal else None
+        self._literal_texts = self._literals(tokens) if self._literals is not None else None
+        # per token with wildcards, in order: its position, and its prefix and suffix (one wildcard)
+        # or a matcher (more)
+        self._slots = tuple(
+            (i, *parts, None) if len(parts := token.split(WILDCARD)) == 2 else (i, "", "", Matcher(parts, ()))
+            for i, token in enumerate(tokens) if WILDCARD in token
+        )
+
+    def match(self, tokens: Sequence[str]) -> MatchResult:
+        if len(tokens) != self.size or (self._literals is not None and self._literals(tokens) != self._literal_texts):
+            return _NO_MATCH
+        values: list[str] = []
+        steps = 0
+        for i, prefix, suffix, matcher in self._slots:
+            token = tokens[i]
+            if matcher is not None:
+                result = matcher.match(token)
+                steps += result.steps
+                if result.values is None:
+                    return MatchResult(None, steps, result.gave_up)
+                values += result.values
+            elif len(token) >= len(prefix) + len(suffix) and token.startswith(prefix) and token.endswith(suffix):
+                values.append(token[len(prefix):len(token) - len(suffix)])
+            else:
+                return MatchResult(None, steps)
+        return MatchResult(values, steps)
+
+
 def _start_bounds(parts: Sequence[str], spanning: Collection[int], line: _Line, end: int) -> list[_Starts] | None:
     """Per wildcard, where its value may start (`_Starts`), from the last wildcard back: each part
     as late as the starts of the next wildcard allow. None when some part cannot fit.
@@ -419,10 +484,31 @@ def _next_end(parts: Sequence[str], line: _Line, end: int, is_last: bool, i: int
 
 
 def first_word(text: str) -> str | None:
+    """The first chunk of a line or template, None when a wildcard may be part of it (`<*>…`,
+    `blk_<*>`: the lines' first chunks vary)."""
     if text.startswith(WILDCARD):
         return None
     head = _SPLIT.split(text, maxsplit=1)[0]
-    return head or text[:1]
+    if not head:
+        return text[:1]  # punctuation: a chunk of its own
+    return None if text.startswith(WILDCARD, len(head)) else head
+
+
+# A chunk at the start of a text: a run of word characters or one other character (`_SPLIT`'s pieces).
+_LEADING_CHUNK = re.compile(rf"[^\s{_PUNCTUATION}]+|.", re.S)
+
+
+def last_word(text: str) -> str | None:
+    """The last chunk of a line or template, None when a wildcard may be part of it."""
+    if text.endswith(WILDCARD):
+        return None
+    found = _LEADING_CHUNK.match(text[::-1])  # anchored at the end: linear in the chunk's length
+    if found is None:
+        return None  # an empty text
+    tail = found.group()[::-1]
+    if _SPLIT.fullmatch(tail):
+        return tail  # punctuation: a chunk of its own
+    return None if text.endswith(WILDCARD, 0, len(text) - len(tail)) else tail
 
 
 def template_from_choices(chunks: Sequence[Chunk], variable: Sequence[bool], filled: set[int] = frozenset()) -> str:
