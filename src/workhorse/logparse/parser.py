@@ -68,7 +68,7 @@ MODEL_BATCH = 8
 MODEL_BELOW = 2
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedLine:
     number: int  # 1-based position in the input
     header: dict[str, str]
