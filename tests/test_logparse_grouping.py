@@ -151,6 +151,9 @@ def test_with_a_model_one_call_per_group_in_batches(tiny_model):
         lines += ["startup archives unpack", "startup packages configure"] * 3
         parsed = parser.parse_block(lines)
         assert model.calls == len(group_lines(list(dict.fromkeys(p.content for p in parsed)))) == 4
+        # past the shared prefix each call costs at least its line (with its group's other lines and cached templates)
+        shortest = min(len(tiny_model.tokenize(line, add_special=False)) for line in lines)
+        assert model.prompt_tokens >= model.calls * shortest > 0
         for p in parsed:
             assert parser.cache.resolve(p.template_id).match(p.content) is not None
     finally:

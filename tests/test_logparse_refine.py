@@ -84,3 +84,30 @@ def test_the_joining_thresholds_are_parameters():
         default.parse_line(line)
         eager.parse_line(line)
     assert len(default.cache) == 2 and [t.text for t in eager.cache] == ["Invalid user <*> from <*>"]
+
+
+_JOB = "{}: scheduler told me to run this job; however, the start time isn't for {} seconds. Ignoring."
+
+
+def test_a_dotted_name_that_varies_between_siblings_becomes_a_value_with_its_shared_prefix():
+    """Line by line, a job's name is kept as a word (it is not a certain variable); once three
+    jobs were seen in that place, the part of the name after the prefix they share is a value,
+    names in capitals included, and later jobs are parsed by the cache."""
+    parser = LogParser(None, TemplateCache(), None)
+    for name, seconds in (("com.apple.icloud.fmfd.heartbeat", 439034), ("com.apple.Safari.SafeBrowsing.Update", 2450),
+                          ("com.apple.CacheDelete.daily", 77)):
+        parser.parse_line(_JOB.format(name, seconds))
+    assert [t.text for t in parser.cache] == [_JOB.format("com.apple.<*>", "<*>")]
+    later = parser.parse_line(_JOB.format("com.apple.suggestions.harvest", 12))
+    assert later.source == "cache" and later.params == ["suggestions.harvest", "12"]
+
+
+def test_two_dotted_names_are_still_two_events_and_a_single_name_never_joins():
+    parser = LogParser(None, TemplateCache(), None)
+    for name in ("com.apple.icloud.fmfd.heartbeat", "com.apple.CacheDelete.daily"):
+        parser.parse_line(_JOB.format(name, 5))
+    assert len(parser.cache) == 2  # two may be two events
+    names = LogParser(None, TemplateCache(), None)
+    for name in ("HTTPS", "SOCKS5", "FTP"):
+        names.parse_line(f"proxy.example.org:80 open through proxy proxy.example.org:5070 {name}")
+    assert len(names.cache) == 3

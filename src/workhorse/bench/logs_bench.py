@@ -44,6 +44,7 @@ def bench_system(root: Path, name: str, model: TemplateModel | None, *, repeats:
     log_format = LogFormat.parse(system.log_format)
     cache = TemplateCache()
     calls_before = model.calls if model is not None else 0
+    tokens_before = model.prompt_tokens if model is not None else 0
     parser = LogParser(log_format, cache, model, evidence=evidence, model_below=model_below, ports=ports, joining=joining)
     first = min(first, len(system.lines))
     parsed, first_s = [], 0.0
@@ -69,6 +70,7 @@ def bench_system(root: Path, name: str, model: TemplateModel | None, *, repeats:
         "true_templates": scores["n_true_templates"],
         "templates": scores["n_predicted_templates"],
         "model_calls": (model.calls if model is not None else 0) - calls_before,
+        "model_prompt_tokens": (model.prompt_tokens if model is not None else 0) - tokens_before,
         "lines_per_s_cold": len(system.lines) / cold_s,
         "first_lines": first,
         "seconds_first_lines": first_s,

@@ -190,7 +190,7 @@ def soak(
 def logs(
     data: str = typer.Option(None, help="Directories laid out like Loghub-2k, comma-separated (default: loghub_2k in the datasets folder)."),
     systems: str = typer.Option(None, help="Comma-separated systems (default: every one in log_formats.json)."),
-    model: str = typer.Option("qwen2.5-coder-0.5b", help="The template model."),
+    model: str = typer.Option(None, help="The template model (default: the log-templates task's, qwen2.5-coder-0.5b)."),
     no_model: bool = typer.Option(False, "--no-model", help="The rules alone: unseen lines get their certain variables and the values their groups show."),
     repeats: int = typer.Option(3, min=1, help="Warm passes per system (the median is reported)."),
     block: int = typer.Option(1000, min=1, help="Lines grouped at a time in the cold pass, as `logs parse` reads a file (1: line by line)."),
@@ -228,7 +228,9 @@ def logs(
     if not no_model:
         from workhorse.logparse.model import TemplateModel
         from workhorse.tasks.engines import engine_config, open_engine
+        from workhorse.tasks.store import load_task
 
+        model = model or load_task("log-templates")[0].model
         template_model = TemplateModel(open_engine(model, engine_config(threads=threads, kinds=["logs"])))
     apart = [n.strip() for n in ports_apart.split(",")] if ports_apart else []
     report = run_logs(roots, template_model, names=names, repeats=repeats, block=block, first=first, model_below=model_below or None,

@@ -72,12 +72,15 @@ def similar(content: str, templates: Iterable[Template], k: int = RETRIEVED) -> 
 class TemplateModel:
     """Templates for unseen lines from a small model (`evaluator`: an Engine or EngineWorker)."""
 
-    def __init__(self, evaluator: Evaluator, demos: Sequence[Demo] | None = None) -> None:
+    def __init__(self, evaluator: Evaluator, demos: Sequence[Demo] | None = None, *, retrieved: int = RETRIEVED) -> None:
+        """`retrieved`: cached templates shown with each line (`RETRIEVED` says why)."""
         self.evaluator = evaluator
         self.model = evaluator.model
+        self.retrieved = retrieved
         demos = shipped_demos() if demos is None else demos
         self._prefix = self.model.tokenize(INSTRUCTION + "".join(_block(d.log, d.template) for d in demos))
         self.calls = 0
+        self.prompt_tokens = 0  # past the shared prefix: what each call costs the engine before its answer
         self._bias = {token: WILDCARD_BIAS for token in _wildcard_tokens(self.model)} if WILDCARD_BIAS else {}
 
     def templates(
@@ -94,10 +97,11 @@ class TemplateModel:
         ]
         results = self.evaluator.generate(requests)
         self.calls += len(contents)
+        self.prompt_tokens += sum(len(r.tokens) - r.prefix_len for r in requests)
         return [render([self.model.detokenize(result.tokens)]) for result in results]
 
     def _request(self, content: str, chunks: list[Chunk], known: Sequence[Template], others: Sequence[str]) -> GenerateRequest:
-        shown = "".join(_block(t.example, t.text) for t in reversed(similar(content, known)))
+        shown = "".join(_block(t.example, t.text) for t in reversed(similar(content, known, self.retrieved)))
         group = "".join(f"Log: {other}\n" for other in others[:SHOWN_LINES])
         tail = self.model.tokenize(shown + group + _block(content), add_special=False)
         # Each wildcard may take more tokens than the chunk it replaces.

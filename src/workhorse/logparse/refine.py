@@ -3,9 +3,10 @@
 Two ways a small model splits one event over two templates, and how they are joined again:
 
 - **Siblings**: templates that differ in one word, a value the model kept as a word
-  (`Invalid user admin from <*>`, `Invalid user test from <*>`, `Invalid user oracle from <*>`).
-  That word becomes `<*>` once three different words were seen there: two may still be two
-  events (`Failed password for …` and `Failed none for …`; `failure` and `failures`).
+  (`Invalid user admin from <*>`, `Invalid user test from <*>`, `Invalid user oracle from <*>`),
+  or in one run of chunks inside a token (a job named `icloud.fmfd.heartbeat`, then
+  `suggestions.harvest`). That place becomes `<*>` once three different values were seen there:
+  two may still be two events (`Failed password for …` and `Failed none for …`; `failure` and `failures`).
 - **Value phrases**: the two differ in the shape of a value, `0 bytes sent` against
   `1190 bytes (1.16 KB) sent`, or `lifetime 00:01` against `lifetime <1 sec`. A value whose
   shape varies between lines of one event is one variable spanning spaces, with its units:
@@ -66,24 +67,35 @@ def join(new: Template, related: Iterable[Template], joining: Joining = JOINING)
 
 
 def merge_siblings(new: Template, old: Template, shared_words: int = SHARED_WORDS) -> Template | None:
-    """The join of two templates of equal chunks but one word (not the first), or None
-    (`join` applies it once there are enough siblings)."""
-    pieces, other = template_pieces(new.text), template_pieces(old.text)
-    if len(pieces) != len(other):
+    """The join of two templates that differ in one run of chunks inside one token, not at their
+    start: a word (`Invalid user <*> from <*>`), or the part of a dotted name after the prefix they
+    share (`com.apple.<*>: …` from `com.apple.icloud.fmfd.heartbeat: …` and
+    `com.apple.suggestions.harvest: …`); or None (`join` applies it once there are enough siblings)."""
+    tokens, others = new.text.split(" "), old.text.split(" ")
+    if len(tokens) != len(others):
         return None
-    differing = [i for i, (a, b) in enumerate(zip(pieces, other, strict=True)) if a != b]
-    if len(differing) != 1 or differing[0] == 0:
+    differing = [i for i, (x, y) in enumerate(zip(tokens, others)) if x != y]
+    if len(differing) != 1:
         return None
-    a, b = pieces[differing[0]], other[differing[0]]
-    if WILDCARD in (a, b) or not (a[0].isalnum() and b[0].isalnum()):
+    at = differing[0]
+    mine, theirs = template_pieces(tokens[at]), template_pieces(others[at])
+    start = next((i for i, (x, y) in enumerate(zip(mine, theirs)) if x != y), min(len(mine), len(theirs)))
+    end = next((i for i, (x, y) in enumerate(zip(reversed(mine[start:]), reversed(theirs[start:]))) if x != y),
+               min(len(mine), len(theirs)) - start)
+    a, b = mine[start:len(mine) - end], theirs[start:len(theirs) - end]
+    if (at == 0 and start == 0) or not a or not b or WILDCARD in a + b or not (a[0][0].isalnum() and b[0][0].isalnum()):
         return None
-    if any(c.constant for c in chunk(a) + chunk(b)):
+    if len(a) == len(b) == 1 and any(c.constant for c in chunk(a[0]) + chunk(b[0])):
+        return None  # a name (`HTTPS`, `SOCKS5`); a dotted one that varies (`Safari.SafeBrowsing.Update`) is a value
+    if _words(template_pieces(new.text)) - _words(a) < shared_words:
         return None
-    shared = sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum()) - 1
-    if shared < shared_words:
-        return None
-    text = render([p if p == q else WILDCARD for p, q in zip(pieces, other, strict=True)])
+    tokens[at] = "".join([*mine[:start], WILDCARD, *mine[len(mine) - end:]])
+    text = render([" ".join(tokens)])
     return _checked(Template(text, example=new.example, spanning=spanning_in(text, old.example)), new, old)
+
+
+def _words(pieces: Iterable[str]) -> int:
+    return sum(1 for p in pieces if p.strip() and p != WILDCARD and p[0].isalnum())
 
 
 def merge_phrases(new: Template, old: Template, shared_words: int = SHARED_WORDS) -> Template | None:
