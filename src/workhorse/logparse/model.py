@@ -72,11 +72,9 @@ def similar(content: str, templates: Iterable[Template], k: int = RETRIEVED) -> 
 class TemplateModel:
     """Templates for unseen lines from a small model (`evaluator`: an Engine or EngineWorker)."""
 
-    def __init__(self, evaluator: Evaluator, demos: Sequence[Demo] | None = None, *, retrieved: int = RETRIEVED) -> None:
-        """`retrieved`: cached templates shown with each line (`RETRIEVED` says why)."""
+    def __init__(self, evaluator: Evaluator, demos: Sequence[Demo] | None = None) -> None:
         self.evaluator = evaluator
         self.model = evaluator.model
-        self.retrieved = retrieved
         demos = shipped_demos() if demos is None else demos
         self._prefix = self.model.tokenize(INSTRUCTION + "".join(_block(d.log, d.template) for d in demos))
         self.calls = 0
@@ -101,7 +99,7 @@ class TemplateModel:
         return [render([self.model.detokenize(result.tokens)]) for result in results]
 
     def _request(self, content: str, chunks: list[Chunk], known: Sequence[Template], others: Sequence[str]) -> GenerateRequest:
-        shown = "".join(_block(t.example, t.text) for t in reversed(similar(content, known, self.retrieved)))
+        shown = "".join(_block(t.example, t.text) for t in reversed(similar(content, known)))
         group = "".join(f"Log: {other}\n" for other in others[:SHOWN_LINES])
         tail = self.model.tokenize(shown + group + _block(content), add_special=False)
         # Each wildcard may take more tokens than the chunk it replaces.
