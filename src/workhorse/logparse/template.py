@@ -179,7 +179,7 @@ class Template:
         self.spanning = frozenset(self.spanning) | spanning_in(self.text, self.example)
         self._matcher = Matcher(self.text.split(WILDCARD), self.spanning)
         self.literal_chars = self._matcher.literal_chars
-        self.spaces = None if self.spanning else sum(part.count(" ") for part in self._matcher.parts)
+        self.spaces = None if self.spanning else self.text.count(" ")  # a wildcard holds no space
         self._tokens = None if self.spanning else TokenMatcher(self.text)
 
     @property
@@ -198,33 +198,26 @@ class Template:
 
     def match(self, content: str) -> list[str] | None:
         """The parameter values when the (normalized) content is a line of this template."""
-        result = self._matcher.match(content)
-        if result.gave_up:
-            self._report_giving_up(content, result)
-        return result.values
+        return self.attempt(content).values
 
     def match_tokens(self, content: str, tokens: Sequence[str]) -> list[str] | None:
         """`match` for a normalized content (single spaces) and the same cut at its spaces: the
         cache's lines, cut once for all the templates it tries."""
         if self._tokens is None:
             return self.match(content)
-        result = self._tokens.match(tokens)
-        if result.gave_up:
-            self._report_giving_up(content, result)
-        return result.values
+        return self._reported(content, self._tokens.match(tokens)).values
 
     def attempt(self, content: str) -> MatchResult:
         """`match` with the work it took."""
-        result = self._matcher.match(content)
-        if result.gave_up:
-            self._report_giving_up(content, result)
-        return result
+        return self._reported(content, self._matcher.match(content))
 
-    def _report_giving_up(self, content: str, result: MatchResult) -> None:
-        if not self._gave_up:  # once per template: a client may send many such lines
+    def _reported(self, content: str, result: MatchResult) -> MatchResult:
+        """The result, its giving up logged (once per template: a client may send many such lines)."""
+        if result.gave_up and not self._gave_up:
             self._gave_up = True
             log.warning("template %d (%r) gave up on a line of %d characters after %d steps; taken as no match",
                         self.id, self.text[:80], len(content), result.steps)
+        return result
 
     def generalizes(self, other: Template) -> bool:
         """Every line of `other` is a line of this one (and they differ)."""
