@@ -121,7 +121,7 @@ def test_cli_fit_and_eval_json(tiny_gguf, tmp_path):
 
 
 def test_oos_calibration_balances_in_scope_accuracy_and_oos_recall():
-    from workhorse.tasks.oos import calibrate
+    from workhorse.tasks.oos import calibrate, in_scope_memory
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2, 16)) * 4
@@ -131,13 +131,42 @@ def test_oos_calibration_balances_in_scope_accuracy_and_oos_recall():
     # Validation: in-scope rows near the training clusters, out-of-scope rows far from both.
     val = np.vstack([centres[0] + rng.normal(size=(20, 16)), rng.normal(size=(20, 16)) * 4 + 30])
     truth = ["a"] * 20 + ["oos"] * 20
-    calibration = calibrate(head, train, train_labels, val, truth, "oos")
+    calibration = calibrate(head, in_scope_memory(head, train, train_labels, "oos"), val, truth, "oos")
     # Far-away rows are confidently "a" or "b" to a linear head; only the neighbours tell.
     assert calibration.detector is not None and calibration.validation_score > 0.9
     probs = head.predict_proba(val)
     typicality = calibration.detector.typicality(head, val, probs)
     assert (typicality[20:] < calibration.threshold).mean() > 0.9  # out-of-scope rows abstain
     assert (typicality[:20] >= calibration.threshold).mean() > 0.8  # in-scope rows mostly answer
+
+
+def test_a_recall_to_keep_buys_in_scope_accuracy_the_balanced_threshold_gives_away():
+    from workhorse.tasks.oos import calibrate, recall_lower_bound
+
+    # One label whose rows are confident, out-of-scope rows spread over the same range: the
+    # confidence alone overlaps, as on real data. 30 out-of-scope rows among 300.
+    rng = np.random.default_rng(1)
+    train = np.vstack([rng.normal(size=(60, 4)) + [3, 0, 0, 0], rng.normal(size=(60, 4)) - [3, 0, 0, 0]])
+    head, _ = train_head(train, ["a"] * 60 + ["b"] * 60)
+    val = np.vstack([rng.normal(size=(270, 4)) * 1.5 + [3, 0, 0, 0], rng.normal(size=(30, 4)) * 1.5])
+    truth = ["a"] * 270 + ["oos"] * 30
+    balanced = calibrate(head, None, val, truth, "oos")
+    kept = calibrate(head, None, val, truth, "oos", min_recall=0.5)
+    assert kept.detector is None and balanced.detector is None  # no memory: the confidence alone
+    assert recall_lower_bound(round(kept.recall * 30), 30) >= 0.5
+    assert kept.recall <= balanced.recall and kept.in_scope_accuracy > balanced.in_scope_accuracy
+    # A recall no threshold keeps at 95 % confidence on 30 rows: the most it can get, flagged.
+    unreachable = calibrate(head, None, val, truth, "oos", min_recall=0.98)
+    assert unreachable.validation_score < 0 and unreachable.recall == max(kept.recall, balanced.recall, unreachable.recall)
+
+
+def test_the_recall_bound_asks_more_of_fewer_rows():
+    from workhorse.tasks.oos import recall_lower_bound
+
+    assert recall_lower_bound(94, 100) == pytest.approx(0.888, abs=0.001)  # the Wilson bound, one-sided 95 %
+    assert recall_lower_bound(93, 100) < 0.88 < recall_lower_bound(94, 100)
+    assert recall_lower_bound(9, 10) < recall_lower_bound(90, 100) < recall_lower_bound(900, 1000) < 0.9
+    assert recall_lower_bound(0, 10) == 0.0 and recall_lower_bound(10, 10) < 1.0
 
 
 def test_fit_with_out_of_scope_validation_abstains_on_unseen_requests(engine, tiny_gguf, tmp_path):
@@ -161,6 +190,41 @@ def test_fit_with_out_of_scope_validation_abstains_on_unseen_requests(engine, ti
     known = classifier.classify([ex.text for ex in load_file(_write_data(tmp_path / "t.jsonl", 20, 3)).examples])
     assert all(p.label == "oos" for p in unseen)
     assert np.mean([p.label != "oos" for p in known]) >= 0.8
+
+
+def test_tasks_abstain_chooses_again_for_a_recall_and_later_fits_keep_it(engine, tiny_gguf, tmp_path):
+    runner = CliRunner()
+    train = _write_data(tmp_path / "train.jsonl", 90, 0)
+    val = tmp_path / "val.jsonl"
+    rows = [json.loads(line) for line in _write_data(tmp_path / "v.jsonl", 30, 2).read_text().splitlines()]
+    strangers = ["zebra quantum violin", "purple mountain sonata", "glacier pancake orbit", "velvet thunder atlas"]
+    rows += [{"text": f"{s} {i}", "label": "oos"} for i, s in enumerate(strangers * 5)]
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fitted = runner.invoke(app, ["fit", str(train), "--task", "ab-intents", "--model", str(tiny_gguf), "--validation",
+                                 f"{val}", "--oos-recall", "0.5", "--json"])
+    assert fitted.exit_code == 0, fitted.output
+    assert json.loads(fitted.stdout)["out_of_scope"]["min_recall"] == 0.5  # the task's rows name the label
+    before, _ = load_task("ab-intents")
+    result = runner.invoke(app, ["tasks", "abstain", "ab-intents", str(val), "--oos-recall", "0.6", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    spec, directory = load_task("ab-intents")
+    assert spec.version == before.version + 1 and summary["directory"] == str(directory)
+    out_of_scope = spec.classify.out_of_scope
+    assert out_of_scope is not None and out_of_scope.min_recall == 0.6 and summary["min_recall"] == 0.6
+    assert summary["out_of_scope_recall"] >= 0.6 and (directory / "head.npz").is_file()
+    assert (directory / "oos.npz").is_file() == (out_of_scope.detector == "neighbours")
+    answers = make_classifier(spec, directory, engine).classify([f"{s} again" for s in strangers])
+    assert np.mean([a.label == "oos" for a in answers]) >= 0.5
+    # The setting stays with the task: a refit chooses its threshold for the same recall.
+    again = runner.invoke(app, ["fit", str(train), "--task", "ab-intents", "--validation", f"{val}", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["out_of_scope"]["min_recall"] == 0.6
+    # Rows without out-of-scope ones cannot choose a threshold; nothing is saved.
+    refused = runner.invoke(app, ["tasks", "abstain", "ab-intents", str(train)])
+    assert refused.exit_code != 0 and "no out-of-scope rows" in str(refused.exception)
+    assert load_task("ab-intents")[0].version == spec.version + 1
+    assert runner.invoke(app, ["fit", str(train), "--task", "ab-intents", "--oos-recall", "0.9"]).exit_code != 0
 
 
 def test_cli_eval_escalate_prints_the_perfect_upstream_curve(tiny_gguf, tmp_path):

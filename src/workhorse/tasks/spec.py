@@ -46,6 +46,12 @@ class OutOfScope(_Strict):
     threshold: float = Field(
         0.0, ge=0, le=1, description="Abstain when the detector's score (probability or typicality) is below this."
     )
+    min_recall: float | None = Field(
+        None, gt=0, lt=1,
+        description="The out-of-scope recall the threshold keeps: chosen on validation rows as the best in-scope "
+        "accuracy whose recall is at least this at 95 % confidence (`fit --oos-recall`, `tasks abstain`; a new "
+        "version keeps it). None: the threshold maximises the mean of in-scope accuracy and out-of-scope recall.",
+    )
 
 
 class ClassifyOptions(_Strict):

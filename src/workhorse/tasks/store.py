@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +188,17 @@ def next_version(name: str) -> int:
     return versions[-1] + 1 if versions else 1
 
 
-def save_revision(spec: TaskSpec, trained_from: Path) -> Path:
+def save_revision(spec: TaskSpec, trained_from: Path, write: Callable[[Path], None] | None = None) -> Path:
     """Save `spec` as the next version of its task, carrying over the trained parts (heads,
-    detectors, the LoRA adapter) of the version in `trained_from`. Returns the new version's directory."""
+    detectors, the LoRA adapter) of the version in `trained_from`; `write` then puts the revision's
+    own parts in its folder. Returns the new version's directory."""
     revised = spec.model_copy(update={"version": next_version(spec.name)})
     directory = version_dir(revised)
     if trained_from.resolve() != EXAMPLES_DIR.resolve():
         for part in [*trained_from.glob("*.npz"), *trained_from.glob(ADAPTER_FILE)]:
             copy_durably(part, directory / part.name)  # on disk before the task.yaml that names the version
+    if write is not None:
+        write(directory)
     saved = save_task(revised)
     make_active(revised.name, revised.version, reason="revised")
     return saved
