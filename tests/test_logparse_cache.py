@@ -73,6 +73,19 @@ def test_a_tie_goes_to_the_template_of_the_lines_first_word():
     assert cache.match("a b c")[0] is word_first
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_the_template_with_the_most_literal_text_wins_whichever_was_added_first(order):
+    """Two templates of one index list that both parse a line and neither covers the other: the
+    one that keeps more of the line wins, whichever came first (`match` stops at its first find)."""
+    texts = ["a <*> c-<*> e", "a b <*>-d e"]
+    cache = TemplateCache()
+    added = [cache.add(texts[i], "a b c-d e".replace("b", "z") if i == 0 else "a b q-d e") for i in order]
+    less, more = sorted(added, key=lambda t: t.literal_chars)
+    assert less.literal_chars < more.literal_chars and len(cache) == 2
+    assert cache.match("a b c-d e") == (more, ["c"])
+    assert cache.match("a z c-y e")[0] is less  # the other still parses what only it parses
+
+
 def test_a_template_whose_first_or_last_word_runs_into_a_wildcard_is_found():
     """`blk_<*>` starts lines whose first word is `blk_1`, `blk_2`…: such a template is indexed as
     starting (or ending) with a variable, not under `blk_`, which no line starts with."""
