@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from workhorse.cli import app
@@ -57,6 +58,7 @@ def test_a_served_requests_lines_are_grouped_together(tmp_path, tiny_model):
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task("log-templates")
+    spec = spec.model_copy(update={"log_ask_model": True})
     engine = Engine(tiny_model, EngineConfig(n_ctx=4096, n_slots=4, prefix_slots=2))
     try:
         task = LogsTask(spec, directory, engine)
@@ -66,5 +68,28 @@ def test_a_served_requests_lines_are_grouped_together(tmp_path, tiny_model):
         answers = task.run(lines)
         assert task.log_task.model_calls == 0  # twenty lines of one group: decided by their evidence (MODEL_BELOW)
         assert len({a.answer["template_id"] for a in answers}) == 1
+        alone = task.run(["2024-05-02 10:12:00 purge blender-data:all 2.83"])  # like no other line: the model is asked
+        assert task.log_task.model_calls == 1 and alone[0].answer["source"] == "model"
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_the_model_is_asked_only_when_the_task_says_so(tmp_path, tiny_model, asked):
+    from workhorse.engine import Engine, EngineConfig
+    from workhorse.tasks.logs import LogsTask
+    from workhorse.tasks.store import load_task
+
+    spec, directory = load_task("log-templates")
+    assert spec.log_ask_model is False  # the shipped task: the rules and the evidence alone
+    spec = spec.model_copy(update={"log_ask_model": asked})
+    engine = Engine(tiny_model, EngineConfig(n_ctx=4096, n_slots=4, prefix_slots=2))
+    try:
+        task = LogsTask(spec, directory, engine)
+        task.log_task.cache_file = tmp_path / "templates.json"
+        lines = ["job 17 finished in 3 s", "disk sda is 91% full", "user alice logged in from 10.0.0.7"]
+        answers = task.run(lines)
+        assert task.log_task.model_calls == (len(lines) if asked else 0)
+        assert [a.answer["content"] for a in answers] == lines and all("<*>" in a.answer["template"] for a in answers)
     finally:
         engine.close()

@@ -190,8 +190,11 @@ def soak(
 def logs(
     data: str = typer.Option(None, help="Directories laid out like Loghub-2k, comma-separated (default: loghub_2k in the datasets folder)."),
     systems: str = typer.Option(None, help="Comma-separated systems (default: every one in log_formats.json)."),
-    model: str = typer.Option(None, help="The template model (default: the log-templates task's, qwen2.5-coder-0.5b)."),
-    no_model: bool = typer.Option(False, "--no-model", help="The rules alone: unseen lines get their certain variables and the values their groups show."),
+    model: str = typer.Option(None, help="The template model, with --ask-model (default: the log-templates task's, qwen2.5-coder-0.5b)."),
+    ask_model: bool | None = typer.Option(
+        None, "--ask-model/--no-model",
+        help="Ask the template model about lines no other line of their block resembles, or leave them to the rules and "
+        "the values their groups show (default: the log-templates task's log_ask_model, off)."),
     repeats: int = typer.Option(3, min=1, help="Warm passes per system (the median is reported)."),
     block: int = typer.Option(1000, min=1, help="Lines grouped at a time in the cold pass, as `logs parse` reads a file (1: line by line)."),
     first: int = typer.Option(10_000, min=1, help="Report the time to parse this many first lines of each system (or all it has)."),
@@ -223,19 +226,21 @@ def logs(
             _print_loso_table(report)
         return
     from workhorse.bench.logs_bench import run as run_logs
+    from workhorse.tasks.store import load_task
 
     template_model = None
-    if not no_model:
+    task = load_task("log-templates")[0]
+    asked = task.log_ask_model if ask_model is None else ask_model
+    if asked:
         from workhorse.logparse.model import TemplateModel
         from workhorse.tasks.engines import engine_config, open_engine
-        from workhorse.tasks.store import load_task
 
-        model = model or load_task("log-templates")[0].model
+        model = model or task.model
         template_model = TemplateModel(open_engine(model, engine_config(threads=threads, kinds=["logs"])))
     apart = [n.strip() for n in ports_apart.split(",")] if ports_apart else []
     report = run_logs(roots, template_model, names=names, repeats=repeats, block=block, first=first, model_below=model_below or None,
                       ports_apart=apart, log=say)
-    report["model"] = None if no_model else model
+    report["model"] = model if asked else None
     report["machine"] = {"cpu": _cpu_name(), "threads": threads}
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -106,8 +106,9 @@ def _eval_logs(spec, directory, data: str, threads: int) -> None:
     if not folder or not system:
         raise WorkhorseError(f"logs data must be DIR:SYSTEM, got {data!r}", "e.g. loghub_2k:HDFS or /path/to/logs:MySystem")
     root = Path(folder) if Path(folder).is_dir() else datasets_root() / folder
-    model = TemplateModel(open_task_engine(spec, directory, threads=threads))
-    report = bench_system(root, system, model, drain=False, ports=spec.log_ports) | {"task": spec.name, "model": spec.model, "data": data}
+    model = TemplateModel(open_task_engine(spec, directory, threads=threads)) if spec.log_ask_model else None
+    report = bench_system(root, system, model, drain=False, ports=spec.log_ports) | {
+        "task": spec.name, "model": spec.model if model else None, "data": data}
     typer.echo(json.dumps(report, indent=2))
 
 

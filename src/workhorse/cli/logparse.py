@@ -25,17 +25,21 @@ def parse(
     task: str = typer.Option("log-templates", help="The logs task: its model, format and template cache."),
     output: str = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep reading lines appended to FILE, like tail -f (Ctrl-C stops)."),
-    no_model: bool = typer.Option(False, "--no-model", help="The cache alone: unseen lines get only their certain variables."),
+    ask_model: bool | None = typer.Option(
+        None, "--ask-model/--no-model",
+        help="Ask the task's model for the template of a line no other line of its block resembles, or leave it to the "
+        "rules and the evidence of other lines (default: the task's log_ask_model, off for log-templates)."),
     threads: int = typer.Option(2, help="llama.cpp threads."),
     ports: str = typer.Option(None, help="An address with its port as one value (with-address) or two (apart: `<*>:<*>`); "
                               "default: the task's log_ports."),
     block: int = typer.Option(
-        BLOCK, min=1, help="Lines read before their unseen ones are grouped and learnt, one model call per group "
+        BLOCK, min=1, help="Lines read before their unseen ones are grouped and learnt, a template per group "
         "(following a file, a block also ends where the lines written so far end; 1: each line on its own, "
         "for a live pipe on stdin)."),
 ) -> None:
-    """Parse a log into templates: cached templates parse their lines at once; the small model writes
-    the template of each line it has not seen, which is cached for the next ones."""
+    """Parse a log into templates: cached templates parse their lines at once; the unseen lines of a
+    block are grouped, and each group's template (what varies across its lines is a value; the
+    model's choice, when asked, for a line alone) is cached for the next ones."""
     from rich.console import Console
 
     from workhorse.errors import WorkhorseError
@@ -48,7 +52,8 @@ def parse(
         raise WorkhorseError("--follow needs a file", "pass the log file's path, or read stdin without --follow")
     if source != "-" and not Path(source).is_file():
         raise WorkhorseError(f"log file not found: {source}", "check the path, or use - for stdin")
-    open_model = None if no_model else (lambda: open_task_engine(spec, directory, threads=threads))
+    asked = spec.log_ask_model if ask_model is None else ask_model
+    open_model = (lambda: open_task_engine(spec, directory, threads=threads)) if asked else None
     if ports not in (None, "with-address", "apart"):
         raise WorkhorseError(f"--ports must be with-address or apart, not {ports!r}", "an address with its port is one value "
                              "(with-address) or two (apart) in your logs' convention")

@@ -1,8 +1,8 @@
 """The `logs` kind: its header format, its persistent template cache and its model, put together
 (the parsing itself is the `logparse` library).
 
-The model is opened only when a line misses the cache, so parsing a log whose templates are all
-known never loads it. The cache lives at `$WORKHORSE_HOME/logs/<task>/templates.json` and is
+The model is asked only when the task says so (`log_ask_model`), and opened only when a line
+misses the cache, so parsing a log whose templates are all known never loads it. The cache lives at `$WORKHORSE_HOME/logs/<task>/templates.json` and is
 saved after every new template (atomically), so an interrupted run keeps what it learnt.
 """
 
@@ -111,11 +111,12 @@ class LogTask:
 
 class LogsTask:
     """Answers are one record per line (header fields, template, typed parameters), without a
-    confidence: a line the cache does not know is templated by the model and learnt."""
+    confidence: a line the cache does not know gets a template (from the model, if the task asks
+    it), which is learnt."""
 
     def __init__(self, spec: TaskSpec, directory: Path | None, evaluator: Evaluator) -> None:
         self.spec = spec
-        self.log_task = LogTask(spec, open_model=lambda: evaluator)
+        self.log_task = LogTask(spec, open_model=(lambda: evaluator) if spec.log_ask_model else None)
 
     def run(self, texts: Sequence[str]) -> list[LocalAnswer]:
         # a request's lines are parsed together: its unseen lines grouped, one model call per group
