@@ -194,3 +194,20 @@ def test_a_file_written_before_the_bound_loads_with_its_alias_chains(tmp_path: P
     cache = TemplateCache.load(path)
     assert cache.resolve(1).id == cache.resolve(2).id == 3
     assert cache.add("Disk <*> full", "Disk sda full").id == 4
+
+
+def test_the_candidates_a_line_gets_follow_the_templates_that_come_and_go():
+    """The cache remembers a line key's candidates: a template added (or replaced) since must be
+    found, and lines that start with ever new words do not grow that memory without end."""
+    from workhorse.logparse.cache import MAX_LINE_KEYS
+
+    cache = TemplateCache()
+    assert cache.match("job 1 done") is None  # remembered: no candidates for ("job", "done", 2)
+    narrow = cache.add("job 1 done", "job 1 done")
+    assert cache.match("job 1 done") == (narrow, [])
+    broad = cache.add("job <*> done", "job 2 done")  # replaces the narrow one
+    assert cache.resolve(narrow.id) is broad and cache.match("job 7 done") == (broad, ["7"])
+    for i in range(MAX_LINE_KEYS + 10):
+        cache.match(f"w{i}x tick")
+    assert len(cache._by_line_key) <= MAX_LINE_KEYS
+    assert cache.match("job 8 done") == (broad, ["8"])

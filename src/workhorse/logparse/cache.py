@@ -20,6 +20,7 @@ to it; its lines are learnt again if they come back.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ MAX_TEMPLATES = 10_000
 # Values the lines' groups showed (package names, versions): bounded, the oldest forgotten first,
 # so a log that never repeats a value cannot grow the cache or its file without end.
 MAX_VALUES = 20_000
+# Lines' (first word, last word, spaces) whose candidate templates are remembered: past this many
+# (a log whose lines start with ever new words) the memory starts again.
+MAX_LINE_KEYS = 4096
 
 
 class TemplateCache:
@@ -52,6 +56,8 @@ class TemplateCache:
         self._by_word: dict[str | None, list[Template]] = defaultdict(list)
         # the same templates for matching, by first word, last word and spaces (None: a wildcard spans spaces)
         self._index: dict[tuple[str | None, str | None, int | None], list[Template]] = defaultdict(list)
+        # `_candidates` by a line's first word, last word and spaces; emptied when a template comes or goes
+        self._by_line_key: dict[tuple[str | None, str | None, int], tuple[Template, ...]] = {}
         self._recent: OrderedDict[int, None] = OrderedDict()  # live ids, least recently matched first
         self._alias: dict[int, int] = {}  # replaced id → the id that replaced it
         self._next_id = 1
@@ -73,13 +79,12 @@ class TemplateCache:
         templates were added. `count` False: the line is counted later (`tally`)."""
         best: tuple[Template, list[str]] | None = None
         tokens = content.split(" ")
-        for candidates in self._candidates(content, len(tokens) - 1):
-            for template in candidates:
-                if best is not None and template.literal_chars <= best[0].literal_chars:
-                    continue
-                params = template.match_tokens(content, tokens)
-                if params is not None:
-                    best = (template, params)
+        for template in self._candidates(content, len(tokens) - 1):
+            if best is not None and template.literal_chars <= best[0].literal_chars:
+                continue
+            params = template.match_tokens(content, tokens)
+            if params is not None:
+                best = (template, params)
         if best is None:
             self.misses += count
         else:
@@ -88,12 +93,20 @@ class TemplateCache:
             self._recent.move_to_end(best[0].id)
         return best
 
-    def _candidates(self, content: str, spaces: int) -> Iterator[list[Template]]:
-        """The lists of templates that may match `content`: those that start with its first word
-        before those that start with a variable; of each, those without a spanning wildcard before
-        those with one; of each, those that end with its last word before those that end with a
-        variable."""
-        first, last = first_word(content), last_word(content)
+    def _candidates(self, content: str, spaces: int) -> tuple[Template, ...]:
+        """The templates that may match `content`: those that start with its first word before
+        those that start with a variable; of each, those without a spanning wildcard before those
+        with one; of each, those that end with its last word before those that end with a
+        variable. Remembered per first word, last word and spaces until the cache changes."""
+        key = (first_word(content), last_word(content), spaces)
+        found = self._by_line_key.get(key)
+        if found is None:
+            if len(self._by_line_key) >= MAX_LINE_KEYS:
+                self._by_line_key.clear()
+            found = self._by_line_key[key] = tuple(itertools.chain.from_iterable(self._lists(*key)))
+        return found
+
+    def _lists(self, first: str | None, last: str | None, spaces: int) -> Iterator[list[Template]]:
         index = self._index
         for start in (first, None) if first is not None else (None,):
             for count in (spaces, None):
@@ -161,6 +174,7 @@ class TemplateCache:
         self._templates[template.id] = template
         self._by_word[template.first_word].append(template)
         self._index_of(template).append(template)
+        self._by_line_key.clear()
         self._recent[template.id] = None
 
     def _remove(self, template: Template) -> None:
@@ -168,6 +182,7 @@ class TemplateCache:
         del self._recent[template.id]
         self._by_word[template.first_word].remove(template)
         self._index_of(template).remove(template)
+        self._by_line_key.clear()
 
     def _index_of(self, template: Template) -> list[Template]:
         """The list of `match`'s index that holds the template."""

@@ -203,9 +203,8 @@ class Template:
     def match_tokens(self, content: str, tokens: Sequence[str]) -> list[str] | None:
         """`match` for a normalized content (single spaces) and the same cut at its spaces: the
         cache's lines, cut once for all the templates it tries."""
-        if self._tokens is None:
-            return self.match(content)
-        return self._reported(content, self._tokens.match(tokens)).values
+        result = self._matcher.match(content) if self._tokens is None else self._tokens.match(tokens)
+        return (self._reported(content, result) if result.gave_up else result).values
 
     def attempt(self, content: str) -> MatchResult:
         """`match` with the work it took."""
@@ -295,12 +294,15 @@ class Matcher:
     """Lines against a template whose text split at `<*>` is `parts`: wildcard i lies between parts
     i and i + 1 and covers whitespace only when i is in `spanning`."""
 
-    __slots__ = ("_budget", "literal_chars", "parts", "spanning")
+    __slots__ = ("_budget", "_longest", "literal_chars", "parts", "spanning")
 
     def __init__(self, parts: Sequence[str], spanning: Collection[int]) -> None:
         self.parts = tuple(parts)
         self.spanning = frozenset(spanning)
         self.literal_chars = sum(map(len, self.parts))
+        # The longest part between wildcards: a line without it is no match, whichever ends it
+        # shares (Mac's `<*> GoogleSoftwareUpdateAgent[<*>] … -[KSAgentApp …` templates).
+        self._longest = max(self.parts[1:-1], key=len, default="")
         self._budget = MATCH_STEPS_PER_CHAR * (self.literal_chars + len(WILDCARD) * (len(self.parts) - 1))
 
     def match(self, content: str) -> MatchResult:
@@ -309,7 +311,8 @@ class Matcher:
         if len(parts) == 1:
             return MatchResult([] if content == parts[0] else None, 0)
         # Most templates tried on a line fail here, at no cost.
-        if self.literal_chars > len(content) or not content.startswith(parts[0]) or not content.endswith(parts[-1]):
+        if (self.literal_chars > len(content) or not content.startswith(parts[0]) or not content.endswith(parts[-1])
+                or self._longest not in content):
             return _NO_MATCH
         line = _Line(content)
         end = len(content) - len(parts[-1])  # where the last wildcard's value ends
