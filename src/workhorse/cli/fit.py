@@ -41,8 +41,9 @@ def train_head(data: str, task: str, *, model: str | None = None, prompt: str | 
     """Fit a head as `workhorse fit` does (progress on stderr) and return its summary."""
     from workhorse.cli.progress import progress
     from workhorse.evals.datasets import load
+    from workhorse.tasks.abstention import with_out_of_scope_rows
     from workhorse.tasks.engines import engine_config, open_engine
-    from workhorse.tasks.fit import carried_adapter, task_for_data, with_out_of_scope_rows
+    from workhorse.tasks.fit import carried_adapter, task_for_data
     from workhorse.tasks.fit import fit as fit_head
     from workhorse.tasks.spec import OutOfScope
 

@@ -204,44 +204,23 @@ def abstain(
 ) -> None:
     """Choose again when TASK abstains (its out-of-scope detector and threshold), on DATA; saves a new version."""
     from workhorse.cli.progress import progress
-    from workhorse.errors import TaskError
     from workhorse.evals.datasets import load
-    from workhorse.tasks.classify import HEAD_FILE
+    from workhorse.tasks.abstention import abstain_again
     from workhorse.tasks.engines import open_task_engine
-    from workhorse.tasks.features import FeatureExtractor
-    from workhorse.tasks.fit import abstention, save_detector, with_out_of_scope_rows
-    from workhorse.tasks.head import LinearHead
-    from workhorse.tasks.oos import OOS_FILE, NeighbourDetector
     from workhorse.tasks.spec import OutOfScope
-    from workhorse.tasks.store import load_task, save_revision
+    from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
-    if spec.kind != "classify" or not (directory / HEAD_FILE).is_file():
-        raise TaskError(f"task {spec.name} v{spec.version} has no trained head to abstain with",
-                        "train one first: workhorse fit DATA --task NAME")
-    current = spec.classify.out_of_scope or OutOfScope()
     if oos_recall is not None:
-        current = current.model_copy(update={"min_recall": oos_recall})
-    spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": current})})
-    dataset = with_out_of_scope_rows(load(data, limit=limit), spec)
-    if not dataset.oos_label:
-        raise TaskError(f"{data} has no out-of-scope rows to choose a threshold on",
-                        f"give validation rows labelled {current.label!r} among the others, such as clinc150:val")
-    head = LinearHead.load(directory / HEAD_FILE)
-    # The neighbours detector compares with the training items it remembers; without one, the confidence alone.
-    memory = NeighbourDetector.load(directory / OOS_FILE).memory if (directory / OOS_FILE).is_file() else None
-    options = spec.classify
+        kept = (spec.classify.out_of_scope or OutOfScope()).model_copy(update={"min_recall": oos_recall})
+        spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": kept})})
+    dataset = load(data, limit=limit)
     engine = open_task_engine(spec, directory, threads=threads)
     try:
-        extractor = FeatureExtractor(engine, options.feature_prompt, options.layers, options.features_pooling)
         with progress(f"features ({spec.model})", total=len(dataset.examples)) as bar:
-            features = extractor.extract([ex.text for ex in dataset.examples], progress=bar.advance)
+            saved, chosen, calibration = abstain_again(spec, directory, dataset, engine, progress=bar.advance)
     finally:
         engine.close()
-    revised, calibration = abstention(spec, head, memory, features, dataset)
-    saved = save_revision(revised, directory, write=lambda folder: save_detector(calibration.detector, folder))
-    chosen = revised.classify.out_of_scope
-    assert chosen is not None
     summary = {"task": spec.name, "directory": str(saved), **chosen.model_dump(), "rows": len(dataset.examples),
                "in_scope_accuracy": calibration.in_scope_accuracy, "out_of_scope_recall": calibration.recall}
     typer.echo(json.dumps(summary, indent=2) if as_json else

@@ -26,10 +26,11 @@ from workhorse.flywheel.lora_classify import LoraOptions, LoraReport, fit_lora
 from workhorse.flywheel.lora_generate import GENERATED_KINDS, GenerateReport, fit_lora_generate
 from workhorse.flywheel.output import resolve as resolve_dataset
 from workhorse.models import resolve
+from workhorse.tasks.abstention import choose_out_of_scope
 from workhorse.tasks.classify import HEAD_FILE
 from workhorse.tasks.engines import TaskEngines, engine_config
 from workhorse.tasks.features import FeatureExtractor
-from workhorse.tasks.fit import FitResult, carried_adapter, choose_out_of_scope, fit, task_for_data
+from workhorse.tasks.fit import FitResult, carried_adapter, fit, task_for_data
 from workhorse.tasks.head import LinearHead
 from workhorse.tasks.spec import TaskSpec
 from workhorse.tasks.store import load_task, next_version, pin_active, promote, save_task, task_versions, write_durably

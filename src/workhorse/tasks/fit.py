@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from workhorse.engine import Adapter, Evaluator
 from workhorse.errors import TaskError, TaskNotFoundError
 from workhorse.evals.datasets import Dataset
+from workhorse.tasks.abstention import choose_out_of_scope
 from workhorse.tasks.classify import HEAD_FILE
 from workhorse.tasks.engines import adapter_of, check_adapter
 from workhorse.tasks.features import FeatureExtractor
-from workhorse.tasks.head import LinearHead, TrainReport, train_head
-from workhorse.tasks.oos import OOS_FILE, Calibration, NeighbourDetector, calibrate, in_scope_memory
-from workhorse.tasks.spec import ClassifyOptions, LabelSpec, OutOfScope, TaskSpec
+from workhorse.tasks.head import TrainReport, train_head
+from workhorse.tasks.spec import ClassifyOptions, LabelSpec, TaskSpec
 from workhorse.tasks.store import ADAPTER_FILE, copy_durably, load_task, make_active, next_version, save_task, version_dir
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,50 +103,3 @@ def fit(
     if activate:
         make_active(spec.name, spec.version, reason="fit")
     return FitResult(spec, saved, report)
-
-
-def with_out_of_scope_rows(data: Dataset, spec: TaskSpec) -> Dataset:
-    """`data` knowing its out-of-scope label: a dataset's own (clinc150), else the task's, when
-    some of its rows carry it (a file of the user's)."""
-    if data.oos_label or spec.classify.out_of_scope is None:
-        return data
-    label = spec.classify.out_of_scope.label
-    return replace(data, oos_label=label) if any(ex.label == label for ex in data.examples) else data
-
-
-def choose_out_of_scope(spec: TaskSpec, directory: Path, head: LinearHead, extractor: FeatureExtractor, features: np.ndarray,
-                        labels: Sequence[str], validation: Dataset, progress: Callable[[int], None] | None = None) -> TaskSpec:
-    """`spec` abstaining as chosen on `validation` (rows with an out-of-scope label) for this head
-    on these training features (`abstention`). A neighbours detector is saved in `directory`."""
-    oos = validation.oos_label
-    assert oos, "validation rows without an out-of-scope label"
-    val_features = extractor.extract([ex.text for ex in validation.examples], progress=progress)
-    spec, calibration = abstention(spec, head, in_scope_memory(head, features, labels, oos), val_features, validation)
-    save_detector(calibration.detector, directory)
-    return spec
-
-
-def abstention(spec: TaskSpec, head: LinearHead, memory: np.ndarray | None, val_features: np.ndarray,
-               validation: Dataset) -> tuple[TaskSpec, Calibration]:
-    """`spec` with the out-of-scope detector and threshold `oos.calibrate` chooses on
-    `validation`'s features (the spec's `min_recall`, if any, kept), and that choice."""
-    oos = validation.oos_label
-    assert oos, "validation rows without an out-of-scope label"
-    current = spec.classify.out_of_scope
-    min_recall = current.min_recall if current else None
-    calibration = calibrate(head, memory, val_features, [ex.label for ex in validation.examples], oos, min_recall)
-    if min_recall is not None and calibration.validation_score < 0:
-        log.warning("no threshold keeps out-of-scope recall at %.2f with 95 %% confidence on %d rows of %s:%s; the "
-                    "highest recall there is %.3f", min_recall, len(validation.examples), validation.name,
-                    validation.split, calibration.recall)
-    out_of_scope = OutOfScope(label=oos, detector="neighbours" if calibration.detector else "confidence",
-                              threshold=calibration.threshold, min_recall=min_recall)
-    return spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": out_of_scope})}), calibration
-
-
-def save_detector(detector: NeighbourDetector | None, directory: Path) -> None:
-    """A version's out-of-scope detector in its folder; none removes one copied from an earlier version."""
-    if detector is not None:
-        detector.save(directory / OOS_FILE)
-    else:
-        (directory / OOS_FILE).unlink(missing_ok=True)
