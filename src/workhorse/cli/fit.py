@@ -41,11 +41,10 @@ def train_head(data: str, task: str, *, model: str | None = None, prompt: str | 
     """Fit a head as `workhorse fit` does (progress on stderr) and return its summary."""
     from workhorse.cli.progress import progress
     from workhorse.evals.datasets import load
-    from workhorse.tasks.abstention import with_out_of_scope_rows
+    from workhorse.tasks.abstention import keeping_recall, with_out_of_scope_rows
     from workhorse.tasks.engines import engine_config, open_engine
     from workhorse.tasks.fit import carried_adapter, task_for_data
     from workhorse.tasks.fit import fit as fit_head
-    from workhorse.tasks.spec import OutOfScope
 
     if pooling not in (None, "last", "last+mean"):
         raise typer.BadParameter(f"{pooling!r}: use `last` or `last+mean`", param_hint="--pooling")
@@ -57,8 +56,7 @@ def train_head(data: str, task: str, *, model: str | None = None, prompt: str | 
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     spec = task_for_data(task, dataset, model=model, prompt=prompt, layers=layer_list, pooling=pooling)
     if oos_recall is not None:
-        kept = (spec.classify.out_of_scope or OutOfScope()).model_copy(update={"min_recall": oos_recall})
-        spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": kept})})
+        spec = keeping_recall(spec, oos_recall)
     if val is not None:
         val = with_out_of_scope_rows(val, spec)
     engine = open_engine(spec.model, engine_config(threads=threads, kinds=[spec.kind], adapter=carried_adapter(spec)))

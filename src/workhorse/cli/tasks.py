@@ -205,15 +205,13 @@ def abstain(
     """Choose again when TASK abstains (its out-of-scope detector and threshold), on DATA; saves a new version."""
     from workhorse.cli.progress import progress
     from workhorse.evals.datasets import load
-    from workhorse.tasks.abstention import abstain_again
+    from workhorse.tasks.abstention import abstain_again, keeping_recall
     from workhorse.tasks.engines import open_task_engine
-    from workhorse.tasks.spec import OutOfScope
     from workhorse.tasks.store import load_task
 
     spec, directory = load_task(task)
     if oos_recall is not None:
-        kept = (spec.classify.out_of_scope or OutOfScope()).model_copy(update={"min_recall": oos_recall})
-        spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": kept})})
+        spec = keeping_recall(spec, oos_recall)
     dataset = load(data, limit=limit)
     engine = open_task_engine(spec, directory, threads=threads)
     try:

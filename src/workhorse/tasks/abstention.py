@@ -25,6 +25,16 @@ from workhorse.tasks.store import save_revision
 log = logging.getLogger(__name__)
 
 
+def keeping_recall(spec: TaskSpec, min_recall: float | None) -> TaskSpec:
+    """`spec` set to keep out-of-scope recall at `min_recall` when it next chooses where to
+    abstain (None: as it is; a task that did not abstain gets the default out-of-scope label)."""
+    current = spec.classify.out_of_scope
+    if min_recall is None and current is not None:
+        return spec
+    kept = (current or OutOfScope()).model_copy(update={"min_recall": min_recall} if min_recall is not None else {})
+    return spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": kept})})
+
+
 def with_out_of_scope_rows(data: Dataset, spec: TaskSpec) -> Dataset:
     """`data` knowing its out-of-scope label: a dataset's own (clinc150), else the task's, when
     some of its rows carry it (a file of the user's)."""
@@ -87,8 +97,7 @@ def abstain_again(spec: TaskSpec, directory: Path, validation: Dataset, evaluato
     if spec.kind != "classify" or not (directory / HEAD_FILE).is_file():
         raise TaskError(f"task {spec.name} v{spec.version} has no trained head to abstain with",
                         "train one first: workhorse fit DATA --task NAME")
-    if spec.classify.out_of_scope is None:
-        spec = spec.model_copy(update={"classify": spec.classify.model_copy(update={"out_of_scope": OutOfScope()})})
+    spec = keeping_recall(spec, None)
     validation = with_out_of_scope_rows(validation, spec)
     if not validation.oos_label:
         raise TaskError(f"{validation.name}:{validation.split} has no out-of-scope rows to choose a threshold on",
