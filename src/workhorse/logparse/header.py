@@ -96,8 +96,9 @@ class LogFormat:
         match = self.pattern.fullmatch(line.strip())
         if match is None:
             return None
-        groups = match.groupdict()
-        return {name: groups[name] or "" for name in self.fields}, groups[CONTENT].rstrip()
+        header = match.groupdict("")  # the named groups in the format's order; "" for one that did not match
+        content = header.pop(CONTENT)
+        return header, content.rstrip()
 
 
 # ------------------------------------------------------------------------------- detection
