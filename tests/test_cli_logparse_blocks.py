@@ -69,7 +69,7 @@ def test_a_served_requests_lines_are_grouped_together(tmp_path, tiny_model):
         assert task.log_task.model_calls == 0  # twenty lines of one group: decided by their evidence (MODEL_BELOW)
         assert len({a.answer["template_id"] for a in answers}) == 1
         alone = task.run(["2024-05-02 10:12:00 purge blender-data:all 2.83"])  # like no other line: the model is asked
-        assert task.log_task.model_calls == 1 and alone[0].answer["source"] == "model"
+        assert task.log_task.model_calls == 1 and alone[0].answer["source"] == "learnt"
     finally:
         engine.close()
 

@@ -124,7 +124,7 @@ def test_block_records_keep_the_input_order_and_sources():
     parser.parse_block(["job 1 done"])
     out = parser.parse_block(["disk sda full", "job 2 done", "disk sda full", "job 3 done"])
     assert [p.number for p in out] == [2, 3, 4, 5]
-    assert [p.source for p in out] == ["model", "cache", "cache", "cache"]  # the first line of a new template
+    assert [p.source for p in out] == ["learnt", "cache", "cache", "cache"]  # the first line of a new template
     assert [p.params for p in out][1] == ["2"]
     assert parser.cache.hits == 3 and parser.cache.misses == 2  # each line counted once
 

@@ -5,8 +5,8 @@
         record = parsed.record(parser.cache)
 
 A line whose content matches a cached template is parsed by the cache alone (source "cache").
-Otherwise the line's template is learnt (source "model", with or without a model): the model writes
-it when there is one and the content is at most `MAX_MODEL_CHARS` long, and its answer (with the
+Otherwise the line's template is learnt (source "learnt"): the model writes it when one was
+given (a logs task's `log_ask_model`) and the content is at most `MAX_MODEL_CHARS` long, and its answer (with the
 plain words in long runs of wildcards taken back) is kept when it matches the line and keeps a word
 of it, if the line has one; else (no model, a longer line, an answer cut short or without words, a
 model error) the template is the line with only its certain variables abstracted (`template.chunk`:
@@ -74,7 +74,7 @@ class ParsedLine:
     header: dict[str, str]
     content: str  # normalized
     template_id: int
-    source: str  # "cache" | "model"
+    source: str  # "cache" | "learnt" (the line taught a new template)
     params: list[str]
     fits_format: bool = True
     template: Template | None = field(default=None, repr=False)  # as parsed: it names the line's group once evicted
@@ -146,7 +146,7 @@ class LogParser:
         (`grouping.group_lines`), one template learnt per group (the model asked once per group,
         the groups of a block in batches), then matched again. A line its group's template does not
         parse after all is learnt alone, as `parse_line` would. As line by line, the first line of
-        each new template has source "model" and the later ones "cache"."""
+        each new template has source "learnt" and the later ones "cache"."""
         rows = [self._split(line) for line in lines]
         found = [self.cache.match(content, count=False) for _, content, _ in rows]
         misses = Counter(content for (_, content, _), hit in zip(rows, found, strict=True) if hit is None)
@@ -165,11 +165,11 @@ class LogParser:
                     hit = (template, template.match(content) or [])
                 if hit[0].id not in new:
                     new.add(hit[0].id)
-                    source = "model"
+                    source = "learnt"
             template, params = hit
             out.append(ParsedLine(self.lines, header, content, template.id, source, params, fits, template))
-        model_lines = sum(p.source == "model" for p in out)
-        self.cache.tally(hits=len(out) - model_lines, misses=model_lines)
+        learnt = sum(p.source == "learnt" for p in out)
+        self.cache.tally(hits=len(out) - learnt, misses=learnt)
         return out
 
     def parse_line(self, line: str) -> ParsedLine:
@@ -183,7 +183,7 @@ class LogParser:
         if self._on_learn is not None:
             self._on_learn(template)
         params = template.match(content) or []
-        return ParsedLine(self.lines, header, content, template.id, "model", params, fits, template)
+        return ParsedLine(self.lines, header, content, template.id, "learnt", params, fits, template)
 
     def _split(self, line: str) -> tuple[dict[str, str], str, bool]:
         """The header fields, the normalized content, and whether the line fit the header format."""
