@@ -80,8 +80,8 @@ class TemplateCache:
         best: tuple[Template, list[str]] | None = None
         tokens = content.split(" ")
         for template in self._candidates(content, len(tokens) - 1):
-            if (best is not None and template.literal_chars <= best[0].literal_chars) or template.required not in content:
-                continue  # the second test fails most of the templates tried, at no cost
+            if best is not None and template.literal_chars <= best[0].literal_chars:
+                continue
             params = template.match_tokens(content, tokens)
             if params is not None:
                 best = (template, params)

@@ -168,7 +168,6 @@ class Template:
     hits: int = 0
     spanning: frozenset[int] = frozenset()  # indexes of wildcards that match spaces too
     literal_chars: int = field(init=False)
-    required: str = field(init=False)  # its longest literal part: every line of it holds this text
     # The spaces every line of the template has (its wildcards cover none), None when one spans
     # spaces: the cache tries a line only against templates with as many (`TemplateCache.match`).
     spaces: int | None = field(init=False)
@@ -180,7 +179,6 @@ class Template:
         self.spanning = frozenset(self.spanning) | spanning_in(self.text, self.example)
         self._matcher = Matcher(self.text.split(WILDCARD), self.spanning)
         self.literal_chars = self._matcher.literal_chars
-        self.required = self._matcher.required
         self.spaces = None if self.spanning else self.text.count(" ")  # a wildcard holds no space
         self._tokens = None if self.spanning else TokenMatcher(self.text)
 
@@ -296,7 +294,7 @@ class Matcher:
     """Lines against a template whose text split at `<*>` is `parts`: wildcard i lies between parts
     i and i + 1 and covers whitespace only when i is in `spanning`."""
 
-    __slots__ = ("_budget", "literal_chars", "parts", "required", "spanning")
+    __slots__ = ("_budget", "_required", "literal_chars", "parts", "spanning")
 
     def __init__(self, parts: Sequence[str], spanning: Collection[int]) -> None:
         self.parts = tuple(parts)
@@ -304,7 +302,7 @@ class Matcher:
         self.literal_chars = sum(map(len, self.parts))
         # The longest part: a line without it is no match, whatever ends it shares (Mac's
         # `<*> GoogleSoftwareUpdateAgent[<*>] … -[KSAgentApp …` templates). One `in` tells.
-        self.required = max(self.parts, key=len)
+        self._required = max(self.parts, key=len)
         self._budget = MATCH_STEPS_PER_CHAR * (self.literal_chars + len(WILDCARD) * (len(self.parts) - 1))
 
     def match(self, content: str) -> MatchResult:
@@ -314,7 +312,7 @@ class Matcher:
             return MatchResult([] if content == parts[0] else None, 0)
         # Most templates tried on a line fail here, at no cost.
         if (self.literal_chars > len(content) or not content.startswith(parts[0]) or not content.endswith(parts[-1])
-                or self.required not in content):
+                or self._required not in content):
             return _NO_MATCH
         line = _Line(content)
         end = len(content) - len(parts[-1])  # where the last wildcard's value ends
